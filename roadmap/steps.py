@@ -1,0 +1,30 @@
+"""Build the network of a step and measure it the paper's way (224 px, 1000 classes)."""
+from __future__ import annotations
+
+import dataclasses
+
+from .config import ModelConfig, Step
+from .model import RoadmapNet, count_gflops, count_params
+
+
+def build_model(model: ModelConfig, num_classes: int = 1000) -> RoadmapNet:
+    return RoadmapNet(**dataclasses.asdict(model), num_classes=num_classes)
+
+
+def describe(step: Step) -> dict:
+    """One row of `runner.py list`: the step, its size at the paper's setting, the paper's numbers."""
+    net = build_model(step.model)
+    return {
+        "id": step.id,
+        "order": step.order,
+        "title": step.title,
+        "adopted": step.adopted,
+        "base": step.base,
+        "params": round(count_params(net) / 1e6, 3),
+        "params_exact": count_params(net),
+        "gflops": round(count_gflops(net, 224), 3),
+        "paper_gflops": step.paper.gflops,
+        "paper_top1": step.paper.top1,
+        "paper_top1_std": step.paper.top1_std,
+        "recipe": step.recipe.name,
+    }

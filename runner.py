@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""ResNet-50 -> ConvNeXt roadmap runner: `python runner.py {list,run,table,plot,bench} --help`."""
+import sys
+
+from roadmap.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Every step of both regimes against the paper; the endpoints against torchvision and timm."""
+import csv
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torchvision
+
+from roadmap.config import load_roadmap
+from roadmap.model import RoadmapNet, count_gflops, count_params
+from roadmap.steps import build_model
+
+PAPER_CSV = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "paper_roadmap.csv"
+STEPS = [(r, s) for r in ("resnet50", "resnet200") for s in load_roadmap(r)]
+
+
+def ids(pair):
+    return f"{pair[0]}-{pair[1].id}" if isinstance(pair, tuple) else None
+
+
+@pytest.mark.parametrize("roadmap,step", STEPS, ids=[f"{r}-{s.id}" for r, s in STEPS])
+def test_gflops_match_paper(roadmap, step):
+    gflops = count_gflops(build_model(step.model), 224)
+    if step.id == "layernorm":
+        # BN -> LN changes no conv or linear layer: the MACs must equal the step before.
+        before = next(s for s in load_roadmap(roadmap) if s.id == step.base)
+        assert gflops == pytest.approx(count_gflops(build_model(before.model), 224), rel=1e-9)
+        assert step.paper.note, "the layernorm step must explain the paper's GFLOPs in its YAML"
+    else:
+        assert gflops == pytest.approx(step.paper.gflops, rel=0.015)
+
+
+@pytest.mark.parametrize("roadmap,step", STEPS, ids=[f"{r}-{s.id}" for r, s in STEPS])
+def test_forward_backward_small_input(roadmap, step):
+    torch.manual_seed(0)
+    net = build_model(step.model, num_classes=7)
+    out = net(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 7)
+    out.square().mean().backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_steps_cover_the_paper_csv():
+    if not PAPER_CSV.exists():
+        pytest.skip("paper_roadmap.csv is not beside the checkout")
+    rows = [r for r in csv.DictReader(PAPER_CSV.open()) if r["order"] != "ref"]
+    for roadmap in ("resnet50", "resnet200"):
+        ours = load_roadmap(roadmap)
+        paper = [r for r in rows if r["regime"] == roadmap]
+        assert len(ours) == len(paper) == 17
+        for step, row in zip(ours, paper):
+            assert step.paper.top1 == float(row["paper_top1"])
+            assert step.paper.gflops == float(row["paper_gflops"])
+            assert step.adopted == (row["adopted"] == "yes")
+
+
+def copy_in_order(src: torch.nn.Module, dst: torch.nn.Module) -> None:
+    """Copy every parameter and buffer by registration order, insisting that shapes agree."""
+    src_state, dst_state = src.state_dict(), dst.state_dict()
+    assert len(src_state) == len(dst_state)
+    for (ks, vs), (kd, vd) in zip(src_state.items(), dst_state.items()):
+        assert vs.shape == vd.shape, f"{ks} {tuple(vs.shape)} vs {kd} {tuple(vd.shape)}"
+    dst.load_state_dict(dict(zip(dst_state, src_state.values())))
+
+
+def shapes(module):
+    return sorted(tuple(p.shape) for p in module.parameters())
+
+
+def randomize_norm_stats(module):
+    """So the comparison exercises BN running stats and affine parameters, not only convs."""
+    g = torch.Generator().manual_seed(1)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+REFERENCES = {
+    ("resnet50", "resnet50"): (lambda: torchvision.models.resnet50(), 25_557_032),
+    ("resnet200", "resnet200"): (lambda: torchvision.models.resnet.ResNet(
+        torchvision.models.resnet.Bottleneck, [3, 24, 36, 3]), 64_673_832),
+    ("resnet50", "separate_downsampling"): (lambda: timm.create_model("convnext_tiny"), 28_589_128),
+    ("resnet200", "separate_downsampling"): (lambda: timm.create_model("convnext_base"), 88_591_464),
+}
+
+
+@pytest.mark.parametrize("roadmap,step_id", list(REFERENCES), ids=["-".join(k) for k in REFERENCES])
+def test_endpoints_are_exact(roadmap, step_id):
+    make_ref, n_params = REFERENCES[(roadmap, step_id)]
+    torch.manual_seed(0)
+    ref = make_ref().eval()
+    randomize_norm_stats(ref)
+    step = next(s for s in load_roadmap(roadmap) if s.id == step_id)
+    ours = build_model(step.model).eval()
+    assert count_params(ours) == count_params(ref) == n_params
+    assert shapes(ours) == shapes(ref)
+    if step_id == "separate_downsampling":
+        for m in ref.modules():  # layer scale is 1e-6 at init: make the blocks matter in the comparison
+            if hasattr(m, "gamma") and isinstance(m.gamma, torch.nn.Parameter):
+                m.gamma.data.uniform_(0.5, 1.5)
+    copy_in_order(ref, ours)
+    x = torch.randn(2, 3, 224 if roadmap == "resnet50" else 128, 224 if roadmap == "resnet50" else 128)
+    with torch.no_grad():
+        expected, got = ref(x), ours(x)
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_first_step_gflops_equal_torchvision():
+    step = load_roadmap("resnet50")[0]
+    assert count_gflops(build_model(step.model)) == pytest.approx(count_gflops(torchvision.models.resnet50()), rel=1e-12)
+
+
+def test_impossible_architecture_is_a_clear_error():
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        RoadmapNet(kernel_size=4)
+    with pytest.raises(ValueError, match="model.norm must be one of"):
+        RoadmapNet(norm="gn")
