@@ -7,9 +7,12 @@ import argparse
 import json
 import sys
 
-from .config import ROADMAPS, ConfigError, load_roadmap
+from pathlib import Path
 
-USER_ERRORS = (ConfigError,)
+from .config import ROADMAPS, ConfigError, load_roadmap, parse_overrides
+from .results import ResultsError
+
+USER_ERRORS = (ConfigError, ResultsError)
 
 
 def cmd_list(args) -> None:
@@ -21,9 +24,19 @@ def cmd_list(args) -> None:
         print(json.dumps(rows, indent=1))
         return
     header = ["id", "title", "adopted", "base", "params (M)", "GFLOPs", "paper GFLOPs", "paper top-1"]
-    print(markdown_table(header, [[r["id"], r["title"], "yes" if r["adopted"] else "branch", r["base"] or "",
-                                   r["params"], f"{r['gflops']:.2f}", r["paper_gflops"], r["paper_top1"]] for r in rows]),
-          end="")
+    table = markdown_table(header, [[r["id"], r["title"], "yes" if r["adopted"] else "branch", r["base"] or "",
+                                     f"{r['params']:.2f}", f"{r['gflops']:.2f}", r["paper_gflops"], r["paper_top1"]]
+                                    for r in rows])
+    print(table, end="")
+    if args.readme:
+        from .report import replace_between_markers
+        begin, end = f"<!-- steps-{args.roadmap}:begin -->", f"<!-- steps-{args.roadmap}:end -->"
+        block = (f"`python runner.py list --roadmap {args.roadmap} --readme` wrote this table: params and GFLOPs "
+                 "(MACs of convs and linear layers) at 224 px and 1000 classes.\n\n" + table)
+        try:
+            replace_between_markers(Path(args.readme), begin, end, block)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -33,6 +46,43 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
+def cmd_run(args) -> None:
+    from .runs import run_command
+
+    overrides = parse_overrides(args.set)
+    if args.compile:
+        overrides.setdefault("train", {})["compile"] = True
+    if args.device:
+        overrides.setdefault("train", {})["device"] = args.device
+    counts = run_command(args.roadmap, None if args.all else args.step, args.scale, args.data, args.seeds, overrides,
+                         Path(args.results), Path(args.checkpoints), progress=not args.no_progress)
+    if counts["failed"]:
+        raise SystemExit(1)
+
+
+def cmd_table(args) -> None:
+    from .report import make_table
+
+    readme = None if args.no_readme else Path(args.readme)
+    for path in make_table(args.roadmap, args.scale, args.data, Path(args.results), Path(args.out), readme):
+        print(path)
+
+
+def cmd_plot(args) -> None:
+    from .report import make_plot
+
+    for path in make_plot(args.roadmap, args.scale, args.data, Path(args.results), Path(args.out)):
+        print(path)
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--roadmap", default="resnet50", help="a folder of steps/")
+    p.add_argument("--scale", default="demo", help="the scale whose results to report")
+    p.add_argument("--data", help="the dataset whose results to report (default: the only one present)")
+    p.add_argument("--results", default="results", help="results folder (default results/)")
+    p.add_argument("--out", default="report", help="output folder (default report/)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="runner.py", description="ResNet-50 -> ConvNeXt roadmap, step by step.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -40,7 +90,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="every step in roadmap order with params and GFLOPs (224 px, 1000 classes)")
     p.add_argument("--roadmap", default="resnet50", help=f"a folder of steps/ ({', '.join(ROADMAPS)}, or your own)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--readme", nargs="?", const="README.md", help="also refresh this README's steps table")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="train one step, several, or the whole roadmap",
+                       description="Train steps in roadmap order; complete runs are skipped, interrupted ones resume.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--step", nargs="+", metavar="ID", help="step ids ('runner.py list' shows them)")
+    which.add_argument("--all", action="store_true", help="every step of the roadmap, side branches included")
+    p.add_argument("--roadmap", default="resnet50", help=f"a folder of steps/ ({', '.join(ROADMAPS)}, or your own)")
+    p.add_argument("--scale", default="demo", help="a preset of steps/scales/: demo (CPU), small (32 px, GPU), paper")
+    p.add_argument("--data", help="fashion-mnist | cifar10 | cifar100 | imagefolder:PATH | synthetic "
+                                  "(default: the scale's)")
+    p.add_argument("--seeds", type=int, default=1, help="train seeds 0..N-1 (default 1)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key, e.g. model.kernel_size=5, scale.epochs=10, data.root=DIR")
+    p.add_argument("--results", default="results", help="results folder (default results/)")
+    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default checkpoints/)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("table", help="markdown + csv table of results, one row per step; updates README.md")
+    add_report_arguments(p)
+    p.add_argument("--readme", default="README.md", help="README whose results markers to refresh")
+    p.add_argument("--no-readme", action="store_true", help="leave the README alone")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("plot", help="figure of the step-by-step gains (png + svg)")
+    add_report_arguments(p)
+    p.set_defaults(func=cmd_plot)
     return parser
 
 

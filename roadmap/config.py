@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import types
 import typing
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-STEPS_DIR = Path(__file__).resolve().parent.parent / "steps"
+# Your own steps and scales can live elsewhere: ROADMAP_STEPS_DIR=/my/steps runner.py ...
+STEPS_DIR = Path(os.environ.get("ROADMAP_STEPS_DIR") or Path(__file__).resolve().parent.parent / "steps")
 ROADMAPS = ("resnet50", "resnet200")
 
 
@@ -81,6 +83,7 @@ class ScaleConfig:
     classic_epochs: int = 90                # classic-recipe epochs
     batch_size: int = 4096                  # global batch (gradient accumulation makes up the rest)
     micro_batch: int = 256                  # largest batch per device and forward pass
+    crop: str = "rrc"                       # rrc: RandomResizedCrop (ImageNet) | pad: pad 4 + random crop (32 px)
     width_mult: float = 1.0
     depth_mult: float = 1.0
     stem_stride: int | None = None          # overrides the model's stem stride (small images)
@@ -240,7 +243,7 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-def step_files(roadmap: str, steps_dir: Path = STEPS_DIR) -> dict[str, Path]:
+def step_files(roadmap: str, steps_dir: Path | None = None) -> dict[str, Path]:
     """{step id: file} in roadmap order; the id is the file name after its NN_ order prefix."""
     if roadmap not in available_roadmaps(steps_dir):
         raise ConfigError(f"unknown roadmap '{roadmap}'; choose from {', '.join(available_roadmaps(steps_dir))}"
@@ -262,12 +265,14 @@ def available_roadmaps(steps_dir: Path = STEPS_DIR) -> list[str]:
 
 def load_roadmap(roadmap: str, steps_dir: Path = STEPS_DIR) -> list[Step]:
     """Every step of a roadmap, in order, with bases resolved."""
+    steps_dir = steps_dir or STEPS_DIR
     files = step_files(roadmap, steps_dir)
     raw = {step_id: read_yaml(path) for step_id, path in files.items()}
     return [_resolve(step_id, order, raw, files, roadmap) for order, step_id in enumerate(files)]
 
 
-def load_step(roadmap: str, step_id: str, steps_dir: Path = STEPS_DIR) -> Step:
+def load_step(roadmap: str, step_id: str, steps_dir: Path | None = None) -> Step:
+    steps_dir = steps_dir or STEPS_DIR
     for step in load_roadmap(roadmap, steps_dir):
         if step.id == step_id:
             return step
@@ -313,7 +318,8 @@ def _resolve(step_id: str, order: int, raw: dict, files: dict, roadmap: str) -> 
     return Step(step_id, roadmap, order, own["title"], adopted, own.get("base"), paper, model, recipe, str(path))
 
 
-def load_scale(name: str, steps_dir: Path = STEPS_DIR) -> ScaleConfig:
+def load_scale(name: str, steps_dir: Path | None = None) -> ScaleConfig:
+    steps_dir = steps_dir or STEPS_DIR
     path = steps_dir / "scales" / f"{name}.yaml"
     if not path.is_file():
         names = sorted(p.stem for p in (steps_dir / "scales").glob("*.yaml"))
@@ -335,8 +341,9 @@ def scaled_model(model: ModelConfig, scale: ScaleConfig) -> ModelConfig:
 
 
 def build_run_config(roadmap: str, step_id: str, scale_name: str, data_spec: str | None,
-                     seed: int, overrides: dict[str, dict], steps_dir: Path = STEPS_DIR) -> RunConfig:
+                     seed: int, overrides: dict[str, dict], steps_dir: Path | None = None) -> RunConfig:
     """Step + scale + data + overrides, resolved into the exact config of one run."""
+    steps_dir = steps_dir or STEPS_DIR
     step = load_step(roadmap, step_id, steps_dir)
     scale = load_scale(scale_name, steps_dir)
     update_dataclass(scale, overrides.get("scale", {}), "scale")

@@ -152,7 +152,8 @@ class RoadmapNet(nn.Module):
         in_chans=3,
     ):
         super().__init__()
-        check_args(depths, widths, stem, stem_stride, bottleneck, kernel_size, act, acts, norm, norms, downsample, init)
+        check_args(depths, widths, stem, stem_stride, bottleneck, kernel_size, act, acts, norm, norms, downsample, init,
+                   groups)
         inverted = bottleneck == "inverted"
         # Stage output dims: a classic bottleneck widens its output 4x; an inverted one its hidden layer.
         dims = [w if inverted else w * ratio for w in widths]
@@ -216,7 +217,8 @@ class RoadmapNet(nn.Module):
         return self.fc(self.head_norm(x))          # (N, num_classes)
 
 
-def check_args(depths, widths, stem, stem_stride, bottleneck, kernel_size, act, acts, norm, norms, downsample, init):
+def check_args(depths, widths, stem, stem_stride, bottleneck, kernel_size, act, acts, norm, norms, downsample, init,
+               groups=1, **_other_args):
     """Reject impossible architectures with one readable ValueError."""
     choices = {"stem": (stem, STEM_TYPES), "bottleneck": (bottleneck, BOTTLENECKS), "act": (act, tuple(ACTIVATIONS)),
                "acts": (acts, WHICH), "norm": (norm, NORMS), "norms": (norms, WHICH),
@@ -230,6 +232,8 @@ def check_args(depths, widths, stem, stem_stride, bottleneck, kernel_size, act, 
         raise ValueError("model.depths and model.widths must be positive")
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"model.kernel_size must be odd and positive, not {kernel_size}")
+    if groups < 1 or any(w % groups for w in widths):
+        raise ValueError(f"model.groups {groups} must divide every width {tuple(widths)}")
     if stem_stride not in (1, 2, 4) and not (stem == "patchify" and stem_stride >= 1):
         raise ValueError(f"model.stem_stride must be 1, 2 or 4 for the resnet stem, not {stem_stride}")
 

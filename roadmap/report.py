@@ -1,13 +1,535 @@
-"""Tables (markdown + csv) and figures of roadmap results."""
+"""Tables (markdown + csv) and figures of roadmap results.
+
+One row per step, in roadmap order: our mean top-1 over seeds, the delta against the step's
+reference (the previous adopted step; a side branch's own `base`), the paper's numbers and delta,
+whether the signs agree and whether our delta exceeds the seed noise (Welch's t-test). Failed,
+diverged and missing runs stay in the table with their status. Every output is a pure function of
+the records, so regenerating it from the same results gives the same bytes.
+"""
 from __future__ import annotations
 
+import io
+import math
+import os
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
 
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    """A GitHub markdown table; numbers right-aligned."""
+import pandas as pd
+
+from .config import ConfigError, Step, load_roadmap
+from .results import atomic_write_bytes, atomic_write_text, data_slug, load_records
+
+P_THRESHOLD = 0.05
+SIGNIFICANCE_TEST = f"Welch's t-test (unequal variances, two-sided, p < {P_THRESHOLD:g}) on per-seed top-1"
+README_BEGIN = "<!-- results:begin -->"
+README_END = "<!-- results:end -->"
+COLUMNS = ["id", "change", "adopted", "base", "reference", "n", "n_failed", "n_missing", "top1_mean", "top1_std",
+           "top5_mean", "status", "delta", "paper_top1", "paper_delta", "sign_agrees", "p_value", "significant",
+           "gflops", "paper_gflops", "params", "images_per_s", "failures", "note"]
+
+
+def markdown_table(header: list[str], rows: list[list], align: Sequence[str] | None = None) -> str:
+    """A GitHub markdown table; numbers right-aligned, or `align` per column ('l' / 'r')."""
     def cell(v):
-        return "" if v is None else str(v)
-    align = ["---:" if rows and isinstance(rows[0][i], (int, float)) and not isinstance(rows[0][i], bool) else "---"
-             for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+        return "" if v is None else str(v).replace("|", "\\|")
+    if align is None:
+        align = ["r" if rows and isinstance(rows[0][i], (int, float)) and not isinstance(rows[0][i], bool) else "l"
+                 for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- statistics
+def _regularized_incomplete_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b) by its continued fraction (modified Lentz), as in Numerical Recipes' betai."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast only below this point
+        return 1.0 - _regularized_incomplete_beta(1.0 - x, b, a)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 500):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * fraction / a
+
+
+def student_t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with `df` (possibly fractional) degrees of freedom."""
+    if math.isinf(t):
+        return 0.0
+    try:
+        from scipy import stats
+    except ImportError:
+        return _regularized_incomplete_beta(df / (df + t * t), df / 2.0, 0.5)
+    return float(2.0 * stats.t.sf(abs(t), df))
+
+
+def welch_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """(t, degrees of freedom, two-sided p) of Welch's test of mean(b) != mean(a); needs 2+ values each."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("Welch's t-test needs at least two values on each side")
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    var_a = sum((x - mean_a) ** 2 for x in a) / (len(a) - 1)
+    var_b = sum((x - mean_b) ** 2 for x in b) / (len(b) - 1)
+    se_a, se_b = var_a / len(a), var_b / len(b)
+    if se_a + se_b == 0.0:  # identical seeds on both sides: any difference is beyond noise
+        return (math.inf if mean_b != mean_a else 0.0), math.inf, (0.0 if mean_b != mean_a else 1.0)
+    t = (mean_b - mean_a) / math.sqrt(se_a + se_b)
+    df = (se_a + se_b) ** 2 / (se_a ** 2 / (len(a) - 1) + se_b ** 2 / (len(b) - 1))
+    return t, df, student_t_two_sided_p(t, df)
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+# ---------------------------------------------------------------------------- the table
+def reference_steps(steps: list[Step]) -> dict[str, str | None]:
+    """{step id: the step its delta is taken against}: the previous adopted step, or a side branch's base.
+
+    So every kernel size is compared with move_up_dwconv, and gelu (after kernel7) with kernel7."""
+    references, previous_adopted = {}, None
+    for step in steps:
+        references[step.id] = previous_adopted if step.adopted else step.base
+        if step.adopted:
+            previous_adopted = step.id
+    return references
+
+
+def _run_ok(record: dict) -> bool:
+    return record.get("status") == "complete" and record.get("top1") is not None
+
+
+def describe_failure(record: dict) -> str:
+    """One line for a run that gave no top-1: 'failed: <reason>' or 'diverged at epoch E'."""
+    if record.get("status") == "diverged":
+        epoch = (record.get("divergence") or {}).get("epoch")
+        return "diverged" if epoch is None else f"diverged at epoch {epoch}"
+    if record.get("status") == "complete":
+        return "failed: no top-1 recorded"
+    reason = " ".join(str(record.get("reason") or "").split())  # tracebacks become one line
+    reason = reason if len(reason) <= 80 else reason[:77] + "..."
+    return f"failed: {reason}" if reason else "failed"
+
+
+def step_status(n_ok: int, failures: list[str], n_missing: int) -> str:
+    """'ok' | 'missing' | the failure itself | 'partial: k ok, j failed[, m missing]'."""
+    if n_ok == 0 and not failures:
+        return "missing"
+    if n_ok == 0:
+        return "; ".join(dict.fromkeys(failures))  # distinct, in seed order
+    if not failures and not n_missing:
+        return "ok"
+    parts = [f"{n_ok} ok"] + [f"{count} {what}" for count, what in ((len(failures), "failed"), (n_missing, "missing"))
+                              if count]
+    return "partial: " + ", ".join(parts)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def _sample_std(values: list[float]) -> float:
+    if len(values) < 2:
+        return math.nan
+    mean = _mean(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _first(records: list[dict], key: str):
+    """A per-step constant (params, GFLOPs) from any record that has it: failed runs measure it too."""
+    return next((r[key] for r in records if r.get(key) is not None), None)
+
+
+def _step_row(step: Step, records: list[dict], expected_seeds: set[int]) -> dict:
+    records = sorted(records, key=lambda r: r["seed"])
+    ok = [r for r in records if _run_ok(r)]
+    failed = [r for r in records if not _run_ok(r)]
+    top1 = [float(r["top1"]) for r in ok]
+    n_missing = len(expected_seeds - {r["seed"] for r in records})
+    return {
+        "id": step.id, "change": step.title, "adopted": step.adopted, "base": step.base,
+        "n": len(ok), "n_failed": len(failed), "n_missing": n_missing,
+        "top1_mean": _mean(top1), "top1_std": _sample_std(top1),
+        "top5_mean": _mean([float(r["top5"]) for r in ok if r.get("top5") is not None]),
+        "status": step_status(len(ok), [describe_failure(r) for r in failed], n_missing),
+        "paper_top1": step.paper.top1 if step.paper.top1 is not None else math.nan,
+        "gflops": _first(records, "gflops"), "paper_gflops": step.paper.gflops, "params": _first(records, "params"),
+        "images_per_s": _mean([float(r["images_per_s"]) for r in ok if r.get("images_per_s") is not None]),
+        "failures": "; ".join(f"seed {r['seed']}: {describe_failure(r)}" for r in failed),
+        "note": step.paper.note or "",
+        "_top1": top1,
+    }
+
+
+def _add_comparison(row: dict, reference: dict | None) -> None:
+    """Delta, paper delta, sign agreement and Welch's test of `row` against its reference row."""
+    row.update(reference=None, delta=math.nan, paper_delta=math.nan, sign_agrees=None, p_value=math.nan,
+               significant=None)
+    if reference is None:
+        return
+    row["reference"] = reference["id"]
+    row["delta"] = row["top1_mean"] - reference["top1_mean"]
+    row["paper_delta"] = row["paper_top1"] - reference["paper_top1"]
+    if not (math.isnan(row["delta"]) or math.isnan(row["paper_delta"])):
+        row["sign_agrees"] = _sign(row["delta"]) == _sign(row["paper_delta"])
+    if len(row["_top1"]) >= 2 and len(reference["_top1"]) >= 2:
+        row["p_value"] = welch_t_test(reference["_top1"], row["_top1"])[2]
+        row["significant"] = bool(row["p_value"] < P_THRESHOLD)
+
+
+def build_table(steps: list[Step], records: list[dict]) -> pd.DataFrame:
+    """One row per step in roadmap order from the records of one roadmap/scale/data (see COLUMNS).
+
+    Seeds expected of every step are the seeds seen anywhere in `records`; a step that lacks some
+    counts them as missing. Records of steps not in `steps` are ignored here (the context lists them)."""
+    expected_seeds = {r["seed"] for r in records}
+    by_step: dict[str, list[dict]] = {}
+    for record in records:
+        by_step.setdefault(record["step"], []).append(record)
+    rows = {step.id: _step_row(step, by_step.get(step.id, []), expected_seeds) for step in steps}
+    references = reference_steps(steps)
+    for step in steps:
+        _add_comparison(rows[step.id], rows.get(references[step.id]))
+    frame = pd.DataFrame([{c: row[c] for c in COLUMNS} for row in rows.values()], columns=COLUMNS)
+    frame.attrs["significance_test"] = SIGNIFICANCE_TEST
+    return frame
+
+
+# ---------------------------------------------------------------------------- context
+def build_context(records: list[dict], steps: list[Step]) -> dict:
+    """What the table's header says about the runs behind it, from the records alone."""
+    known = {step.id for step in steps}
+    return {
+        "roadmap": ", ".join(sorted({r["roadmap"] for r in records})),
+        "scale": ", ".join(sorted({r["scale"] for r in records})),
+        "data": ", ".join(sorted({r["data"] for r in records})),
+        "seeds": sorted({r["seed"] for r in records}),
+        "devices": sorted({_device(r) for r in records}),
+        "image_sizes": sorted({r["image_size"] for r in records if r.get("image_size")}),
+        "num_classes": sorted({r["num_classes"] for r in records if r.get("num_classes")}),
+        "runs": len(records),
+        "wall_s": sum(float(r.get("wall_s") or 0.0) for r in records),
+        "git_commits": sorted({str(r["git_commit"]) for r in records if r.get("git_commit")}),
+        "unknown_steps": sorted({r["step"] for r in records if r["step"] not in known}),
+    }
+
+
+def _device(record: dict) -> str:
+    world = record.get("world_size") or 1
+    device = str(record.get("device") or "unknown device")
+    return f"{world} x {device}" if world > 1 else device
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def context_line(context: dict) -> str:
+    """'Roadmap `resnet50`, scale `demo`, data `fashion-mnist` (28 px, 10 classes): seeds 0, 1; ...'."""
+    size = ", ".join([f"{s} px" for s in context.get("image_sizes", [])] +
+                     [f"{c} classes" for c in context.get("num_classes", [])])
+    parts = [f"seeds {', '.join(map(str, context['seeds']))}", "; ".join(context["devices"]),
+             f"{context['runs']} runs, total wall time {_duration(context['wall_s'])}"]
+    if context.get("git_commits"):
+        parts.append("git " + ", ".join(c[:10] for c in context["git_commits"]))
+    return (f"Roadmap `{context['roadmap']}`, scale `{context['scale']}`, data `{context['data']}`"
+            f"{f' ({size})' if size else ''}: " + "; ".join(parts) + ".")
+
+
+# ---------------------------------------------------------------------------- markdown + csv
+def _isnan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _signed(x) -> str:
+    if _isnan(x):
+        return "–"
+    text = f"{x:+.2f}"
+    return "+0.00" if text == "-0.00" else text
+
+
+def _top1(mean, std, n) -> str:
+    if n == 0:
+        return "–"
+    return f"{mean:.2f} ± {std:.2f} (n={n})" if n >= 2 else f"{mean:.2f} (n=1)"
+
+
+def _yes_no(flag) -> str:
+    return "–" if flag is None or _isnan(flag) else ("yes" if flag else "no")
+
+
+def _count(n) -> str:
+    if _isnan(n):
+        return "–"
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.2f}{suffix}"
+    return str(int(n))
+
+
+def _gflops(x) -> str:
+    return "–" if _isnan(x) else f"{x:.3g}"
+
+
+def _change(row) -> str:
+    return row["change"] if row["adopted"] else f"{row['change']} (branch)"
+
+
+def table_markdown(df: pd.DataFrame) -> str:
+    header = ["step", "change", "top-1 (%)", "Δ", "paper top-1", "paper Δ", "sign agrees", "> noise",
+              "GFLOPs", "params", "img/s", "status"]
+    rows = [[row["id"], _change(row), _top1(row["top1_mean"], row["top1_std"], row["n"]), _signed(row["delta"]),
+             "–" if _isnan(row["paper_top1"]) else f"{row['paper_top1']:.2f}", _signed(row["paper_delta"]),
+             _yes_no(row["sign_agrees"]), _yes_no(row["significant"]), _gflops(row["gflops"]), _count(row["params"]),
+             "–" if _isnan(row["images_per_s"]) else f"{row['images_per_s']:,.0f}", row["status"]]
+            for row in df.to_dict("records")]
+    return markdown_table(header, rows, align="llrrrrllrrrl")
+
+
+def table_notes(df: pd.DataFrame, context: dict) -> str:
+    """The bullet list under the table: how to read it, step notes, every run that gave no top-1."""
+    sizes = ", ".join(f"{s} px" for s in context.get("image_sizes", [])) or "the run's image size"
+    notes = [
+        "Δ: our mean top-1 minus that of the reference step, the previous adopted step; a side branch "
+        "(branch) is compared with its base step, and the next adopted step skips it. Paper Δ follows the "
+        "same rule with the paper's numbers (ImageNet-1k, 224 px).",
+        f"`> noise`: {SIGNIFICANCE_TEST}, between a step and its reference; – when either has fewer than 2 "
+        "complete seeds. Top-1 is mean ± sample std over complete seeds.",
+        f"GFLOPs and params: our runs' networks at {sizes}; the paper counts at 224 px and 1000 classes.",
+    ]
+    notes += [f"{row['id']}: {row['note']}" for row in df.to_dict("records") if row["note"]]
+    notes += [f"{row['id']} {row['failures']}" for row in df.to_dict("records") if row["failures"]]
+    if context.get("unknown_steps"):
+        notes.append("records of steps no longer in the roadmap, not shown: " + ", ".join(context["unknown_steps"]))
+    return "".join(f"- {note}\n" for note in notes)
+
+
+def table_body(df: pd.DataFrame, context: dict) -> str:
+    """Table and notes: what goes into README between the markers."""
+    return table_markdown(df) + "\n" + table_notes(df, context)
+
+
+def render_markdown(df: pd.DataFrame, context: dict) -> str:
+    return context_line(context) + "\n\n" + table_body(df, context)
+
+
+def render_csv(df: pd.DataFrame) -> str:
+    return df.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def write_table(df: pd.DataFrame, out_dir: Path, stem: str, context: dict) -> list[Path]:
+    """<out_dir>/<stem>.md and .csv, written atomically; the same records give the same bytes."""
+    md_path, csv_path = Path(out_dir) / f"{stem}.md", Path(out_dir) / f"{stem}.csv"
+    atomic_write_text(md_path, render_markdown(df, context))
+    atomic_write_text(csv_path, render_csv(df))
+    return [md_path, csv_path]
+
+
+# ---------------------------------------------------------------------------- README
+def update_readme(readme: Path, table_md: str, figure_rel_path: str, context_line: str) -> bool:
+    """Replace what lies between the results markers of README; True if the file changed.
+
+    `figure_rel_path` '' leaves the figure out."""
+    block = context_line + "\n\n" + table_md.rstrip("\n") + "\n"
+    if figure_rel_path:
+        block += f"\n![roadmap results]({figure_rel_path})\n"
+    return replace_between_markers(readme, README_BEGIN, README_END, block)
+
+
+def replace_between_markers(readme: Path, begin_marker: str, end_marker: str, block: str) -> bool:
+    """Put `block` between two marker lines of a README (generated, never hand-edited, content)."""
+    readme = Path(readme)
+    text = readme.read_text()
+    begin, end = text.find(begin_marker), text.find(end_marker)
+    if begin < 0 or end < 0 or end < begin:
+        raise ValueError(f"{readme} needs the markers '{begin_marker}' and then '{end_marker}' on their own lines "
+                         "where the generated text goes; add them and rerun")
+    new_text = text[:begin + len(begin_marker)] + "\n" + block + text[end:]
+    if new_text == text:
+        return False
+    atomic_write_text(readme, new_text)
+    return True
+
+
+# ---------------------------------------------------------------------------- entry points
+def select_records(roadmap: str, scale: str, data: str | None, results_dir: Path) -> tuple[list[dict], str]:
+    """The records of one roadmap/scale/data and the data spec; `data` None means the only one there."""
+    records = load_records(results_dir, roadmap, scale, data)
+    where = f"roadmap {roadmap}, scale {scale}" + (f", data {data}" if data else "")
+    if not records:
+        raise ConfigError(f"no results for {where} under {results_dir}; run 'runner.py run' first")
+    slugs = sorted({data_slug(r["data"]) for r in records})
+    if len(slugs) > 1:
+        raise ConfigError(f"results for {where} hold several datasets ({', '.join(slugs)}); pick one with --data")
+    return records, data or records[0]["data"]
+
+
+def _selection(roadmap: str, scale: str, data: str | None, results_dir: Path):
+    steps = load_roadmap(roadmap)
+    records, data = select_records(roadmap, scale, data, results_dir)
+    return steps, records, f"{roadmap}-{scale}-{data_slug(data)}"
+
+
+def make_table(roadmap: str, scale: str, data: str | None, results_dir: Path, out_dir: Path,
+               readme: Path | None = None) -> list[Path]:
+    """Write <out_dir>/<roadmap>-<scale>-<data>.md/.csv; refresh README's results if given. Returns files written."""
+    steps, records, stem = _selection(roadmap, scale, data, results_dir)
+    df, context = build_table(steps, records), build_context(records, steps)
+    written = write_table(df, out_dir, stem, context)
+    if readme is not None:
+        figure = Path(out_dir) / f"{stem}.png"
+        figure_rel = Path(os.path.relpath(figure, Path(readme).parent)).as_posix() if figure.exists() else ""
+        if update_readme(readme, table_body(df, context), figure_rel, context_line(context)):
+            written.append(Path(readme))
+    return written
+
+
+def make_plot(roadmap: str, scale: str, data: str | None, results_dir: Path, out_dir: Path) -> list[Path]:
+    """Write <out_dir>/<roadmap>-<scale>-<data>.png/.svg."""
+    steps, records, stem = _selection(roadmap, scale, data, results_dir)
+    return plot(build_table(steps, records), out_dir, stem, build_context(records, steps))
+
+
+# ---------------------------------------------------------------------------- the figure
+OURS_COLOR, BRANCH_COLOR, PAPER_COLOR = "#3b6ea8", "#b7cde6", "#d1495b"
+PAPER_DELTA_COLOR = "#f0a6ad"
+
+
+def _limits(values: list[float], room_right: float) -> tuple[float, float, float]:
+    """(left, right, data_right): data spans [left, data_right], the axis stops at `right`, leaving
+    `room_right` of its width free for text."""
+    values = [v for v in values if not _isnan(v)] or [0.0, 100.0]  # nothing to show: a plain percent axis
+    lo, hi = min(values), max(values)
+    pad = max(0.25 * (hi - lo), 0.5)
+    left, data_right = lo - pad, hi + 0.15 * pad
+    return left, data_right + (data_right - left) * room_right / (1 - room_right), data_right
+
+
+def _ticks_within(ax, left: float, right: float) -> None:
+    """Keep x ticks off the text column right of the data."""
+    ax.set_xticks([t for t in ax.get_xticks() if left <= t <= right])
+
+
+def _empty_slot_label(status: str) -> str:
+    return "missing" if status == "missing" else ("diverged" if status.startswith("diverged") else "failed")
+
+
+def _plot_accuracy(ax, df: pd.DataFrame) -> list:
+    """Left panel: our mean top-1 per step (bars from a common baseline), the paper's on a top axis."""
+    y = list(range(len(df)))
+    means, stds = df["top1_mean"].tolist(), df["top1_std"].fillna(0.0).tolist()
+    left, right, data_right = _limits([m - s for m, s in zip(means, stds)] + [m + s for m, s in zip(means, stds)], 0.2)
+    ax.set_xlim(left, right)
+    for i, row in enumerate(df.to_dict("records")):
+        if row["n"] == 0:
+            ax.barh(i, data_right - left, left=left, height=0.6, fill=False, edgecolor="#999999", linestyle="--")
+            ax.text(left + 0.02 * (data_right - left), i, _empty_slot_label(row["status"]), va="center",
+                    color="#666666", style="italic", fontsize=9)
+            continue
+        branch = not row["adopted"]
+        ax.barh(i, row["top1_mean"] - left, left=left, height=0.6, color=BRANCH_COLOR if branch else OURS_COLOR,
+                hatch="///" if branch else None, edgecolor=OURS_COLOR, linewidth=0.8,
+                xerr=row["top1_std"] if row["n"] >= 2 else None, error_kw={"ecolor": "#222222", "capsize": 3})
+        ax.text(left + 0.01 * (data_right - left), i, f"{row['top1_mean']:.2f}", va="center", fontsize=8,
+                color="#111111" if branch else "white", fontweight="bold",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1} if branch else None)
+    for i, gflops in enumerate(df["gflops"].tolist()):  # a column of its own, right of every bar and marker
+        if not _isnan(gflops):
+            ax.text(right - 0.01 * (right - left), i, f"{_gflops(gflops)} GFLOPs", ha="right", va="center",
+                    fontsize=8, color="#333333")
+    ax.axvline(data_right, color="#dddddd", linewidth=0.8)
+    _ticks_within(ax, left, data_right)
+    ax.set_yticks(y, [textwrap.fill(_change(row), 34) for row in df.to_dict("records")], fontsize=9)
+    ax.set_ylim(len(df) - 0.5, -0.5)
+    ax.set_xlabel("our top-1 (%), mean ± std over seeds; GFLOPs at the run's image size")
+    ax.grid(axis="x", color="#eeeeee")
+    ax.set_axisbelow(True)
+    return _plot_paper_top1(ax, df, y)
+
+
+def _plot_paper_top1(ax, df: pd.DataFrame, y: list[int]) -> list:
+    from matplotlib.patches import Patch
+
+    paper = ax.twiny()  # the paper's ImageNet numbers live on their own scale
+    left, right, data_right = _limits(df["paper_top1"].tolist(), 0.2)
+    paper.set_xlim(left, right)
+    _ticks_within(paper, left, data_right)
+    marker = paper.scatter(df["paper_top1"], y, marker="D", s=30, color=PAPER_COLOR, zorder=3,
+                           label="paper top-1 (ImageNet-1k, top axis)")
+    paper.set_xlabel("paper top-1 (%), ImageNet-1k", color=PAPER_COLOR)
+    paper.tick_params(axis="x", colors=PAPER_COLOR)
+    paper.set_ylim(len(df) - 0.5, -0.5)
+    return [Patch(facecolor=OURS_COLOR, edgecolor=OURS_COLOR, label="ours, adopted step"),
+            Patch(facecolor=BRANCH_COLOR, edgecolor=OURS_COLOR, hatch="///", label="ours, side branch"), marker]
+
+
+def _plot_deltas(ax, df: pd.DataFrame) -> list:
+    """Right panel: our delta beside the paper's for every step, against the same reference step."""
+    from matplotlib.patches import Patch
+
+    rows = df.to_dict("records")
+    values = [v for r in rows for v in (r["delta"], r["paper_delta"]) if not _isnan(v)] or [0.0]
+    span = max(max(values), 0.0) - min(min(values), 0.0) or 1.0
+    ax.set_xlim(min(min(values), 0.0) - 0.22 * span, max(max(values), 0.0) + 0.22 * span)
+    for i, row in enumerate(rows):
+        branch = not row["adopted"]
+        for offset, value, color, label in ((-0.2, row["delta"], BRANCH_COLOR if branch else OURS_COLOR, "ours"),
+                                            (0.2, row["paper_delta"], PAPER_DELTA_COLOR, "paper")):
+            if _isnan(value):
+                continue
+            ax.barh(i + offset, value, height=0.38, color=color, edgecolor=OURS_COLOR if label == "ours" else PAPER_COLOR,
+                    linewidth=0.6, hatch="///" if branch and label == "ours" else None)
+            mark = "*" if label == "ours" and row["significant"] else ""
+            ax.text(value + (0.01 if value >= 0 else -0.01) * span, i + offset, _signed(value) + mark,
+                    ha="left" if value >= 0 else "right", va="center", fontsize=7)
+        if _isnan(row["delta"]):
+            why = "baseline" if pd.isna(row["reference"]) else "missing" if row["n"] == 0 else "reference missing"
+            ax.text(0.01 * span, i - 0.2, f"no Δ ({why})", va="center", fontsize=7, color="#666666", style="italic")
+    ax.axvline(0.0, color="#222222", linewidth=0.8)
+    ax.set_xlabel("Δ top-1 vs reference step (points); * beyond seed noise (Welch, p < 0.05)")
+    ax.grid(axis="x", color="#eeeeee")
+    ax.set_axisbelow(True)
+    ax.tick_params(axis="y", left=False, labelleft=False)
+    return [Patch(facecolor=PAPER_DELTA_COLOR, edgecolor=PAPER_COLOR, label="paper Δ (ours in blue above it)")]
+
+
+def plot(df: pd.DataFrame, out_dir: Path, stem: str, context: dict) -> list[Path]:
+    """<out_dir>/<stem>.png and .svg in the style of the paper's Figure 2, deterministic bytes."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = [Path(out_dir) / f"{stem}.png", Path(out_dir) / f"{stem}.svg"]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with plt.rc_context({"svg.hashsalt": "roadmap", "font.size": 9}):
+        fig, (left, right) = plt.subplots(1, 2, sharey=True, figsize=(15, 2.4 + 0.5 * len(df)),
+                                          gridspec_kw={"width_ratios": [3, 2]}, layout="constrained")
+        handles = _plot_accuracy(left, df) + _plot_deltas(right, df)
+        fig.suptitle(textwrap.fill(context_line(context).replace("`", ""), 150), fontsize=10)
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+        for path in paths:
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=path.suffix[1:], dpi=120, metadata={"Date": None} if path.suffix == ".svg" else None)
+            atomic_write_bytes(path, buffer.getvalue())
+        plt.close(fig)
+    return paths

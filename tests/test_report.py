@@ -1,0 +1,241 @@
+"""The report: table values against hand computation, Welch's test, byte-stable outputs, the figure, README."""
+import math
+
+import pandas as pd
+import pytest
+
+from roadmap import report
+from roadmap.config import ConfigError, load_roadmap
+from roadmap.results import RunKey, write_record
+
+ROADMAP, SCALE, DATA = "resnet50", "demo", "synthetic"
+
+# (step, seed, top1, status, extra): complete runs give top-1; the rest show up as failed or diverged.
+RUNS = [
+    ("resnet50", 0, 70.0), ("resnet50", 1, 72.0),
+    ("modern_recipe", 0, 75.0), ("modern_recipe", 1, 76.0),
+    ("stage_ratio", 0, 77.0),                                         # seed 1 never ran
+    ("patchify_stem", 0, None, "failed", {"reason": "CUDA error:\n  out of memory"}),
+    # depthwise: no record at all
+    ("widen", 0, 78.0), ("widen", 1, 79.0),
+    ("inverted_bottleneck", 0, 79.0), ("inverted_bottleneck", 1, 80.0),
+    ("move_up_dwconv", 0, 80.0), ("move_up_dwconv", 1, 82.0),
+    ("kernel5", 0, 81.0), ("kernel5", 1, 81.5),
+    ("kernel7", 0, 83.0), ("kernel7", 1, 85.0),
+    ("kernel9", 0, 79.0),
+    ("kernel9", 1, 12.0, "diverged", {"divergence": {"epoch": 2, "step": 37, "last_finite_loss": 2.3}}),
+    ("kernel11", 0, 90.0), ("kernel11", 1, 90.0),
+    ("gelu", 0, 90.0), ("gelu", 1, 92.0),
+    ("fewer_activations", 0, None, "diverged", {"divergence": {"epoch": 3, "step": 80, "last_finite_loss": 1.1}}),
+    ("fewer_activations", 1, None, "diverged", {"divergence": {"epoch": 3, "step": 80, "last_finite_loss": 1.1}}),
+]
+
+
+def make_record(step, seed, top1, status="complete", extra=None):
+    record = {
+        "schema": 1, "status": status, "reason": None, "divergence": None,
+        "roadmap": ROADMAP, "step": step, "order": 0, "title": step, "adopted": True, "base": None,
+        "scale": SCALE, "data": DATA, "seed": seed, "top1": top1, "top5": None if top1 is None else 99.0,
+        "epochs": [], "params": 12345, "gflops": 0.0123, "image_size": 28, "num_classes": 10,
+        "images_per_s": 1000.0 + seed * 100, "wall_s": 30.0, "peak_mem_mb": None, "device": "cpu", "world_size": 1,
+        "torch": "2.14.1", "timm": "1.0.31", "git_commit": "abc123", "paper": {}, "config": {},
+    }
+    record.update(extra or {})
+    return record
+
+
+def write_runs(root, runs=RUNS):
+    for run in runs:
+        step, seed = run[0], run[1]
+        write_record(root, RunKey(ROADMAP, SCALE, DATA, step, seed), make_record(*run))
+    return root
+
+
+@pytest.fixture(scope="module")
+def steps():
+    return load_roadmap(ROADMAP)
+
+
+@pytest.fixture()
+def results(tmp_path):
+    return write_runs(tmp_path / "results")
+
+
+@pytest.fixture()
+def table(steps, results):
+    records = report.select_records(ROADMAP, SCALE, DATA, results)[0]
+    return report.build_table(steps, records).set_index("id")
+
+
+# ---------------------------------------------------------------------------- statistics
+def test_student_t_matches_closed_forms():
+    # df=1 is Cauchy, df=2 has p = 1 - |t| / sqrt(2 + t^2); 2.228 is the tabled 5% point at df=10.
+    assert report._regularized_incomplete_beta(1 / (1 + 9.0), 0.5, 0.5) == pytest.approx(1 - 2 / math.pi * math.atan(3.0))
+    assert report.student_t_two_sided_p(2.5, 2) == pytest.approx(1 - 2.5 / math.sqrt(2 + 2.5 ** 2))
+    assert report.student_t_two_sided_p(2.228, 10) == pytest.approx(0.05, abs=2e-4)
+
+
+def test_student_t_fractional_df_matches_numeric_integral():
+    t, df = 4.0249, 1.4706
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    density = lambda x: math.exp(log_norm - (df + 1) / 2 * math.log1p(x * x / df))  # noqa: E731
+    # P(|T| > t) = 1 - 2 * integral_0^t density, Simpson's rule with many panels.
+    n, h = 20000, t / 20000
+    integral = h / 3 * sum((1 if i in (0, n) else 4 if i % 2 else 2) * density(i * h) for i in range(n + 1))
+    assert report.student_t_two_sided_p(t, df) == pytest.approx(1 - 2 * integral, rel=1e-6)
+
+
+def test_welch_by_hand():
+    # means 71 and 75.5, variances 2 and 0.5: se^2 = 1.25, t = 4.5 / sqrt(1.25), df = 1.25^2 / (1 + 0.0625).
+    t, df, p = report.welch_t_test([70, 72], [75, 76])
+    assert t == pytest.approx(4.5 / math.sqrt(1.25))
+    assert df == pytest.approx(1.5625 / 1.0625)
+    assert 0.05 < p < 0.2
+    # equal variances and n=2 on both sides give df=2, where p has a closed form
+    t, df, p = report.welch_t_test([83, 85], [90, 92])
+    assert (t, df) == (pytest.approx(7 / math.sqrt(2)), pytest.approx(2.0))
+    assert p == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    assert report.welch_t_test([1, 1], [2, 2])[2] == 0.0 and report.welch_t_test([1, 1], [1, 1])[2] == 1.0
+    with pytest.raises(ValueError):
+        report.welch_t_test([1], [1, 2])
+
+
+# ---------------------------------------------------------------------------- the table
+def test_references_follow_adopted_steps_and_branch_bases(steps):
+    refs = report.reference_steps(steps)
+    assert refs["resnet50"] is None and refs["modern_recipe"] == "resnet50"
+    assert refs["kernel5"] == refs["kernel7"] == refs["kernel9"] == refs["kernel11"] == "move_up_dwconv"
+    assert refs["gelu"] == "kernel7"
+
+
+def test_every_step_has_a_row_in_roadmap_order(table, steps):
+    assert list(table.index) == [s.id for s in steps]
+    assert table.loc["kernel5", "adopted"] == False  # noqa: E712 - numpy bool
+    assert table.loc["kernel7", "adopted"] == True  # noqa: E712
+
+
+def test_means_stds_and_counts(table):
+    assert table.loc["resnet50", ["n", "top1_mean"]].tolist() == [2, 71.0]
+    assert table.loc["resnet50", "top1_std"] == pytest.approx(math.sqrt(2.0))  # sample std, ddof=1
+    assert table.loc["modern_recipe", "top1_std"] == pytest.approx(math.sqrt(0.5))
+    assert table.loc["stage_ratio", "n"] == 1 and math.isnan(table.loc["stage_ratio", "top1_std"])
+    assert table.loc["kernel9", "top1_mean"] == 79.0  # the diverged seed's 12% does not count
+    assert table.loc["resnet50", "images_per_s"] == 1050.0
+    assert table.loc["resnet50", "gflops"] == 0.0123 and table.loc["resnet50", "params"] == 12345
+
+
+def test_nothing_is_silently_dropped(table):
+    status = table["status"]
+    assert status["resnet50"] == "ok"
+    assert status["stage_ratio"] == "partial: 1 ok, 1 missing"
+    assert status["patchify_stem"] == "failed: CUDA error: out of memory"
+    assert status["depthwise"] == "missing"
+    assert status["kernel9"] == "partial: 1 ok, 1 failed"
+    assert status["fewer_activations"] == "diverged at epoch 3"
+    assert table.loc["kernel9", "failures"] == "seed 1: diverged at epoch 2"
+    assert table.loc["patchify_stem", ["n", "n_failed", "n_missing"]].tolist() == [0, 1, 1]
+    assert status["separate_downsampling"] == "missing"
+
+
+def test_deltas_against_the_reference_step(table):
+    assert math.isnan(table.loc["resnet50", "delta"]) and pd.isna(table.loc["resnet50", "reference"])
+    assert table.loc["modern_recipe", "delta"] == pytest.approx(4.5)
+    assert table.loc["kernel5", "delta"] == pytest.approx(81.25 - 81.0)  # branch: from its base move_up_dwconv
+    assert table.loc["kernel11", "delta"] == pytest.approx(90.0 - 81.0)
+    assert table.loc["kernel7", "delta"] == pytest.approx(84.0 - 81.0)
+    assert table.loc["gelu", "reference"] == "kernel7"
+    assert table.loc["gelu", "delta"] == pytest.approx(91.0 - 84.0)  # not against kernel11's 90
+    assert math.isnan(table.loc["widen", "delta"])  # its reference, depthwise, never ran
+    assert math.isnan(table.loc["depthwise", "delta"])
+
+
+def test_paper_deltas_and_sign_agreement(table):
+    assert table.loc["modern_recipe", "paper_delta"] == pytest.approx(78.82 - 76.13)
+    assert table.loc["kernel5", "paper_delta"] == pytest.approx(80.35 - 79.92)
+    assert table.loc["gelu", "paper_delta"] == pytest.approx(80.62 - 80.57)
+    assert table.loc["modern_recipe", "sign_agrees"] is True
+    assert table.loc["stage_ratio", "sign_agrees"] is True  # 77 - 75.5 > 0, paper +0.54
+    assert table.loc["move_up_dwconv", "sign_agrees"] is False  # ours +1.5, paper -0.72
+    assert table.loc["widen", "sign_agrees"] is None
+
+
+def test_significance_uses_welch_only_with_two_seeds_each(table):
+    assert table.loc["gelu", "significant"] is True  # df=2 case: p = 0.0385
+    assert table.loc["gelu", "p_value"] == pytest.approx(1 - 4.9497 / math.sqrt(2 + 24.5), abs=1e-4)
+    assert table.loc["kernel7", "significant"] is False  # t = 3/sqrt(2), df = 2: p = 0.168
+    assert table.loc["kernel7", "p_value"] == pytest.approx(1 - 2.1213 / math.sqrt(6.5), abs=1e-4)
+    assert table.loc["stage_ratio", "significant"] is None  # one seed
+    assert table.loc["kernel9", "significant"] is None  # one complete seed
+    assert table.attrs["significance_test"].startswith("Welch's t-test")
+
+
+# ---------------------------------------------------------------------------- files
+def test_markdown_and_csv_are_byte_stable(steps, results, tmp_path):
+    first = report.make_table(ROADMAP, SCALE, DATA, results, tmp_path / "a", None)
+    second = report.make_table(ROADMAP, SCALE, None, results, tmp_path / "b", None)
+    assert [p.name for p in first] == ["resnet50-demo-synthetic.md", "resnet50-demo-synthetic.csv"]
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    md = first[0].read_text()
+    assert md.startswith("Roadmap `resnet50`, scale `demo`, data `synthetic` (28 px, 10 classes): seeds 0, 1; cpu;"
+                         " 24 runs, total wall time 12.0 min; git abc123.")
+    assert "| 71.00 ± 1.41 (n=2) | – |" in md
+    assert "| kernel5 | kernel size 5 (branch) | 81.25 ± 0.35 (n=2) | +0.25 |" in md
+    assert "| gelu | ReLU -> GELU | 91.00 ± 1.41 (n=2) | +7.00 | 80.62 | +0.05 | yes | yes |" in md
+    assert "| 77.00 (n=1) |" in md and "| missing |" in md and "failed: CUDA error" in md
+    assert "Welch's t-test" in md and "side branch" in md and "likely counts norms" in md
+    assert "- patchify_stem seed 0: failed: CUDA error: out of memory" in md
+
+
+def test_csv_round_trips_every_step(results, tmp_path):
+    csv = report.make_table(ROADMAP, SCALE, DATA, results, tmp_path, None)[1]
+    frame = pd.read_csv(csv)
+    assert len(frame) == 17 and list(frame.columns) == report.COLUMNS
+    assert frame.set_index("id").loc["kernel5", "delta"] == pytest.approx(0.25)
+
+
+def test_plot_writes_deterministic_png_and_svg(steps, results, tmp_path):
+    first = report.make_plot(ROADMAP, SCALE, DATA, results, tmp_path / "a")
+    second = report.make_plot(ROADMAP, SCALE, DATA, results, tmp_path / "b")
+    assert [p.suffix for p in first] == [".png", ".svg"]
+    assert all(p.stat().st_size > 1000 for p in first)
+    assert first[1].read_bytes() == second[1].read_bytes()
+    assert first[0].read_bytes() == second[0].read_bytes()
+
+
+def test_missing_results_and_ambiguous_data_are_config_errors(results, tmp_path):
+    with pytest.raises(ConfigError, match="no results for roadmap resnet50, scale paper .* run 'runner.py run' first"):
+        report.make_table(ROADMAP, "paper", None, results, tmp_path, None)
+    write_record(results, RunKey(ROADMAP, SCALE, "cifar10", "resnet50", 0),
+                 make_record("resnet50", 0, 50.0, extra={"data": "cifar10"}))
+    with pytest.raises(ConfigError, match=r"several datasets \(cifar10, synthetic\)"):
+        report.make_table(ROADMAP, SCALE, None, results, tmp_path, None)
+
+
+# ---------------------------------------------------------------------------- README
+def test_update_readme_replaces_only_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\nbefore\n<!-- results:begin -->\nold table\n<!-- results:end -->\nafter\n")
+    assert report.update_readme(readme, "| a |\n", "report/x.png", "context") is True
+    assert readme.read_text() == ("# Title\nbefore\n<!-- results:begin -->\ncontext\n\n| a |\n\n"
+                                  "![roadmap results](report/x.png)\n<!-- results:end -->\nafter\n")
+    assert report.update_readme(readme, "| a |\n", "report/x.png", "context") is False
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="results:begin"):
+        report.update_readme(readme, "| a |\n", "", "context")
+    assert readme.read_text() == "# no markers\n"
+
+
+def test_make_table_updates_readme_with_relative_figure(results, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:begin -->\n<!-- results:end -->\n")
+    out = tmp_path / "report"
+    report.make_plot(ROADMAP, SCALE, DATA, results, out)
+    written = report.make_table(ROADMAP, SCALE, DATA, results, out, readme)
+    assert written[-1] == readme
+    text = readme.read_text()
+    assert "![roadmap results](report/resnet50-demo-synthetic.png)" in text and "| kernel7 |" in text
+    assert report.make_table(ROADMAP, SCALE, DATA, results, out, readme)[-1] != readme  # unchanged the second time
+
+
+def test_markdown_table_keeps_its_old_behaviour():
+    assert report.markdown_table(["a", "b"], [["x", 1.5]]) == "| a | b |\n|---|---:|\n| x | 1.5 |\n"
