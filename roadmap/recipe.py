@@ -1,0 +1,115 @@
+"""The two training recipes of the roadmap, built from timm's parts.
+
+classic: torchvision's ResNet-50 reference recipe (step 0).
+modern:  the paper's Table 5 (step 1 on): AdamW, cosine with warm-up, RandAugment, Mixup, CutMix,
+         random erasing, label smoothing; stochastic depth and layer scale are model arguments.
+A run rescales each recipe to its scale: epochs come from the scale, warm-up and step decay keep
+their share of the schedule, and the learning rate scales linearly with the global batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
+from .config import ConfigError, RecipeConfig, ScaleConfig
+
+PRESETS = {
+    "classic": dict(optimizer="sgd", lr=0.1, lr_batch=256, weight_decay=1e-4, momentum=0.9, beta2=0.999,
+                    schedule="step", warmup_epochs=0.0, step_every=30.0, step_gamma=0.1, epochs=90,
+                    label_smoothing=0.0, mixup=0.0, cutmix=0.0, rand_augment="", random_erasing=0.0, ema=False),
+    "modern": dict(optimizer="adamw", lr=4e-3, lr_batch=4096, weight_decay=0.05, momentum=0.9, beta2=0.999,
+                   schedule="cosine", warmup_epochs=20.0, step_every=30.0, step_gamma=0.1, epochs=300,
+                   label_smoothing=0.1, mixup=0.8, cutmix=1.0, rand_augment="rand-m9-mstd0.5-inc1",
+                   random_erasing=0.25, ema=False),
+}
+OPTIMIZERS = {"sgd": "momentum", "adamw": "adamw"}   # timm's 'sgd' is Nesterov; torchvision's is not
+SCHEDULES = ("step", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A recipe with every value filled in, rescaled to one run."""
+    name: str
+    optimizer: str
+    lr: float                 # at this run's global batch
+    weight_decay: float
+    momentum: float
+    beta2: float
+    schedule: str
+    epochs: int
+    warmup_epochs: float
+    step_every: float
+    step_gamma: float
+    label_smoothing: float
+    mixup: float
+    cutmix: float
+    rand_augment: str
+    random_erasing: float
+    ema: bool
+
+
+def resolve(recipe: RecipeConfig, scale: ScaleConfig) -> Recipe:
+    """Preset + explicit keys, rescaled to the scale's epochs and batch."""
+    if recipe.name not in PRESETS:
+        raise ConfigError(f"recipe.name must be one of {', '.join(PRESETS)}, not {recipe.name!r}")
+    values = dict(PRESETS[recipe.name])
+    values.update({k: v for k, v in dataclasses.asdict(recipe).items() if v is not None and k != "name"})
+    if values["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"recipe.optimizer must be one of {', '.join(OPTIMIZERS)}, not {values['optimizer']!r}")
+    if values["schedule"] not in SCHEDULES:
+        raise ConfigError(f"recipe.schedule must be one of {', '.join(SCHEDULES)}, not {values['schedule']!r}")
+    if values["ema"]:
+        raise ConfigError("recipe.ema is not supported: the roadmap runs disable EMA (it hurts BatchNorm models)")
+    epochs = scale.classic_epochs if recipe.name == "classic" else scale.epochs
+    if epochs < 1:
+        raise ConfigError(f"the scale gives {epochs} epochs for the {recipe.name} recipe; it needs at least 1")
+    share = epochs / values.pop("epochs")
+    return Recipe(
+        name=recipe.name, epochs=epochs,
+        lr=values.pop("lr") * scale.batch_size / values.pop("lr_batch"),
+        warmup_epochs=values.pop("warmup_epochs") * share,
+        step_every=values.pop("step_every") * share,
+        **values,
+    )
+
+
+def make_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool = False) -> torch.optim.Optimizer:
+    kwargs = {"betas": (recipe.momentum, recipe.beta2)} if recipe.optimizer == "adamw" else {}
+    if fused and recipe.optimizer == "adamw":
+        kwargs["fused"] = True  # one kernel for all parameters on CUDA
+    # The modern recipe takes no weight decay on norms and biases (official code, timm); the
+    # torchvision reference recipe decays every parameter.
+    return create_optimizer_v2(model, opt=OPTIMIZERS[recipe.optimizer], lr=recipe.lr,
+                               weight_decay=recipe.weight_decay, momentum=recipe.momentum,
+                               filter_bias_and_bn=recipe.name != "classic", **kwargs)
+
+
+def make_scheduler(optimizer, recipe: Recipe, updates_per_epoch: int):
+    """Per-update schedule, so fractional warm-up epochs (small scales) still warm up smoothly."""
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched=recipe.schedule, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs,
+        warmup_lr=1e-6 if recipe.warmup_epochs else recipe.lr, min_lr=1e-6 if recipe.schedule == "cosine" else 0.0,
+        decay_epochs=recipe.step_every, decay_rate=recipe.step_gamma,
+        step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+    return scheduler
+
+
+def make_mixup(recipe: Recipe, num_classes: int) -> Mixup | None:
+    """timm's Mixup/CutMix (it also applies the label smoothing); None when the recipe has neither."""
+    if recipe.mixup <= 0 and recipe.cutmix <= 0:
+        return None
+    return Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, label_smoothing=recipe.label_smoothing,
+                 num_classes=num_classes)
+
+
+def make_loss(recipe: Recipe, mixup: Mixup | None) -> torch.nn.Module:
+    if mixup is not None:
+        return SoftTargetCrossEntropy()
+    if recipe.label_smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=recipe.label_smoothing)
+    return torch.nn.CrossEntropyLoss()

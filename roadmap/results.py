@@ -1,0 +1,188 @@
+"""One JSON record per run (step x roadmap x scale x data x seed); atomic files; run locks; reading.
+
+Layout:  <results>/<roadmap>/<scale>/<data>/<step>/seed<k>.json   the record (written once, at the end)
+                                                  seed<k>.csv    per-epoch log (rewritten each epoch)
+                                                  seed<k>.yaml   the resolved config
+         <checkpoints>/<same path>/seed<k>.pt                    last epoch's state, for resume
+
+A record's `status` is `complete`, `failed` (crash; `reason`) or `diverged` (NaN/inf loss;
+`divergence` holds epoch, step and the last finite loss). Records are never half-written: every
+file goes to a temporary name, is fsynced, then renamed over the target.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+STATUSES = ("complete", "failed", "diverged")
+
+
+class ResultsError(RuntimeError):
+    """The results folder cannot be used (unwritable, or a run is locked by another process)."""
+
+
+@dataclass(frozen=True)
+class RunKey:
+    roadmap: str
+    scale: str
+    data: str
+    step: str
+    seed: int
+
+    def folder(self, root: Path) -> Path:
+        return Path(root) / self.roadmap / self.scale / data_slug(self.data) / self.step
+
+    def record_path(self, root: Path) -> Path:
+        return self.folder(root) / f"seed{self.seed}.json"
+
+    def log_path(self, root: Path) -> Path:
+        return self.folder(root) / f"seed{self.seed}.csv"
+
+    def config_path(self, root: Path) -> Path:
+        return self.folder(root) / f"seed{self.seed}.yaml"
+
+    def checkpoint_path(self, checkpoint_root: Path) -> Path:
+        return self.folder(checkpoint_root) / f"seed{self.seed}.pt"
+
+
+def data_slug(spec: str) -> str:
+    """A folder name for a data spec: 'imagefolder:/data/imagenet' -> 'imagefolder-imagenet'."""
+    kind, _, path = spec.partition(":")
+    name = f"{kind}-{Path(path.rstrip('/')).name}" if path else kind
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+
+
+# ---------------------------------------------------------------------------- atomic files
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync it, rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_record(root: Path, key: RunKey, record: dict) -> Path:
+    assert record["status"] in STATUSES, record["status"]
+    path = key.record_path(root)
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def read_record(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_complete(root: Path, key: RunKey) -> bool:
+    record = read_record(key.record_path(root))
+    return bool(record) and record.get("status") == "complete"
+
+
+def load_records(root: Path, roadmap: str | None = None, scale: str | None = None,
+                 data: str | None = None) -> list[dict]:
+    """Every readable record under `root`, optionally filtered; sorted for stable output."""
+    records = []
+    for path in sorted(Path(root).glob("*/*/*/*/seed*.json")):
+        record = read_record(path)
+        if record is None or record.get("schema") != SCHEMA_VERSION:
+            continue
+        if roadmap and record["roadmap"] != roadmap or scale and record["scale"] != scale:
+            continue
+        if data and data_slug(record["data"]) != data_slug(data):
+            continue
+        records.append(record)
+    return records
+
+
+def check_writable(root: Path) -> None:
+    """Fail early, before any training, if results cannot be written."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise ResultsError(f"results folder '{root}' cannot be written ({err.strerror}); pass --results DIR") from None
+
+
+# ---------------------------------------------------------------------------- run locks
+class RunLock:
+    """An exclusive lock on one run, held by a live process: seed<k>.lock holds host and pid.
+
+    A lock left by a dead process on this host is taken over, so a kill -9 never leaves a run stuck."""
+
+    def __init__(self, root: Path, key: RunKey):
+        self.path = key.folder(root) / f"seed{key.seed}.lock"
+        self.key = key
+        self.held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self._holder_alive():
+                    holder = self.path.read_text().strip() if self.path.exists() else "?"
+                    raise ResultsError(f"run {self.key.step} seed {self.key.seed} is being trained by another "
+                                       f"process ({holder}); wait for it or pick other steps") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me + "\n")
+            self.held = True
+            return
+        raise ResultsError(f"cannot take the lock {self.path}")
+
+    def _holder_alive(self) -> bool:
+        try:
+            host, pid = self.path.read_text().split()
+        except (OSError, ValueError):
+            return False
+        if host != socket.gethostname():
+            return True  # another machine's process: we cannot tell, so respect it
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

@@ -1,0 +1,143 @@
+"""Run one step or a whole roadmap: validate everything first, then train each run in isolation.
+
+A run already complete (or diverged, which would diverge again) is skipped; an interrupted one
+resumes from its checkpoint; one that crashes is recorded as failed and the roadmap goes on
+(timm's bulk_runner). Nothing is written before every config, the data and the results folder
+have been checked.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.distributed as dist
+
+from .config import ConfigError, RunConfig, Step, build_run_config, load_roadmap, load_step
+from .results import RunKey, RunLock, check_writable, read_record
+from .train import Diverged, Dist, check_image_size, failure_record, init_distributed, micro_batching, \
+    pick_device, record_result, train_run
+from . import recipe as recipes
+from .steps import validate_model
+
+FINISHED = ("complete", "diverged")
+
+
+@dataclass
+class PlannedRun:
+    cfg: RunConfig
+    step: Step
+    key: RunKey
+
+
+def plan_runs(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: int,
+              overrides: dict, world_size: int = 1) -> list[PlannedRun]:
+    """Resolve and check every run's config, seed-major then roadmap order; raises ConfigError."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be 1 or more, not {seeds}")
+    steps = load_roadmap(roadmap)
+    if step_ids:
+        wanted = {load_step(roadmap, s).id for s in step_ids}  # unknown ids fail here, with a suggestion
+        steps = [s for s in steps if s.id in wanted]
+    planned = []
+    for seed in range(seeds):
+        for step in steps:
+            cfg = build_run_config(roadmap, step.id, scale, data, seed, overrides)
+            recipes.resolve(cfg.recipe, cfg.scale)
+            validate_model(cfg.model)
+            check_image_size(cfg.scale.image_size, cfg.model.stem_stride)
+            micro_batching(cfg.scale.batch_size, cfg.scale.micro_batch, world_size)
+            planned.append(PlannedRun(cfg, step, RunKey(roadmap, cfg.scale.name, cfg.data.spec, step.id, seed)))
+    return planned
+
+
+def check_data(run: PlannedRun, info: Dist) -> None:
+    """Open the dataset once before anything is written: missing or malformed data fails here."""
+    from .data import build_data
+    cfg = run.cfg
+    micro, _ = micro_batching(cfg.scale.batch_size, cfg.scale.micro_batch, info.world_size)
+    build_data(cfg.data.spec, root=cfg.data.root, image_size=cfg.scale.image_size, batch_size=micro,
+               train_subset=cfg.scale.train_subset, eval_subset=cfg.scale.eval_subset,
+               recipe={"rand_augment": "", "random_erasing": 0.0}, crop=cfg.scale.crop,
+               device=pick_device("cpu", info), rank=info.rank, world_size=info.world_size, seed=0,
+               workers=0, in_memory=False, strict=cfg.data.strict,
+               synthetic_size=cfg.data.synthetic_size, synthetic_classes=cfg.data.synthetic_classes)
+
+
+def execute(planned: list[PlannedRun], results: Path, checkpoints: Path, info: Dist, progress: bool = True) -> dict:
+    """Train every planned run not yet finished; returns counts by outcome."""
+    counts = {"complete": 0, "skipped": 0, "failed": 0, "diverged": 0}
+    for i, run in enumerate(planned, 1):
+        label = f"[{i}/{len(planned)}] {run.key.roadmap}/{run.step.id} seed {run.key.seed}"
+        previous = read_record(run.key.record_path(results))
+        if previous and previous.get("status") in FINISHED:
+            counts["skipped"] += 1
+            say(info, f"{label}: already {previous['status']}, skipped")
+            continue
+        outcome = run_one(run, results, checkpoints, info, progress, label)
+        counts[outcome] += 1
+    return counts
+
+
+def run_one(run: PlannedRun, results: Path, checkpoints: Path, info: Dist, progress: bool, label: str) -> str:
+    lock = RunLock(results, run.key)
+    if info.is_main:
+        lock.acquire()  # a second process on the same run stops here with a clear message
+        previous = read_record(run.key.record_path(results))
+        if previous and previous.get("status") in FINISHED:  # finished by another process meanwhile
+            lock.release()
+            say(info, f"{label}: finished by another process, skipped")
+            return "skipped"
+    start = time.perf_counter()
+    try:
+        record = train_run(run.cfg, run.step, run.key, results, checkpoints, info, progress)
+        say(info, f"{label}: top-1 {record['top1']:.2f}%  ({record['wall_s']:.0f} s, "
+                  f"{record['images_per_s']:.0f} img/s)")
+        run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
+    except Diverged as err:
+        record = failure_record(run.cfg, run.step, run.key, "diverged", str(err), err.info,
+                                time.perf_counter() - start)
+        say(info, f"{label}: DIVERGED ({err}); going on")
+    except (ConfigError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # a crash of one step must not stop the roadmap
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        traceback.print_exc(file=sys.stderr)
+        record = failure_record(run.cfg, run.step, run.key, "failed", reason, None, time.perf_counter() - start)
+        say(info, f"{label}: FAILED ({reason}); going on")
+    finally:
+        lock.release()
+    record_result(results, run.key, record, info)
+    if info.world_size > 1:
+        dist.barrier()
+    return record["status"]
+
+
+def say(info: Dist, message: str) -> None:
+    if info.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: int,
+                overrides: dict, results: Path, checkpoints: Path, progress: bool) -> dict:
+    """The whole of `runner.py run`: plan, check, then train."""
+    device_kind = overrides.get("train", {}).get("device", "auto")
+    info = Dist.from_env()
+    planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
+    check_data(planned[0], info)
+    check_writable(results)
+    check_writable(checkpoints)
+    info = init_distributed("cuda" if device_kind in ("auto", "cuda") and _cuda() else "cpu")
+    start = time.perf_counter()
+    counts = execute(planned, results, checkpoints, info, progress)
+    say(info, f"done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    if info.world_size > 1:
+        dist.destroy_process_group()
+    return counts
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()

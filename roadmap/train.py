@@ -1,0 +1,395 @@
+"""One training run: loop, eval, AMP, channels_last, compile, DDP, checkpoint and resume.
+
+`train_run` trains one (step, scale, data, seed) and returns its result record. Only rank 0
+logs and writes. The loop keeps the loss on the device and looks at it every `SYNC_EVERY`
+updates, so the GPU is never stalled by a host sync per step, yet a NaN/inf loss stops the run
+within a few updates with the exact update recorded.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from . import recipe as recipes
+from .config import ConfigError, RunConfig, Step, to_dict
+from .data import build_data
+from .model import count_gflops, count_params, total_stride
+from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, write_record
+from .steps import build_model
+
+SYNC_EVERY = 10  # updates between looks at the loss on the host
+
+
+class Diverged(RuntimeError):
+    def __init__(self, epoch: int, update: int, last_finite_loss: float | None):
+        super().__init__(f"loss became NaN/inf at epoch {epoch}, update {update}")
+        self.info = {"epoch": epoch, "step": update, "last_finite_loss": last_finite_loss}
+
+
+# ---------------------------------------------------------------------------- processes and devices
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands among torchrun's processes (world 1 without torchrun)."""
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+                   int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """Join torchrun's process group when launched by it: NCCL on GPUs, gloo on CPUs."""
+    info = Dist.from_env()
+    if info.world_size > 1 and not dist.is_initialized():
+        if device_kind == "cuda":
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return info
+
+
+def pick_device(setting: str, info: Dist) -> torch.device:
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device=cuda but no CUDA device is visible")
+        return torch.device("cuda", info.local_rank)
+    if setting != "cpu":
+        raise ConfigError(f"train.device must be auto, cpu or cuda, not {setting!r}")
+    return torch.device("cpu")
+
+
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    if setting == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    choices = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+    if setting not in choices:
+        raise ConfigError(f"train.amp must be auto, bf16, fp16 or off, not {setting!r}")
+    return choices[setting]
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)   # timm's Mixup draws from numpy
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------- batch arithmetic
+def micro_batching(global_batch: int, micro_batch: int, world_size: int) -> tuple[int, int]:
+    """(per-device batch, accumulation steps) that make up the global batch exactly."""
+    per_rank, rest = divmod(global_batch, world_size)
+    if rest:
+        raise ConfigError(f"scale.batch_size {global_batch} does not split over {world_size} processes")
+    accum = max(1, math.ceil(per_rank / micro_batch))
+    if per_rank % accum:
+        raise ConfigError(f"scale.batch_size {global_batch} over {world_size} processes does not split into "
+                          f"micro-batches of at most {micro_batch}; pick sizes that divide")
+    return per_rank // accum, accum
+
+
+def check_image_size(image_size: int, stem_stride: int) -> None:
+    need = total_stride(stem_stride)
+    if image_size < need:
+        raise ConfigError(f"image size {image_size} px is smaller than the network's total stride {need} "
+                          f"(stem stride {stem_stride} x 8); raise scale.image_size or lower scale.stem_stride")
+
+
+# ---------------------------------------------------------------------------- the run
+@dataclass
+class RunState:
+    """What a checkpoint holds besides the weights: enough to continue bit-for-bit."""
+    epoch: int = 0                 # epochs completed
+    update: int = 0                # optimizer updates completed
+    history: list = dataclasses.field(default_factory=list)
+    train_s: float = 0.0           # seconds spent training (for images/s)
+    images: int = 0                # training images seen (all ranks)
+    wall_s: float = 0.0            # wall time of earlier sessions of this run
+
+
+class Run:
+    """One run's moving parts, wired from its RunConfig."""
+
+    def __init__(self, cfg: RunConfig, step: Step, info: Dist, progress: bool):
+        self.cfg, self.step, self.info = cfg, step, info
+        self.progress = progress and info.is_main and sys.stderr.isatty()
+        self.device = pick_device(cfg.train.device, info)
+        self.amp = amp_dtype(cfg.train.amp, self.device)
+        self.recipe = recipes.resolve(cfg.recipe, cfg.scale)
+        check_image_size(cfg.scale.image_size, cfg.model.stem_stride)
+        self.micro, self.accum = micro_batching(cfg.scale.batch_size, cfg.scale.micro_batch, info.world_size)
+        seed_everything(cfg.train.seed * 1000 + info.rank, cfg.train.deterministic)
+        self.data = build_data(
+            cfg.data.spec, root=cfg.data.root, image_size=cfg.scale.image_size, batch_size=self.micro,
+            train_subset=cfg.scale.train_subset, eval_subset=cfg.scale.eval_subset,
+            recipe={"rand_augment": self.recipe.rand_augment, "random_erasing": self.recipe.random_erasing},
+            crop=cfg.scale.crop, device=self.device, rank=info.rank, world_size=info.world_size,
+            seed=cfg.train.seed, workers=cfg.data.workers, in_memory=cfg.data.in_memory, strict=cfg.data.strict,
+            synthetic_size=cfg.data.synthetic_size, synthetic_classes=cfg.data.synthetic_classes)
+        self.updates_per_epoch = self.data.steps_per_epoch() // self.accum
+        if self.updates_per_epoch < 1:
+            raise ConfigError(f"{self.data.train_size} training images give no full update of batch "
+                              f"{cfg.scale.batch_size}; lower scale.batch_size")
+        self.model = build_model(cfg.model, self.data.num_classes).to(self.device)
+        self.params = count_params(self.model)
+        self.gflops = count_gflops(build_model(cfg.model, self.data.num_classes), cfg.scale.image_size)
+        self.channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else self.device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = recipes.make_optimizer(self.model, self.recipe, fused=self.device.type == "cuda")
+        self.scheduler = recipes.make_scheduler(self.optimizer, self.recipe, self.updates_per_epoch)
+        self.mixup = recipes.make_mixup(self.recipe, self.data.num_classes)
+        self.loss_fn = recipes.make_loss(self.recipe, self.mixup)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.net = self.model
+        if info.world_size > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.train.compile:
+            self.net = torch.compile(self.net)
+        self.state = RunState()
+
+    # -------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, path: Path) -> None:
+        if not self.info.is_main:
+            return
+        buffer = io.BytesIO()
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                    "state": dataclasses.asdict(self.state), "rng": rng_state()}, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    def load_checkpoint(self, path: Path) -> bool:
+        if not path.is_file():
+            return False
+        try:
+            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as err:  # a checkpoint from an older version or a broken disk: start over
+            print(f"warning: ignoring unreadable checkpoint {path} ({type(err).__name__})", file=sys.stderr)
+            return False
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = RunState(**ckpt["state"])
+        set_rng_state(ckpt["rng"])
+        return True
+
+    # -------------------------------------------------------------- one epoch
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.net.train()
+        losses = torch.zeros(self.updates_per_epoch, device=self.device)
+        batches = self.data.train_batches(epoch)
+        bar = tqdm(total=self.updates_per_epoch, desc=f"{self.step.id} {epoch + 1}/{self.recipe.epochs}",
+                   disable=not self.progress, leave=False, unit="upd", dynamic_ncols=True)
+        start, data_s, last_finite = time.perf_counter(), 0.0, None
+        for i in range(self.updates_per_epoch):
+            loss_sum = torch.zeros((), device=self.device)
+            for micro_step in range(self.accum):
+                t0 = time.perf_counter()
+                images, targets = next(batches)
+                data_s += time.perf_counter() - t0
+                if self.mixup is not None:
+                    images, targets = self.mixup(images, targets)
+                sync = micro_step == self.accum - 1 or not isinstance(self.net, torch.nn.parallel.DistributedDataParallel)
+                with (nullcontext() if sync else self.net.no_sync()), self.autocast():
+                    loss = self.loss_fn(self.net(self.prepare(images)), targets) / self.accum
+                self.scaler.scale(loss).backward()
+                loss_sum += loss.detach()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.update += 1
+            self.scheduler.step_update(self.state.update)
+            losses[i] = loss_sum
+            if (i + 1) % SYNC_EVERY == 0 or i + 1 == self.updates_per_epoch:
+                last_finite = self._check_finite(losses[: i + 1], epoch, last_finite)
+                elapsed = time.perf_counter() - start
+                bar.update((i + 1) - bar.n)
+                bar.set_postfix(loss=f"{last_finite:.3f}", img_s=f"{(i + 1) * self.images_per_update / elapsed:.0f}")
+        bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        epoch_s = time.perf_counter() - start
+        images = self.updates_per_epoch * self.images_per_update
+        self.state.train_s += epoch_s
+        self.state.images += images
+        return {"train_loss": float(losses.mean()), "lr": self.optimizer.param_groups[-1]["lr"],
+                "images_per_s": images / epoch_s, "epoch_s": epoch_s, "data_s": data_s}
+
+    @property
+    def images_per_update(self) -> int:
+        return self.micro * self.accum * self.info.world_size
+
+    def _check_finite(self, losses: torch.Tensor, epoch: int, last_finite: float | None) -> float | None:
+        values = losses.tolist()                                    # the one host sync per SYNC_EVERY updates
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                first_bad_update = self.state.update - len(values) + i + 1
+                raise Diverged(epoch + 1, first_bad_update, values[i - 1] if i else last_finite)
+        return values[-1] if values else last_finite
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.net.eval()
+        totals = torch.zeros(4, device=self.device, dtype=torch.float64)   # loss, top1, top5, count
+        for images, targets in self.data.eval_batches():
+            with self.autocast():
+                logits = self.net(self.prepare(images)).float()
+            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top5 == targets[:, None]
+            totals += torch.stack([F.cross_entropy(logits, targets, reduction="sum").double(),
+                                   hits[:, 0].sum().double(), hits.any(1).sum().double(),
+                                   torch.tensor(float(len(targets)), device=self.device, dtype=torch.float64)])
+        if self.info.world_size > 1:
+            dist.all_reduce(totals)
+        loss, top1, top5, count = totals.tolist()
+        return {"eval_loss": loss / count, "eval_top1": 100 * top1 / count, "eval_top5": 100 * top5 / count}
+
+
+# ---------------------------------------------------------------------------- records
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: process peak RSS
+
+
+def base_record(cfg: RunConfig, step: Step, key: RunKey) -> dict:
+    return {
+        "schema": SCHEMA_VERSION, "roadmap": key.roadmap, "step": step.id, "order": step.order, "title": step.title,
+        "adopted": step.adopted, "base": step.base, "scale": key.scale, "data": key.data, "seed": key.seed,
+        "paper": dataclasses.asdict(step.paper), "config": to_dict(cfg),
+        "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
+        "git_commit": git_commit(),
+    }
+
+
+def write_epoch_log(path: Path, history: list[dict]) -> None:
+    """timm-style summary.csv: one row per epoch, rewritten atomically."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, out.getvalue())
+
+
+def train_run(cfg: RunConfig, step: Step, key: RunKey, results: Path, checkpoints: Path, info: Dist,
+              progress: bool = True) -> dict:
+    """Train one run to the end (resuming from its checkpoint) and return its complete record.
+
+    Raises Diverged on a NaN/inf loss; other exceptions are the caller's to record."""
+    session_start = time.perf_counter()
+    run = Run(cfg, step, info, progress)
+    ckpt_path = key.checkpoint_path(checkpoints)
+    if run.load_checkpoint(ckpt_path) and info.is_main:
+        print(f"resuming {step.id} seed {key.seed} after epoch {run.state.epoch}", file=sys.stderr)
+    if info.is_main:
+        atomic_write_text(key.config_path(results), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    for epoch in range(run.state.epoch, run.recipe.epochs):
+        stats = {"epoch": epoch + 1, **run.train_epoch(epoch)}
+        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == run.recipe.epochs:
+            stats.update(run.evaluate())
+        run.state.history.append(stats)
+        run.state.epoch = epoch + 1
+        run.state.wall_s += time.perf_counter() - session_start
+        session_start = time.perf_counter()
+        if info.is_main:
+            write_epoch_log(key.log_path(results), run.state.history)
+            run.save_checkpoint(ckpt_path)
+    last = run.state.history[-1]
+    data_share = sum(h["data_s"] for h in run.state.history) / max(run.state.train_s, 1e-9)
+    return {
+        **base_record(cfg, step, key), "status": "complete", "reason": None, "divergence": None,
+        "top1": last["eval_top1"], "top5": last["eval_top5"], "epochs": run.state.history,
+        "params": run.params, "gflops": run.gflops, "image_size": cfg.scale.image_size,
+        "num_classes": run.data.num_classes, "train_images": run.data.train_size, "eval_images": run.data.eval_size,
+        "images_per_s": run.state.images / max(run.state.train_s, 1e-9),
+        "data_time_share": data_share, "input_bound": data_share > 0.5,
+        "wall_s": run.state.wall_s + time.perf_counter() - session_start,
+        "peak_mem_mb": peak_memory_mb(run.device), "device": device_name(run.device),
+        "world_size": info.world_size, "micro_batch": run.micro, "accum_steps": run.accum,
+        "amp": str(run.amp).replace("torch.", "") if run.amp else "off", "channels_last": run.channels_last,
+        "compile": cfg.train.compile,
+    }
+
+
+def failure_record(cfg: RunConfig, step: Step, key: RunKey, status: str, reason: str,
+                   divergence: dict | None = None, wall_s: float | None = None) -> dict:
+    return {**base_record(cfg, step, key), "status": status, "reason": reason, "divergence": divergence,
+            "top1": None, "top5": None, "epochs": [], "wall_s": wall_s}
+
+
+def record_result(results: Path, key: RunKey, record: dict, info: Dist) -> None:
+    if info.is_main:
+        write_record(results, key, record)

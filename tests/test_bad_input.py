@@ -1,0 +1,133 @@
+"""A catalogue of user mistakes: each is ONE line on stderr, exit 2, no traceback, nothing written."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from roadmap import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--scale", "demo", "--no-progress", "--set", "scale.epochs=1", "--set", "scale.classic_epochs=1"]
+
+
+def image_folder(root: Path, splits=("train", "val"), classes=("a", "b"), per_class=2) -> Path:
+    for split in splits:
+        for name in classes:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                Image.new("RGB", (12, 12), (40 * i, 90, 10)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def run_in_process(capsys, args, results):
+    """cli.main as the console script runs it; returns (exit code, stderr)."""
+    try:
+        code = cli.main(args + ["--results", str(results)] if args and args[0] == "run" else args)
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def assert_one_clear_line(code, err, expect, results: Path):
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert expect in lines[0], lines[0]
+    assert not results.exists() or not any(p.is_file() for p in results.rglob("*")), list(results.rglob("*"))
+
+
+def broken_steps(tmp_path, name, text):
+    steps = tmp_path / "steps"
+    shutil.copytree(ROOT / "steps", steps)
+    (steps / "resnet50" / name).write_text(text)
+    return steps
+
+
+CASES = {
+    "unknown step": (["run", "--step", "kernal7"], "did you mean 'kernel7'"),
+    "unknown roadmap": (["run", "--all", "--roadmap", "resnet34"], "unknown roadmap 'resnet34'"),
+    "unknown scale": (["run", "--all", "--scale", "tiny"], "unknown scale 'tiny'"),
+    "unknown key": (["run", "--step", "gelu", "--set", "model.kernal_size=5"], "did you mean 'kernel_size'"),
+    "unknown section": (["run", "--step", "gelu", "--set", "modle.kernel_size=5"], "did you mean 'model'"),
+    "wrong type": (["run", "--step", "gelu", "--set", "scale.epochs=two"], "scale.epochs must be int"),
+    "set without =": (["run", "--step", "gelu", "--set", "model.kernel_size"], "--set needs section.key=value"),
+    "bad choice": (["run", "--step", "gelu", "--set", "model.act=swish"], "model.act must be one of"),
+    "seeds 0": (["run", "--step", "gelu", "--seeds", "0"], "--seeds must be 1 or more"),
+    "negative seeds": (["run", "--step", "gelu", "--seeds", "-2"], "--seeds must be 1 or more"),
+    "image smaller than stride": (["run", "--step", "gelu", "--set", "scale.image_size=8"], "total stride 16"),
+    "batch larger than the data": (["run", "--step", "gelu", "--data", "synthetic", "--set", "scale.batch_size=4096",
+                                    "--set", "scale.micro_batch=4096"], "batch"),
+    "missing dataset path": (["run", "--step", "gelu", "--data", "imagefolder:/no/such/folder"], "/no/such/folder"),
+    "unknown dataset": (["run", "--step", "gelu", "--data", "imagenet"], "imagenet"),
+    "no subcommand option": (["run"], "one of the arguments --step --all is required"),
+    "unknown flag": (["run", "--all", "--epochs", "3"], "unrecognized arguments: --epochs"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_cli_mistakes(name, tmp_path, capsys):
+    args, expect = CASES[name]
+    results = tmp_path / "results"
+    code, err = run_in_process(capsys, args + FAST if args[0] == "run" and len(args) > 1 else args, results)
+    assert_one_clear_line(code, err, expect, results)
+
+
+@pytest.mark.parametrize("layout,expect", [
+    ("no val", "val"),
+    ("empty class", "empty"),
+    ("no images", "no images"),
+    ("class mismatch", "class"),
+])
+def test_image_folder_mistakes(layout, expect, tmp_path, capsys):
+    root = tmp_path / "folder"
+    if layout == "no val":
+        image_folder(root, splits=("train",))
+    elif layout == "empty class":
+        image_folder(root)
+        (root / "train" / "c").mkdir()
+        (root / "val" / "c").mkdir()
+    elif layout == "no images":
+        for split in ("train", "val"):
+            (root / split / "a").mkdir(parents=True)
+            (root / split / "a" / "notes.txt").write_text("x")
+    else:
+        image_folder(root)
+        image_folder(root, splits=("val",), classes=("c",))
+    results = tmp_path / "results"
+    code, err = run_in_process(capsys, ["run", "--step", "gelu", "--data", f"imagefolder:{root}", *FAST], results)
+    assert_one_clear_line(code, err, expect, results)
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("base: gelu\ntitle: [oops\n", "malformed YAML"),
+    ("base: gelu\ntitle: t\nmodel: {kernal_size: 3}\n", "did you mean 'kernel_size'"),
+    ("base: nothere\ntitle: t\n", "base 'nothere' is not a step"),
+    ("base: mine\ntitle: t\n", "base cycle"),
+])
+def test_step_file_mistakes_through_the_cli(text, expect, tmp_path, capsys, monkeypatch):
+    steps = broken_steps(tmp_path, "99_mine.yaml", text)
+    monkeypatch.setattr("roadmap.config.STEPS_DIR", steps)
+    results = tmp_path / "results"
+    code, err = run_in_process(capsys, ["run", "--step", "mine", *FAST], results)
+    assert_one_clear_line(code, err, expect, results)
+
+
+def test_unwritable_results_folder(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, err = run_in_process(capsys, ["run", "--step", "gelu", "--data", "synthetic", *FAST], blocker / "results")
+    assert code == 2 and "cannot be written" in err and err.strip().count("\n") == 0
+
+
+def test_a_real_subprocess_prints_one_line_for_a_broken_step_file(tmp_path):
+    steps = broken_steps(tmp_path, "99_mine.yaml", "base: gelu\ntitle: t\nmodel: {kernel_size: 4}\n")
+    env = {**os.environ, "ROADMAP_STEPS_DIR": str(steps)}
+    proc = subprocess.run([sys.executable, str(ROOT / "runner.py"), "run", "--step", "mine", "--results",
+                           str(tmp_path / "results"), *FAST], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "kernel_size must be odd" in proc.stderr
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,144 @@
+"""The runner end to end at the demo scale: records, resume, divergence, crash isolation, DDP."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from roadmap import cli, recipe, runs
+from roadmap.results import RunKey, read_record
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--set", "scale.epochs=2", "--set", "scale.classic_epochs=1", "--set", "scale.batch_size=32",
+        "--set", "scale.micro_batch=32", "--set", "data.synthetic_size=128", "--set", "scale.image_size=16",
+        "--set", "train.deterministic=true", "--no-progress"]
+
+
+def run_cli(tmp_path, *args):
+    return cli.main(["run", *args, "--results", str(tmp_path / "results"),
+                     "--checkpoints", str(tmp_path / "ckpt"), *TINY])
+
+
+def record(tmp_path, step, seed=0, data="synthetic", scale="demo"):
+    return read_record(RunKey("resnet50", scale, data, step, seed).record_path(tmp_path / "results"))
+
+
+def comparable(rec):
+    """A record without what legitimately differs between two runs of the same thing: timings."""
+    timing = {"wall_s", "images_per_s", "epoch_s", "data_s", "data_time_share", "input_bound", "peak_mem_mb",
+              "git_commit"}
+    out = {k: v for k, v in rec.items() if k not in timing}
+    out["epochs"] = [{k: v for k, v in e.items() if k not in timing} for e in rec["epochs"]]
+    return out
+
+
+def test_two_steps_end_to_end_on_synthetic_data(tmp_path):
+    assert run_cli(tmp_path, "--step", "resnet50", "separate_downsampling", "--data", "synthetic") == 0
+    for step in ("resnet50", "separate_downsampling"):
+        rec = record(tmp_path, step)
+        assert rec["status"] == "complete" and 0 <= rec["top1"] <= 100 and rec["top5"] >= rec["top1"]
+        assert rec["params"] > 0 and rec["gflops"] > 0 and rec["images_per_s"] > 0 and rec["wall_s"] > 0
+        assert rec["torch"] == torch.__version__ and rec["config"]["model"]["stem_stride"] == 2
+        folder = RunKey("resnet50", "demo", "synthetic", step, 0).folder(tmp_path / "results")
+        assert (folder / "seed0.csv").read_text().startswith("epoch,train_loss")
+        assert (folder / "seed0.yaml").exists()
+    assert len(record(tmp_path, "resnet50")["epochs"]) == 1           # classic recipe: classic_epochs
+    assert len(record(tmp_path, "separate_downsampling")["epochs"]) == 2
+    assert not list((tmp_path / "ckpt").rglob("*.pt")), "checkpoints of complete runs are removed"
+
+
+def test_two_steps_on_fashion_mnist(tmp_path):
+    assert run_cli(tmp_path, "--step", "resnet50", "modern_recipe", "--set", "scale.train_subset=256",
+                   "--set", "scale.eval_subset=128") == 0
+    for step in ("resnet50", "modern_recipe"):
+        rec = record(tmp_path, step, data="fashion-mnist")
+        assert rec["status"] == "complete" and rec["num_classes"] == 10 and rec["train_images"] == 256
+
+
+def test_complete_runs_are_skipped(tmp_path, capsys):
+    assert run_cli(tmp_path, "--step", "resnet50", "--data", "synthetic") == 0
+    first = record(tmp_path, "resnet50")
+    assert run_cli(tmp_path, "--step", "resnet50", "--data", "synthetic") == 0
+    assert "already complete, skipped" in capsys.readouterr().err
+    assert record(tmp_path, "resnet50") == first
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
+    assert run_cli(tmp_path / "clean", "--step", "gelu", "--data", "synthetic") == 0
+    original = runs.train_run.__globals__["Run"].train_epoch
+
+    def crash_in_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt  # as a kill between epochs: the checkpoint of epoch 1 is on disk
+        return original(self, epoch)
+
+    monkeypatch.setattr(runs.train_run.__globals__["Run"], "train_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(tmp_path / "cut", "--step", "gelu", "--data", "synthetic")
+    assert record(tmp_path / "cut", "gelu") is None
+    assert list((tmp_path / "cut" / "ckpt").rglob("seed0.pt"))
+    monkeypatch.setattr(runs.train_run.__globals__["Run"], "train_epoch", original)
+    assert run_cli(tmp_path / "cut", "--step", "gelu", "--data", "synthetic") == 0
+    resumed, clean = record(tmp_path / "cut", "gelu"), record(tmp_path / "clean", "gelu")
+    assert comparable(resumed) == comparable(clean)
+
+
+def test_divergence_is_recorded_and_the_roadmap_goes_on(tmp_path, monkeypatch):
+    make_loss = recipe.make_loss
+
+    def loss_that_explodes(rec, mixup):
+        inner = make_loss(rec, mixup)
+        calls = {"n": 0}
+
+        def loss(logits, targets):
+            calls["n"] += 1
+            value = inner(logits, targets)
+            return value * float("nan") if calls["n"] > 3 and rec.name == "classic" else value
+        return loss
+
+    monkeypatch.setattr(recipe, "make_loss", loss_that_explodes)
+    assert run_cli(tmp_path, "--step", "resnet50", "modern_recipe", "--data", "synthetic",
+                   "--set", "data.synthetic_size=512") == 0
+    bad = record(tmp_path, "resnet50")
+    assert bad["status"] == "diverged" and bad["divergence"]["step"] == 4 and bad["divergence"]["epoch"] == 1
+    assert bad["divergence"]["last_finite_loss"] > 0
+    assert record(tmp_path, "modern_recipe")["status"] == "complete"
+
+
+def test_a_crashing_step_is_recorded_as_failed_and_the_next_runs(tmp_path, monkeypatch):
+    build = runs.train_run.__globals__["build_model"]
+
+    def broken_for_stage_ratio(model_cfg, num_classes=1000):
+        if model_cfg.depths[2] == 3 and model_cfg.stem == "resnet":  # stage_ratio at the demo scale
+            raise RuntimeError("simulated CUDA error")
+        return build(model_cfg, num_classes)
+
+    monkeypatch.setitem(runs.train_run.__globals__, "build_model", broken_for_stage_ratio)
+    assert run_cli(tmp_path, "--step", "stage_ratio", "patchify_stem", "--data", "synthetic") == 1
+    failed = record(tmp_path, "stage_ratio")
+    assert failed["status"] == "failed" and "simulated CUDA error" in failed["reason"]
+    assert record(tmp_path, "patchify_stem")["status"] == "complete"
+    monkeypatch.setitem(runs.train_run.__globals__, "build_model", build)
+    assert run_cli(tmp_path, "--step", "stage_ratio", "--data", "synthetic") == 0  # failed runs are retried
+    assert record(tmp_path, "stage_ratio")["status"] == "complete"
+
+
+@pytest.mark.skipif(not shutil.which("torchrun", path=str(Path(sys.executable).parent)), reason="no torchrun")
+def test_ddp_with_two_gloo_processes_writes_one_result(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(ROOT / "runner.py"), "run",
+         "--step", "separate_downsampling", "--data", "synthetic", "--device", "cpu",
+         "--results", str(tmp_path / "results"), "--checkpoints", str(tmp_path / "ckpt"), *TINY],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = list((tmp_path / "results").rglob("*.json"))
+    assert len(records) == 1
+    rec = json.loads(records[0].read_text())
+    assert rec["status"] == "complete" and rec["world_size"] == 2
+    assert proc.stderr.count("top-1") == 1  # rank 0 alone reports
