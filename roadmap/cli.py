@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from .config import ROADMAPS, ConfigError, load_roadmap, parse_overrides
+from .data import DataError
 from .results import ResultsError
 
-USER_ERRORS = (ConfigError, ResultsError)
+USER_ERRORS = (ConfigError, DataError, ResultsError)
 
 
 def cmd_list(args) -> None:
@@ -46,7 +47,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
-def cmd_run(args) -> None:
+def cmd_run(args) -> int:
     from .runs import run_command
 
     overrides = parse_overrides(args.set)
@@ -56,8 +57,7 @@ def cmd_run(args) -> None:
         overrides.setdefault("train", {})["device"] = args.device
     counts = run_command(args.roadmap, None if args.all else args.step, args.scale, args.data, args.seeds, overrides,
                          Path(args.results), Path(args.checkpoints), progress=not args.no_progress)
-    if counts["failed"]:
-        raise SystemExit(1)
+    return 1 if counts["failed"] else 0  # diverged runs are results; crashed ones are not
 
 
 def cmd_table(args) -> None:
@@ -73,6 +73,15 @@ def cmd_plot(args) -> None:
 
     for path in make_plot(args.roadmap, args.scale, args.data, Path(args.results), Path(args.out)):
         print(path)
+
+
+def cmd_bench(args) -> None:
+    from .bench import bench_command
+
+    path = bench_command(args.roadmap, args.steps, args.batch, args.image_size, args.dtype, args.channels_last,
+                         args.compile, args.repeat, args.warmup, args.iters, Path(args.out), args.device,
+                         reference=not args.no_reference)
+    print(f"wrote {path}")
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
@@ -121,6 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="figure of the step-by-step gains (png + svg)")
     add_report_arguments(p)
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("bench", help="training images/s, memory and MFU per step, beside timm's models",
+                       description="Times full training steps (forward, backward, AdamW) on a synthetic batch; "
+                                   "timm resnet50 and convnext_tiny run in the same process under the same settings.")
+    p.add_argument("--roadmap", default="resnet50", help="a folder of steps/")
+    p.add_argument("--steps", nargs="+", metavar="ID", help="step ids (default: every step)")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--dtype", default="bf16", help="bf16 | fp16 | fp32 (autocast dtype)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument("--repeat", type=int, default=5, help="timed windows; the median is reported")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    p.add_argument("--iters", type=int, default=20, help="training steps per timed window")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--no-reference", action="store_true", help="skip timm's reference models")
+    p.add_argument("--out", default="results/bench", help="folder for the JSON evidence")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -128,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args) or 0
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code

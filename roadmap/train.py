@@ -231,7 +231,7 @@ class Run:
     def train_epoch(self, epoch: int) -> dict:
         self.net.train()
         losses = torch.zeros(self.updates_per_epoch, device=self.device)
-        batches = self.data.train_batches(epoch)
+        batches = iter(self.data.train_batches(epoch))
         bar = tqdm(total=self.updates_per_epoch, desc=f"{self.step.id} {epoch + 1}/{self.recipe.epochs}",
                    disable=not self.progress, leave=False, unit="upd", dynamic_ncols=True)
         start, data_s, last_finite = time.perf_counter(), 0.0, None

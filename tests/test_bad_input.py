@@ -11,7 +11,7 @@ from PIL import Image
 from roadmap import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["--scale", "demo", "--no-progress", "--set", "scale.epochs=1", "--set", "scale.classic_epochs=1"]
+FAST = ["--no-progress", "--set", "scale.classic_epochs=1"]
 
 
 def image_folder(root: Path, splits=("train", "val"), classes=("a", "b"), per_class=2) -> Path:
@@ -54,7 +54,8 @@ CASES = {
     "unknown scale": (["run", "--all", "--scale", "tiny"], "unknown scale 'tiny'"),
     "unknown key": (["run", "--step", "gelu", "--set", "model.kernal_size=5"], "did you mean 'kernel_size'"),
     "unknown section": (["run", "--step", "gelu", "--set", "modle.kernel_size=5"], "did you mean 'model'"),
-    "wrong type": (["run", "--step", "gelu", "--set", "scale.epochs=two"], "scale.epochs must be int"),
+    "wrong type": (["run", "--step", "gelu", "--set", "scale.batch_size=two"], "scale.batch_size must be int"),
+    "wrong list type": (["run", "--step", "gelu", "--set", "model.depths=[1,x,1,1]"], "model.depths[1] must be int"),
     "set without =": (["run", "--step", "gelu", "--set", "model.kernel_size"], "--set needs section.key=value"),
     "bad choice": (["run", "--step", "gelu", "--set", "model.act=swish"], "model.act must be one of"),
     "seeds 0": (["run", "--step", "gelu", "--seeds", "0"], "--seeds must be 1 or more"),
@@ -79,7 +80,7 @@ def test_cli_mistakes(name, tmp_path, capsys):
 
 @pytest.mark.parametrize("layout,expect", [
     ("no val", "val"),
-    ("empty class", "empty"),
+    ("empty class", "train/c has no images"),
     ("no images", "no images"),
     ("class mismatch", "class"),
 ])

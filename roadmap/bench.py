@@ -1,0 +1,422 @@
+"""Training throughput of roadmap steps beside timm's reference models, under identical settings.
+
+`bench_command` times full training steps (forward, cross-entropy, backward, AdamW step,
+zero_grad) on one fixed synthetic batch that already lives on the device, so it measures the
+network and not the data pipeline. Every model gets `warmup` untimed steps, then `repeat` timed
+windows of `iters` steps; images/s is reported as the median window with min and max beside it.
+timm's `resnet50` / `convnext_tiny` (resnet200 roadmap: `resnet200` / `convnext_base`) run in
+the same process under the same settings, and the ratios ours/timm for the roadmap's two
+endpoints say whether our one-class network costs speed against timm's dedicated classes.
+One JSON file per run goes to `<out_dir>/<device-slug>-<date>.json`, never overwriting an older one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import gc
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from . import recipe as recipes
+from .config import ConfigError, RecipeConfig, Step, load_roadmap, load_scale, load_step
+from .model import count_gflops, count_params, total_stride
+from .report import markdown_table
+from .results import atomic_write_text
+from .steps import build_model
+
+NUM_CLASSES = 1000
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+DEVICES = ("auto", "cpu", "cuda")
+# timm models matching each roadmap's first and last step (resnet200 ends in ConvNeXt-B).
+REFERENCES = {"resnet50": ("resnet50", "convnext_tiny"), "resnet200": ("resnet200", "convnext_base")}
+# Peak tensor-core FLOP/s from NVIDIA's datasheets, DENSE figures (the datasheets' headline numbers
+# assume 2:4 sparsity and are twice these). fp32 runs with TF32 matmuls/convs here, so its peak is
+# the TF32 one. The first substring of torch.cuda.get_device_name() that matches wins, so the more
+# specific names come first ("NVIDIA H100 80GB HBM3" is the SXM part; GH200 matches "H200", same peak).
+PEAK_FLOPS = (
+    ("H100 PCIe", {"bf16": 756e12, "fp16": 756e12, "fp32": 378e12}),
+    ("H100 NVL", {"bf16": 835e12, "fp16": 835e12, "fp32": 417e12}),
+    ("H100", {"bf16": 989e12, "fp16": 989e12, "fp32": 494e12}),
+    ("H200 NVL", {"bf16": 835e12, "fp16": 835e12, "fp32": 417e12}),
+    ("H200", {"bf16": 989e12, "fp16": 989e12, "fp32": 494e12}),
+    ("A100", {"bf16": 312e12, "fp16": 312e12, "fp32": 156e12}),
+)
+TRAIN_FLOPS_PER_FORWARD_MAC = 6  # 2 FLOPs per MAC, and backward costs twice the forward
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSettings:
+    device: torch.device
+    batch: int
+    image_size: int
+    dtype: str
+    channels_last: bool
+    compile: bool
+    repeat: int
+    warmup: int
+    iters: int
+
+    @property
+    def amp(self) -> torch.dtype | None:
+        return DTYPES[self.dtype]
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One model to bench: a row id, its kind ('step' | 'timm') and how to build it on the CPU."""
+    id: str
+    kind: str
+    build: Callable[[], torch.nn.Module]
+
+
+# ---------------------------------------------------------------------------- arguments
+def check_numbers(batch: int, image_size: int, repeat: int, warmup: int, iters: int, dtype: str) -> None:
+    if batch < 1:
+        raise ConfigError(f"--batch must be at least 1, not {batch}")
+    need = total_stride(4)
+    if image_size < need:
+        raise ConfigError(f"--image-size {image_size} px is smaller than the network's total stride {need} "
+                          "(stem stride 4 x 8); use at least that")
+    if repeat < 1:
+        raise ConfigError(f"--repeat must be at least 1 timed window, not {repeat}")
+    if iters < 1:
+        raise ConfigError(f"--iters must be at least 1 step per window, not {iters}")
+    if warmup < 0:
+        raise ConfigError(f"--warmup must be 0 or more, not {warmup}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+
+
+def bench_device(setting: str) -> torch.device:
+    if setting not in DEVICES:
+        raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, not {setting!r}")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but no CUDA device is visible")
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(setting)
+
+
+def compile_problem(device: torch.device) -> str | None:
+    """Why torch.compile cannot work here, or None. Internal torch helpers that have moved are
+    given the benefit of the doubt: a compile failure at run time is recorded in the model's row."""
+    import torch._dynamo
+
+    try:
+        torch._dynamo.eval_frame.check_if_dynamo_supported()
+    except RuntimeError as err:
+        return str(err)
+    if device.type == "cuda":
+        try:
+            from torch.utils._triton import has_triton
+        except ImportError:
+            return None
+        return None if has_triton() else "torch.compile on CUDA needs Triton (pip install triton) and a GPU it supports"
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:
+        return None
+    try:
+        get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - any failure means inductor finds no C++ compiler
+        return "torch.compile on the CPU needs a C++ compiler (install g++ or set CXX)"
+    return None
+
+
+def select_steps(roadmap: str, step_ids: list[str] | None) -> list[Step]:
+    steps = load_roadmap(roadmap)
+    if not step_ids:
+        return steps
+    by_id = {step.id: step for step in steps}
+    for step_id in step_ids:
+        if step_id not in by_id:
+            load_step(roadmap, step_id)  # raises the standard "unknown step" ConfigError
+    return [by_id[step_id] for step_id in dict.fromkeys(step_ids)]
+
+
+# ---------------------------------------------------------------------------- device facts
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def device_slug(device: torch.device) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'; every CPU is 'cpu'."""
+    if device.type != "cuda":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+
+
+def peak_flops(device_name: str, dtype: str) -> float | None:
+    """Dense datasheet peak for this GPU and dtype; None for CPUs and GPUs not in PEAK_FLOPS."""
+    for key, peaks in PEAK_FLOPS:
+        if key in device_name:
+            return peaks[dtype]
+    return None
+
+
+def configure_backends(settings: BenchSettings) -> None:
+    """The fast CUDA path: cuDNN autotuning, TF32 for fp32 matmuls and convs."""
+    if settings.device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    if settings.dtype == "fp32":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+# ---------------------------------------------------------------------------- one model
+def make_train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, settings: BenchSettings,
+                    images: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
+    """One full training step; nothing in it waits for the device (no .item(), no sync)."""
+    scaler = torch.amp.GradScaler(settings.device.type, enabled=settings.amp == torch.float16)
+    autocast = (lambda: torch.autocast(settings.device.type, dtype=settings.amp)) if settings.amp else nullcontext
+
+    def step() -> None:
+        with autocast():
+            loss = F.cross_entropy(net(images), targets)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def time_windows(step: Callable[[], None], settings: BenchSettings) -> list[float]:
+    """Seconds of each of `repeat` windows of `iters` steps, after `warmup` untimed steps."""
+    for _ in range(settings.warmup):
+        step()
+    if settings.device.type != "cuda":
+        seconds = []
+        for _ in range(settings.repeat):
+            start = time.perf_counter()
+            for _ in range(settings.iters):
+                step()
+            seconds.append(time.perf_counter() - start)
+        return seconds
+    torch.cuda.synchronize(settings.device)
+    events = []
+    for _ in range(settings.repeat):
+        # Windows are recorded back to back and read after one sync at the last window's end, so
+        # the host never drains the queue; each window is stream time between its two events.
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(settings.iters):
+            step()
+        end.record()
+        events.append((start, end))
+    torch.cuda.synchronize(settings.device)
+    return [start.elapsed_time(end) / 1000 for start, end in events]
+
+
+def measure(model: torch.nn.Module, settings: BenchSettings) -> tuple[list[float], float | None]:
+    """(window seconds, peak device memory in MB) of training `model` on the device."""
+    device = settings.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format).train()
+    optimizer = recipes.make_optimizer(model, recipes.resolve(RecipeConfig("modern"), load_scale("paper")),
+                                       fused=device.type == "cuda")
+    net = torch.compile(model) if settings.compile else model
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(settings.batch, 3, settings.image_size, settings.image_size, generator=generator)
+    images = images.to(device).contiguous(memory_format=memory_format)
+    targets = torch.randint(0, NUM_CLASSES, (settings.batch,), generator=generator).to(device)
+    seconds = time_windows(make_train_step(net, optimizer, settings, images, targets), settings)
+    peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return seconds, peak_mb
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(err).lower()
+
+
+def free_memory(settings: BenchSettings) -> None:
+    gc.collect()
+    if settings.compile:
+        import torch._dynamo
+
+        torch._dynamo.reset()  # every step shares RoadmapNet.forward: stale graphs would hit the recompile limit
+    if settings.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def bench_one(candidate: Candidate, settings: BenchSettings, peak: float | None) -> dict:
+    """One row: size at the bench image size, then throughput, or the error that stopped it."""
+    row = {"id": candidate.id, "kind": candidate.kind, "params": None, "gflops": None,
+           "images_per_s_median": None, "images_per_s_min": None, "images_per_s_max": None,
+           "step_ms_median": None, "peak_mem_mb": None, "mfu": None, "error": None}
+    try:
+        fill_row(row, candidate, settings, peak)
+    except Exception as err:  # noqa: BLE001 - one failing model must not lose the others' numbers
+        row["error"] = error_text(err)
+    free_memory(settings)  # after the except block, so no traceback holds the model any more
+    return row
+
+
+def fill_row(row: dict, candidate: Candidate, settings: BenchSettings, peak: float | None) -> None:
+    """Build, count and time one model; everything it allocates dies with this frame."""
+    torch.manual_seed(0)
+    model = candidate.build()
+    row["params"] = count_params(model)
+    row["gflops"] = round(count_gflops(model, settings.image_size), 4)
+    seconds, peak_mb = measure(model, settings)
+    row.update(throughput(seconds, row["gflops"], settings, peak))
+    row["peak_mem_mb"] = None if peak_mb is None else round(peak_mb, 1)
+
+
+def error_text(err: BaseException) -> str:
+    if is_out_of_memory(err):
+        return "out of memory"
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first_line}".rstrip(": ")
+
+
+def throughput(seconds: list[float], gmacs: float, settings: BenchSettings, peak: float | None) -> dict:
+    rates = [settings.batch * settings.iters / s for s in seconds]
+    median = statistics.median(rates)
+    train_flops_per_image = TRAIN_FLOPS_PER_FORWARD_MAC * gmacs * 1e9
+    return {
+        "images_per_s_median": round(median, 2),
+        "images_per_s_min": round(min(rates), 2),
+        "images_per_s_max": round(max(rates), 2),
+        "step_ms_median": round(1000 * statistics.median(seconds) / settings.iters, 3),
+        "mfu": None if peak is None else round(median * train_flops_per_image / peak, 4),
+    }
+
+
+# ---------------------------------------------------------------------------- the run
+def candidates(roadmap: str, steps: list[Step], reference: bool) -> list[Candidate]:
+    """Our selected steps, then timm's two reference models (with the endpoints' stochastic depth)."""
+    out = [Candidate(step.id, "step", lambda step=step: build_model(step.model, NUM_CLASSES)) for step in steps]
+    if reference:
+        all_steps = load_roadmap(roadmap)
+        for name, endpoint in zip(REFERENCES[roadmap], (all_steps[0], all_steps[-1])):
+            out.append(Candidate(f"timm/{name}", "timm", lambda name=name, dp=endpoint.model.drop_path:
+                                 timm.create_model(name, num_classes=NUM_CLASSES, drop_path_rate=dp)))
+    return out
+
+
+def ratio_pairs(roadmap: str) -> dict[str, tuple[str, str]]:
+    """{ratio key: (our step id, timm row id)} for the roadmap's first and last step."""
+    steps = load_roadmap(roadmap)
+    first_ref, last_ref = REFERENCES[roadmap]
+    return {f"{steps[0].id}_vs_timm": (steps[0].id, f"timm/{first_ref}"),
+            "convnext_vs_timm": (steps[-1].id, f"timm/{last_ref}")}
+
+
+def ratios(rows: list[dict], pairs: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """Median images/s, ours / timm, for each endpoint whose two rows both have a number."""
+    rate = {row["id"]: row["images_per_s_median"] for row in rows if row["images_per_s_median"]}
+    return {key: round(rate[ours] / rate[ref], 4) for key, (ours, ref) in pairs.items() if ours in rate and ref in rate}
+
+
+def unique_json_path(out_dir: Path, stem: str) -> Path:
+    """<stem>.json, or <stem>-2.json, -3, ... if taken; the name is claimed by creating it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = out_dir / (f"{stem}.json" if n == 1 else f"{stem}-{n}.json")
+        try:
+            path.open("x").close()
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"{out_dir} holds too many bench files named {stem}-N.json")
+
+
+def environment() -> dict:
+    from .train import git_commit
+
+    return {"torch": torch.__version__, "timm": timm.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "python": platform.python_version(), "git_commit": git_commit(), "command": " ".join(sys.argv)}
+
+
+def _num(value, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def table_row(row: dict) -> list[str]:
+    spread = "–" if row["images_per_s_min"] is None else f"{row['images_per_s_min']:,.1f}–{row['images_per_s_max']:,.1f}"
+    return [row["id"], row["kind"], _num(None if row["params"] is None else row["params"] / 1e6, ".2f"),
+            _num(row["gflops"], ".3g"), _num(row["images_per_s_median"], ",.1f"), spread,
+            _num(row["step_ms_median"], ".2f"), _num(row["peak_mem_mb"], ",.0f"), _num(row["mfu"], ".1%"),
+            row["error"] or ""]
+
+
+def render(report: dict) -> str:
+    """The markdown table of the rows, the ratio lines and how to read MFU."""
+    header = ["model", "kind", "params (M)", "GMACs", "img/s (median)", "img/s min–max", "step ms", "peak MB",
+              "MFU", "error"]
+    s = report["settings"]
+    lines = [f"Bench on {report['device']}: batch {s['batch']}, {s['image_size']} px, {s['dtype']}, "
+             f"channels_last {s['channels_last']}, compile {s['compile']}, {s['repeat']} x {s['iters']} steps "
+             f"after {s['warmup']} warm-up.", "",
+             markdown_table(header, [table_row(r) for r in report["rows"]], align="llrrrrrrrl").rstrip("\n"), ""]
+    for key, (ours, ref) in report["ratio_pairs"].items():
+        value = report["ratios"].get(key)
+        lines.append(f"- {key}: {ours} / {ref} = " + (f"{value:.3f}x images/s (median)" if value is not None
+                                                         else "– (not benched, or failed)"))
+    peak = report["peak_flops"]
+    lines.append("- MFU: 6 x forward MACs per image (2 FLOPs per MAC, backward twice the forward) over NVIDIA's "
+                 "dense datasheet peak for the dtype (TF32 for fp32); "
+                 + ("– here: no peak is known for this device." if peak is None else f"peak {peak / 1e12:g} TFLOP/s."))
+    return "\n".join(lines) + "\n"
+
+
+def settings_record(settings: BenchSettings, roadmap: str, steps: list[Step], reference: bool) -> dict:
+    fields = ("batch", "image_size", "dtype", "channels_last", "compile", "repeat", "warmup", "iters")
+    return {**{name: getattr(settings, name) for name in fields}, "roadmap": roadmap,
+            "device": settings.device.type, "steps": [step.id for step in steps], "reference": reference}
+
+
+def ratio_record(rows: list[dict], roadmap: str) -> dict:
+    pairs = ratio_pairs(roadmap)
+    return {"ratios": ratios(rows, pairs), "ratio_pairs": {key: list(pair) for key, pair in pairs.items()}}
+
+
+def progress_line(row: dict) -> str:
+    result = row["error"] or f"{row['images_per_s_median']:,.1f} img/s"
+    return f"bench {row['id']}: {result}"
+
+
+def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_size: int, dtype: str,
+                  channels_last: bool | None, compile: bool, repeat: int, warmup: int, iters: int, out_dir: Path,
+                  device: str = "auto", reference: bool = True) -> Path:
+    """Bench the selected steps (default: all) and timm's references; write the JSON, print the table.
+
+    Returns the JSON path. Bad arguments raise ConfigError before any model is built."""
+    check_numbers(batch, image_size, repeat, warmup, iters, dtype)
+    target = bench_device(device)
+    if compile and (problem := compile_problem(target)):
+        raise ConfigError(f"--compile cannot be used here: {problem}")
+    steps = select_steps(roadmap, step_ids)
+    settings = BenchSettings(target, batch, image_size, dtype,
+                             target.type == "cuda" if channels_last is None else channels_last,
+                             compile, repeat, warmup, iters)
+    configure_backends(settings)
+    name = device_label(target)
+    peak = peak_flops(name, dtype) if target.type == "cuda" else None
+    rows = []
+    for candidate in candidates(roadmap, steps, reference):
+        rows.append(bench_one(candidate, settings, peak))
+        print(progress_line(rows[-1]), file=sys.stderr, flush=True)
+    report = {"device": name, **environment(), "settings": settings_record(settings, roadmap, steps, reference),
+              "peak_flops": peak, "rows": rows, **ratio_record(rows, roadmap), "date": datetime.date.today().isoformat()}
+    path = unique_json_path(Path(out_dir), f"{device_slug(target)}-{report['date']}")
+    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
+    print(render(report), end="")
+    return path

@@ -1,0 +1,739 @@
+"""Datasets for the roadmap: fashion-mnist | cifar10 | cifar100 | imagefolder:PATH | synthetic.
+
+`build_data` returns a `Data` whose `train_batches(epoch)` and `eval_batches()` yield normalized
+float32 images and int64 labels on the run's device, sharded across ranks. Two ways to serve them:
+
+- in memory (small sets: Fashion-MNIST, CIFAR, synthetic, small folders): every image is decoded
+  once into a uint8 tensor on the device and augmented per batch there (crop, flip, RandAugment,
+  random erasing), which keeps a GPU fed without CPU workers;
+- streaming (ImageNet-sized folders): a DataLoader with timm's PIL transforms in worker processes.
+
+Every user mistake about data raises DataError with one line that names it and what to do.
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import math
+import random
+import re
+import socket
+import struct
+import sys
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+from torchvision import transforms as T
+from torchvision.ops import roi_align
+from torchvision.transforms import v2
+
+SPECS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic")
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_DOWNLOAD_DIR = Path.home() / ".cache" / "roadmap"
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+IN_MEMORY_LIMIT_BYTES = 2 * 1024 ** 3   # decoded train + eval sets below this stay in memory
+EVAL_CROP_PCT = 0.875                   # timm's default: resize to size / 0.875, center crop size
+PAD = 4                                 # the 'pad' crop: pad 4 px, random crop back (CIFAR style)
+SUBSET_SEED = 0                         # subsets are the same for every run seed and rank
+SYNTHETIC_SEED = 1234                   # the synthetic images are the same for every run seed
+RAND_AUGMENT_GROUP = 8                  # samples that share one draw of RandAugment ops on the device
+MAX_REPLACEMENTS = 16                   # unreadable files in a row tolerated while streaming
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class DataError(ValueError):
+    """A user mistake about data (missing files, bad folders, sizes): one line, exit 2."""
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- sources
+@dataclass
+class Split:
+    """One split as found on disk: decoded pixels (N, H, W, C uint8) or image file paths."""
+    targets: np.ndarray
+    pixels: np.ndarray | None = None
+    paths: list[str] | None = None
+    where: str = ""
+    skipped: list[str] = field(default_factory=list)   # 'path (reason)' of files that are not images
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, n: int | None) -> "Split":
+        """The first n of a fixed permutation (sorted back, so files are read in order)."""
+        if n is None or n >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(self))[:n])
+        return Split(self.targets[keep], None if self.pixels is None else self.pixels[keep],
+                     None if self.paths is None else [self.paths[i] for i in keep], self.where, self.skipped)
+
+    def native_size(self) -> int | None:
+        return None if self.pixels is None else self.pixels.shape[1]
+
+
+@dataclass
+class Source:
+    name: str
+    num_classes: int
+    train: Split
+    eval: Split
+
+
+def load_source(spec: str, root: str | None, image_size: int, synthetic_size: int, synthetic_classes: int) -> Source:
+    if spec == "fashion-mnist":
+        return load_fashion_mnist(root)
+    if spec in ("cifar10", "cifar100"):
+        return load_cifar(spec, root)
+    if spec.startswith("imagefolder:"):
+        return scan_image_folder(spec.partition(":")[2])
+    if spec == "synthetic":
+        return make_synthetic(synthetic_size, synthetic_classes, image_size)
+    raise DataError(f"unknown dataset '{spec}'; choose one of {', '.join(SPECS)}")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file (the MNIST format), gzipped or not, as a uint8 array."""
+    try:
+        raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read {path} ({err}); re-download the dataset") from None
+    zero, dtype, ndim = raw[0:2], raw[2], raw[3]
+    if zero != b"\0\0" or dtype != 0x08:
+        raise DataError(f"{path} is not a uint8 idx file; re-download the dataset")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    return np.frombuffer(bytearray(raw), np.uint8, offset=4 + 4 * ndim).reshape(dims)   # bytearray: writable
+
+
+def find_idx_files(folder: Path) -> dict[str, Path] | None:
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    found = {}
+    for stem in stems:
+        candidates = [folder / f"{stem}.gz", folder / stem]
+        found[stem] = next((p for p in candidates if p.is_file()), None)
+    return found if all(found.values()) else None
+
+
+def reachable(url: str) -> bool:
+    """Whether a download could start at all (this often runs on machines without network)."""
+    host = urllib.parse.urlparse(url).hostname
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_fashion_mnist(root: str | None) -> Source:
+    folders = [Path(root), Path(root) / "FashionMNIST" / "raw"] if root else []
+    folders.append(FASHION_MNIST_SYSTEM_DIR)
+    files = next((f for f in map(find_idx_files, folders) if f), None)
+    if files is None:
+        files = download_fashion_mnist(Path(root) if root else DEFAULT_DOWNLOAD_DIR)
+    if files is None:
+        raise DataError(f"Fashion-MNIST not found in {', '.join(map(str, folders))}; "
+                        f"install Debian's dataset-fashion-mnist or pass --set data.root=DIR")
+
+    def split(images: str, labels: str, where: str) -> Split:
+        pixels = read_idx(files[images])[..., None]                        # (N, 28, 28, 1)
+        return Split(read_idx(files[labels]).astype(np.int64), pixels, where=where)
+
+    where = str(files["train-images-idx3-ubyte"].parent)
+    return Source("fashion-mnist", 10, split("train-images-idx3-ubyte", "train-labels-idx1-ubyte", where),
+                  split("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", where))
+
+
+def download_fashion_mnist(root: Path) -> dict[str, Path] | None:
+    from torchvision.datasets import FashionMNIST
+    if not reachable(FashionMNIST.mirrors[0]):
+        return None
+    try:
+        FashionMNIST(str(root), download=True)
+    except Exception:  # noqa: BLE001 - any failure to download ends in the one-line DataError
+        return None
+    return find_idx_files(root / "FashionMNIST" / "raw")
+
+
+def load_cifar(spec: str, root: str | None) -> Source:
+    from torchvision.datasets import CIFAR10, CIFAR100
+    dataset_class, classes, title = (CIFAR10, 10, "CIFAR-10") if spec == "cifar10" else (CIFAR100, 100, "CIFAR-100")
+    folder = root or str(DEFAULT_DOWNLOAD_DIR)
+
+    def split(train: bool) -> Split:
+        try:
+            dataset = dataset_class(folder, train=train, download=False)
+        except RuntimeError:
+            if not (root and reachable(dataset_class.url)):
+                raise DataError(f"{title} not found in {folder} (expected {dataset_class.base_folder}/ there); "
+                                f"pass --set data.root=DIR holding it (with network access it is downloaded there)") from None
+            dataset = dataset_class(folder, train=train, download=True)
+        return Split(np.asarray(dataset.targets, np.int64), dataset.data, where=folder)  # data: (N, 32, 32, 3)
+
+    return Source(spec, classes, split(True), split(False))
+
+
+def make_synthetic(size: int, classes: int, image_size: int) -> Source:
+    """Noisy images whose mean color depends on the class: a tiny model learns it in a few steps."""
+    if size < 1 or classes < 2:
+        raise DataError(f"synthetic data needs data.synthetic_size >= 1 and data.synthetic_classes >= 2, "
+                        f"got {size} and {classes}")
+    rng = np.random.default_rng(SYNTHETIC_SEED)
+    colors = rng.integers(40, 216, (classes, 3))
+
+    def split(n: int) -> Split:
+        targets = rng.integers(0, classes, n)
+        noise = rng.normal(0, 40, (n, image_size, image_size, 3))
+        pixels = np.clip(colors[targets][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+        return Split(targets.astype(np.int64), pixels, where="synthetic")
+
+    return Source("synthetic", classes, split(size), split(max(1, size // 4)))
+
+
+# ---------------------------------------------------------------------------- image folders
+def scan_image_folder(path: str) -> Source:
+    """PATH/train/<class>/* and PATH/val|test/<class>/*, validated before anything is decoded."""
+    folder = Path(path).expanduser()
+    if not path or not folder.is_dir():
+        raise DataError(f"image folder '{path}' does not exist; pass imagefolder:DIR with DIR/train and DIR/val")
+    train_dir = folder / "train"
+    eval_dir = next((folder / name for name in ("val", "test") if (folder / name).is_dir()), None)
+    if not train_dir.is_dir():
+        raise DataError(f"{folder} has no train/ folder; expected {folder}/train/<class>/<images>")
+    if eval_dir is None:
+        raise DataError(f"{folder} has no val/ or test/ folder; expected {folder}/val/<class>/<images>")
+    train_classes, eval_classes = class_folders(train_dir), class_folders(eval_dir)
+    check_same_classes(train_dir, train_classes, eval_dir, eval_classes)
+    index = {name: i for i, name in enumerate(train_classes)}
+    return Source(f"imagefolder:{folder}", len(index), list_images(train_dir, index), list_images(eval_dir, index))
+
+
+def class_folders(split_dir: Path) -> list[str]:
+    names = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise DataError(f"no class folders in {split_dir}; expected {split_dir}/<class>/<image files>")
+    return names
+
+
+def check_same_classes(train_dir: Path, train: list[str], eval_dir: Path, evals: list[str]) -> None:
+    if train == evals:
+        return
+
+    def listed(names: set[str]) -> str:
+        shown = sorted(names)[:5]
+        return ", ".join(shown) + (f" and {len(names) - 5} more" if len(names) > 5 else "") if names else "none"
+
+    raise DataError(f"class folders differ: {train_dir} has {len(train)}, {eval_dir} has {len(evals)} "
+                    f"(only in train: {listed(set(train) - set(evals))}; only in {eval_dir.name}: "
+                    f"{listed(set(evals) - set(train))}); make them the same")
+
+
+def list_images(split_dir: Path, class_index: dict[str, int]) -> Split:
+    """Image files by extension; anything else is recorded as skipped (dot files are ignored)."""
+    paths, targets, skipped = [], [], []
+    for name, label in class_index.items():
+        files = sorted(p for p in (split_dir / name).rglob("*") if p.is_file() and not p.name.startswith("."))
+        images = [str(p) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        skipped += [f"{p} (not an image file)" for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+        if not images:
+            raise DataError(f"class folder {split_dir / name} has no images; add some or remove the folder")
+        paths += images
+        targets += [label] * len(images)
+    return Split(np.asarray(targets, np.int64), paths=paths, where=str(split_dir), skipped=skipped)
+
+
+def open_rgb(path: str, draft_size: int | None = None) -> Image.Image:
+    with Image.open(path) as image:
+        if draft_size:
+            image.draft("RGB", (draft_size, draft_size))   # JPEG: decode at a reduced scale, much faster
+        return image.convert("RGB")
+
+
+def report_unreadable(split: Split, strict: bool, rank: int) -> None:
+    if not split.skipped:
+        return
+    if strict:
+        raise DataError(f"unreadable file {split.skipped[0]}; remove it or set data.strict=false to skip such files")
+    if rank == 0:
+        warn(f"skipped {len(split.skipped)} unreadable files in {split.where} (first: {split.skipped[0]})")
+
+
+# ---------------------------------------------------------------------------- randomness
+def derive_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int, device: torch.device | None = None):
+    """Seed the global RNGs that timm's and torchvision's augmentations draw from, then restore them:
+    batches are reproducible and the caller's random streams are left untouched."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    cuda = device is not None and device.type == "cuda"
+    cuda_index = (device.index if device.index is not None else torch.cuda.current_device()) if cuda else None
+    with torch.random.fork_rng(devices=[cuda_index] if cuda else []):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(cuda_index):
+                torch.cuda.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+# ---------------------------------------------------------------------------- device augmentation
+def parse_rand_augment(spec: str) -> dict:
+    """timm's 'rand-m9-n2-mstd0.5-inc1' as {'magnitude', 'num_ops', 'std', 'prob'}."""
+    parts = spec.split("-")
+    if parts[0] != "rand":
+        raise DataError(f"rand_augment '{spec}' is not a RandAugment string ('rand-m9-mstd0.5-inc1'); the in-memory "
+                        f"path supports only those: set data.in_memory=false to use timm's other policies")
+    params = {"magnitude": 10.0, "num_ops": 2, "std": 0.0, "prob": 0.5}
+    keys = {"m": "magnitude", "n": "num_ops", "mstd": "std", "p": "prob", "inc": None, "mmax": None}
+    for part in parts[1:]:
+        match = re.fullmatch(r"([a-z]+)(inf|[\d.]+)", part)
+        if not match or match[1] not in keys:
+            raise DataError(f"rand_augment '{spec}': unsupported part '{part}' (known: m, n, mstd, p, inc, mmax)")
+        if keys[match[1]]:
+            params[keys[match[1]]] = float(match[2])
+    params["num_ops"] = int(params["num_ops"])
+    return params
+
+
+class DeviceRandAugment:
+    """timm's RandAugment on uint8 tensors on the device, built from torchvision's RandAugment ops.
+
+    Like timm: each of `num_ops` layers picks an op uniformly and applies it with probability `prob`,
+    at a magnitude drawn from N(m, mstd) on timm's 0..10 scale (101 bins map it onto torchvision's ranges,
+    which equal timm's for rotate, shear, translate, solarize and the enhance ops). Not like timm, and
+    said plainly: the op set is torchvision's (Identity instead of Invert and SolarizeAdd), Posterize is
+    milder, and samples in a group of RAND_AUGMENT_GROUP share one draw of ops, which keeps a GPU batch
+    to a few dozen kernel launches instead of thousands.
+    """
+
+    def __init__(self, spec: str):
+        self.params = parse_rand_augment(spec)
+        fill = [round(255 * m) for m in IMAGENET_DEFAULT_MEAN]   # timm fills with the mean color too
+        self.op = v2.RandAugment(num_ops=1, num_magnitude_bins=101, interpolation=v2.InterpolationMode.BILINEAR,
+                                 fill=fill)
+
+    def magnitude_bin(self) -> int:
+        magnitude, std = self.params["magnitude"], self.params["std"]
+        if std == float("inf"):
+            magnitude = random.uniform(0, magnitude)
+        elif std > 0:
+            magnitude = random.gauss(magnitude, std)
+        return round(min(max(magnitude, 0.0), 10.0) * 10)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        groups = []
+        for group in images.split(RAND_AUGMENT_GROUP):
+            for _ in range(self.params["num_ops"]):
+                if random.random() < self.params["prob"]:
+                    self.op.magnitude = self.magnitude_bin()
+                    group = self.op(group)
+            groups.append(group)
+        return torch.cat(groups)
+
+
+def stored_size(crop: str, image_size: int) -> int:
+    """Side of the square images held in memory: 'rrc' keeps the border that eval crops off (its train
+    crops come from this center square of a folder image, the streaming path's from the whole image)."""
+    return math.floor(image_size / EVAL_CROP_PCT) if crop == "rrc" else image_size
+
+
+def random_resized_boxes(batch: int, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts: int = 10):
+    """torchvision's RandomResizedCrop.get_params for a batch of size x size images: (batch, 4) x1, y1, x2, y2.
+
+    Up to `attempts` draws per sample, the first that fits wins; none fits -> the whole (square) image."""
+    area = size * size * torch.empty(batch, attempts).uniform_(*scale)
+    log_ratio = torch.empty(batch, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]))
+    w = torch.sqrt(area * torch.exp(log_ratio)).round()
+    h = torch.sqrt(area / torch.exp(log_ratio)).round()
+    fits = (w > 0) & (w <= size) & (h > 0) & (h <= size)
+    first = fits.float().argmax(dim=1, keepdim=True)
+    any_fit = fits.any(dim=1)
+    w = torch.where(any_fit, w.gather(1, first)[:, 0], torch.tensor(float(size)))
+    h = torch.where(any_fit, h.gather(1, first)[:, 0], torch.tensor(float(size)))
+    x = torch.floor(torch.rand(batch) * (size - w + 1))
+    y = torch.floor(torch.rand(batch) * (size - h + 1))
+    return torch.stack([x, y, x + w, y + h], dim=1)
+
+
+def random_resized_crop(images: torch.Tensor, out_size: int) -> torch.Tensor:
+    """Per-sample random resized crops in one roi_align call (bilinear, averaging when it shrinks)."""
+    boxes = random_resized_boxes(len(images), images.shape[-1]).to(images.device)
+    index = torch.arange(len(images), device=images.device, dtype=boxes.dtype)[:, None]
+    return roi_align(images.float(), torch.cat([index, boxes], dim=1), out_size, spatial_scale=1.0,
+                     sampling_ratio=-1, aligned=True)
+
+
+def pad_random_crop(images: torch.Tensor, out_size: int) -> torch.Tensor:
+    """Zero-pad PAD px, then a random out_size window per sample, gathered in one indexing op."""
+    padded = F.pad(images, (PAD, PAD, PAD, PAD))
+    batch, span = len(images), padded.shape[-1] - out_size + 1
+    top = torch.randint(0, span, (batch,)).to(images.device)
+    left = torch.randint(0, span, (batch,)).to(images.device)
+    offsets = torch.arange(out_size, device=images.device)
+    rows = (top[:, None] + offsets)[:, None, :, None]                   # (B, 1, S, 1)
+    cols = (left[:, None] + offsets)[:, None, None, :]                  # (B, 1, 1, S)
+    batch_index = torch.arange(batch, device=images.device)[:, None, None, None]
+    channels = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[batch_index, channels, rows, cols]
+
+
+def random_flip(images: torch.Tensor) -> torch.Tensor:
+    flip = (torch.rand(len(images)) < 0.5).to(images.device)[:, None, None, None]
+    return torch.where(flip, images.flip(-1), images)
+
+
+class Normalize:
+    def __init__(self, device: torch.device):
+        self.mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(IMAGENET_DEFAULT_STD, device=device).view(1, 3, 1, 1) * 255
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.mean) / self.std
+
+
+class DeviceTrainAugment:
+    """The in-memory training augmentation, on a whole batch where it lives, in timm's order:
+    crop ('rrc' or 'pad') + flip, RandAugment, normalize, random erasing."""
+
+    def __init__(self, crop: str, image_size: int, rand_augment: str | None, random_erasing: float,
+                 device: torch.device):
+        self.crop, self.image_size = crop, image_size
+        self.rand_augment = DeviceRandAugment(rand_augment) if rand_augment else None
+        self.normalize = Normalize(device)
+        self.erase = RandomErasing(probability=random_erasing, mode="pixel", device=device) if random_erasing else None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.crop == "rrc":
+            images = random_resized_crop(images, self.image_size)
+        else:
+            images = pad_random_crop(images, self.image_size)
+        images = random_flip(images)
+        if self.rand_augment:
+            images = self.rand_augment(images.round().clamp(0, 255).to(torch.uint8))
+        images = self.normalize(images)
+        return self.erase(images) if self.erase else images
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    top = int(round((images.shape[-1] - size) / 2.0))
+    return images[..., top:top + size, top:top + size]
+
+
+# ---------------------------------------------------------------------------- decoding into memory
+def pixels_to_tensor(pixels: np.ndarray, size: int, chunk: int = 4096) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, 3, size, size) uint8; bilinear (antialiased) resize, once, in chunks."""
+    out = torch.empty(len(pixels), 3, size, size, dtype=torch.uint8)
+    for start in range(0, len(pixels), chunk):
+        part = torch.from_numpy(pixels[start:start + chunk]).permute(0, 3, 1, 2)
+        if part.shape[-1] != size or part.shape[-2] != size:
+            part = F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            part = part.round().clamp(0, 255).to(torch.uint8)
+        out[start:start + len(part)] = part.expand(-1, 3, -1, -1)      # grayscale -> 3 channels
+    return out
+
+
+def decode_file(path: str, size: int) -> np.ndarray | str:
+    """A file as a (size, size, 3) array (shorter side resized, center crop), or why it cannot be read."""
+    try:
+        return np.asarray(ImageOps.fit(open_rgb(path, size), (size, size), Image.Resampling.BICUBIC))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        return f"{path} ({err})"
+
+
+def decode_files(split: Split, size: int, workers: int) -> Split:
+    """Decode every file of `split` (threads: PIL releases the GIL); unreadable ones join split.skipped."""
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        decoded = list(pool.map(lambda p: decode_file(p, size), split.paths))
+    ok = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+    skipped = split.skipped + [d for d in decoded if isinstance(d, str)]
+    pixels = np.stack([decoded[i] for i in ok]) if ok else np.zeros((0, size, size, 3), np.uint8)
+    return Split(split.targets[ok], pixels, where=split.where, skipped=skipped)
+
+
+def check_no_class_lost(before: Split, after: Split) -> None:
+    """Dropping unreadable files must not leave a class of the split without images."""
+    lost = sorted(set(before.targets.tolist()) - set(after.targets.tolist()))
+    if lost:
+        raise DataError(f"{after.where}: {len(lost)} class folders have no readable images (first: class "
+                        f"index {lost[0]}); replace the broken files")
+
+
+# ---------------------------------------------------------------------------- the Data interface
+@dataclass
+class Batches:
+    """One pass of (images, targets) batches for this rank; len() is known before iterating."""
+    length: int
+    make_iterator: Callable[[], Iterator[Batch]]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.make_iterator()
+
+
+class Data:
+    """The data of one run as the training loop sees it; `build_data` makes one.
+
+    Training shards follow DistributedSampler with drop_last: one permutation per (seed, epoch), shared by
+    all ranks, cut to a multiple of world_size, rank r takes every world_size-th index from r. Eval shards
+    are strided too but nothing is dropped or padded, so summed counts cover every eval image once."""
+    in_memory: bool
+
+    def __init__(self, *, num_classes: int, train_size: int, eval_size: int, batch_size: int, skipped: int,
+                 device: torch.device, rank: int, world_size: int, seed: int, drop_last: bool):
+        self.num_classes, self.train_size, self.eval_size = num_classes, train_size, eval_size
+        self.batch_size, self.skipped, self.device = batch_size, skipped, device
+        self.rank, self.world_size, self.seed, self.drop_last = rank, world_size, seed, drop_last
+
+    def train_order(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        order = torch.randperm(self.train_size, generator=generator)
+        per_rank = self.train_size // self.world_size
+        return order[self.rank:per_rank * self.world_size:self.world_size]
+
+    def eval_order(self) -> torch.Tensor:
+        return torch.arange(self.rank, self.eval_size, self.world_size)
+
+    def steps_per_epoch(self) -> int:
+        per_rank = self.train_size // self.world_size
+        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+
+    def eval_steps(self) -> int:
+        return math.ceil(len(self.eval_order()) / self.batch_size)
+
+    def train_batches(self, epoch: int) -> Batches:
+        return Batches(self.steps_per_epoch(), lambda: self.iterate_train(epoch))
+
+    def eval_batches(self) -> Batches:
+        return Batches(self.eval_steps(), self.iterate_eval)
+
+    def iterate_train(self, epoch: int) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def iterate_eval(self) -> Iterator[Batch]:
+        raise NotImplementedError
+
+
+class InMemoryData(Data):
+    """Every image decoded once to uint8 on the device; augmentation per batch, on the device."""
+    in_memory = True
+
+    def __init__(self, source: Source, *, image_size: int, crop: str, recipe: dict, workers: int, strict: bool,
+                 **common):
+        size = stored_size(crop, image_size)
+        train, evals = (self.decoded(split, size, workers, strict, common["rank"])
+                        for split in (source.train, source.eval))
+        super().__init__(num_classes=source.num_classes, train_size=len(train), eval_size=len(evals),
+                         skipped=len(train.skipped) + len(evals.skipped), **common)
+        device = self.device
+        self.train_images = pixels_to_tensor(train.pixels, size).to(device)
+        self.train_targets = torch.from_numpy(train.targets).to(device)
+        self.eval_images = pixels_to_tensor(evals.pixels, size).to(device)
+        self.eval_targets = torch.from_numpy(evals.targets).to(device)
+        self.image_size = image_size
+        self.augment = DeviceTrainAugment(crop, image_size, recipe.get("rand_augment"),
+                                          recipe.get("random_erasing") or 0.0, device)
+        self.normalize = Normalize(device)
+
+    @staticmethod
+    def decoded(split: Split, size: int, workers: int, strict: bool, rank: int) -> Split:
+        if split.paths is None:
+            return split
+        decoded = decode_files(split, size, workers)
+        report_unreadable(decoded, strict, rank)
+        check_no_class_lost(split, decoded)
+        return decoded
+
+    def iterate_train(self, epoch: int) -> Iterator[Batch]:
+        order = self.train_order(epoch).to(self.device)
+        for step in range(self.steps_per_epoch()):
+            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            with seeded_global_rngs(derive_seed(self.seed, epoch, self.rank, step), self.device):
+                images = self.augment(self.train_images[index])
+            yield images, self.train_targets[index]
+
+    def iterate_eval(self) -> Iterator[Batch]:
+        order = self.eval_order().to(self.device)
+        for index in order.split(self.batch_size):
+            yield self.normalize(center_crop(self.eval_images[index], self.image_size)), self.eval_targets[index]
+
+
+# ---------------------------------------------------------------------------- streaming
+def streaming_transforms(crop: str, image_size: int, recipe: dict) -> tuple[Callable, Callable]:
+    """timm's PIL pipelines: (train, eval). Color jitter stays off: neither recipe of the paper uses it."""
+    rand_augment, erasing = recipe.get("rand_augment") or None, recipe.get("random_erasing") or 0.0
+    if crop == "rrc":
+        train = create_transform(image_size, is_training=True, auto_augment=rand_augment, color_jitter=None,
+                                 re_prob=erasing, re_mode="pixel", interpolation="bicubic")
+        return train, create_transform(image_size, is_training=False, interpolation="bicubic", crop_pct=EVAL_CROP_PCT)
+    fill = tuple(round(255 * m) for m in IMAGENET_DEFAULT_MEAN)
+    steps = [T.Resize(image_size, T.InterpolationMode.BICUBIC), T.CenterCrop(image_size),
+             T.RandomCrop(image_size, padding=PAD), T.RandomHorizontalFlip()]
+    if rand_augment:
+        hparams = {"img_mean": fill, "translate_const": int(image_size * 0.45),
+                   "interpolation": Image.Resampling.BICUBIC}
+        steps.append(rand_augment_transform(rand_augment, hparams))
+    steps += [T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]
+    if erasing:
+        steps.append(RandomErasing(probability=erasing, mode="pixel", device="cpu"))
+    return T.Compose(steps), create_transform(image_size, is_training=False, interpolation="bicubic", crop_pct=1.0)
+
+
+class StreamingDataset(torch.utils.data.Dataset):
+    """Items keyed by (index, epoch); the augmentation is seeded from (seed, epoch, index), so a sample
+    looks the same whatever the worker count. An unreadable file is replaced by the next readable one
+    (strict: by a blank image) and reported with the item, since workers cannot raise cleanly."""
+
+    def __init__(self, split: Split, transform: Callable, seed: int, strict: bool):
+        self.split, self.transform, self.seed, self.strict = split, transform, seed, strict
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def load(self, index: int) -> Image.Image:
+        if self.split.paths is None:
+            pixels = self.split.pixels[index]
+            return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
+        return open_rgb(self.split.paths[index])
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, epoch = key
+        failures = []
+        with seeded_global_rngs(derive_seed(self.seed, epoch, index)):
+            for attempt in range(1 if self.strict else MAX_REPLACEMENTS):
+                i = (index + attempt) % len(self)
+                try:
+                    return self.transform(self.load(i)), int(self.split.targets[i]), "\n".join(failures)
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+                    failures.append(f"{self.split.paths[i]} ({err})")
+            # Strict, or MAX_REPLACEMENTS bad files in a row: a blank stand-in; the failures travel with it.
+            return self.transform(Image.new("RGB", (8, 8))), int(self.split.targets[index]), "\n".join(failures)
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Yields (index, epoch) for this rank's shard; set_epoch reaches persistent workers this way."""
+
+    def __init__(self, order: Callable[[int], torch.Tensor], epoch: int = 0):
+        self.order, self.epoch = order, epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.order(self.epoch))
+
+    def __iter__(self):
+        return iter([(int(i), self.epoch) for i in self.order(self.epoch)])
+
+
+class StreamingData(Data):
+    """A DataLoader over files (or arrays) with timm's PIL transforms in worker processes."""
+    in_memory = False
+
+    def __init__(self, source: Source, *, image_size: int, crop: str, recipe: dict, workers: int, strict: bool,
+                 **common):
+        for split in (source.train, source.eval):
+            report_unreadable(split, strict, common["rank"])
+        super().__init__(num_classes=source.num_classes, train_size=len(source.train), eval_size=len(source.eval),
+                         skipped=len(source.train.skipped) + len(source.eval.skipped), **common)
+        self.strict, self.unreadable = strict, set()
+        train_transform, eval_transform = streaming_transforms(crop, image_size, recipe)
+        self.train_sampler = ShardSampler(self.train_order)
+        self.train_loader = self.loader(StreamingDataset(source.train, train_transform, self.seed, strict),
+                                        self.train_sampler, workers, self.drop_last)
+        self.eval_loader = self.loader(StreamingDataset(source.eval, eval_transform, self.seed, strict),
+                                       ShardSampler(lambda _: self.eval_order()), workers, False)
+
+    def loader(self, dataset, sampler, workers: int, drop_last: bool) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None)
+
+    def iterate_train(self, epoch: int) -> Iterator[Batch]:
+        self.train_sampler.set_epoch(epoch)
+        return self.to_device(self.train_loader)
+
+    def iterate_eval(self) -> Iterator[Batch]:
+        return self.to_device(self.eval_loader)
+
+    def to_device(self, loader) -> Iterator[Batch]:
+        for images, targets, failures in loader:
+            self.note_unreadable([line for text in failures if text for line in text.split("\n")])
+            yield images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+
+    def note_unreadable(self, failures: list[str]) -> None:
+        if not failures:
+            return
+        if self.strict:
+            raise DataError(f"unreadable file {failures[0]}; remove it or set data.strict=false to skip such files")
+        if not self.unreadable and self.rank == 0:
+            warn(f"skipped unreadable file {failures[0]}; data.skipped counts any others")
+        new = set(failures) - self.unreadable
+        self.unreadable |= new
+        self.skipped += len(new)
+
+
+# ---------------------------------------------------------------------------- entry point
+def build_data(spec: str, *, root: str | None, image_size: int, batch_size: int, train_subset: int | None,
+               eval_subset: int | None, recipe: dict, crop: str, device: torch.device, rank: int = 0,
+               world_size: int = 1, seed: int = 0, workers: int = 4, in_memory: bool | None = None,
+               strict: bool = False, synthetic_size: int = 512, synthetic_classes: int = 10,
+               drop_last: bool = True) -> Data:
+    """The run's data, validated before any training: every mistake is a one-line DataError."""
+    check_arguments(image_size, batch_size, crop, train_subset, eval_subset, rank, world_size)
+    source = load_source(spec, root, image_size, synthetic_size, synthetic_classes)
+    source.train, source.eval = source.train.subset(train_subset), source.eval.subset(eval_subset)
+    check_batch_fits(batch_size, world_size, len(source.train))
+    if in_memory is None:
+        in_memory = fits_in_memory(source, stored_size(crop, image_size))
+    serve = InMemoryData if in_memory else StreamingData
+    data = serve(source, image_size=image_size, crop=crop, recipe=recipe or {}, workers=workers, strict=strict,
+                 batch_size=batch_size, device=torch.device(device), rank=rank, world_size=world_size, seed=seed,
+                 drop_last=drop_last)
+    check_batch_fits(batch_size, world_size, data.train_size)   # unreadable files may have shrunk the set
+    return data
+
+
+def check_arguments(image_size: int, batch_size: int, crop: str, train_subset, eval_subset, rank, world_size) -> None:
+    if image_size < 8:
+        raise DataError(f"image size {image_size} is too small; use scale.image_size >= 8")
+    if batch_size < 1:
+        raise DataError(f"batch size {batch_size} must be at least 1")
+    if crop not in ("rrc", "pad"):
+        raise DataError(f"unknown crop '{crop}'; use 'rrc' (ImageNet-style) or 'pad' (small images)")
+    for name, subset in (("train_subset", train_subset), ("eval_subset", eval_subset)):
+        if subset is not None and subset < 1:
+            raise DataError(f"scale.{name} must be at least 1 (or null for the whole set), got {subset}")
+    if not 0 <= rank < world_size:
+        raise DataError(f"rank {rank} is outside world size {world_size}")
+
+
+def check_batch_fits(batch_size: int, world_size: int, train_size: int) -> None:
+    if batch_size * world_size > train_size:
+        raise DataError(f"batch size {batch_size} x {world_size} ranks exceeds the {train_size} training images; "
+                        f"lower scale.batch_size/micro_batch or use more data")
+
+
+def fits_in_memory(source: Source, size: int) -> bool:
+    return (len(source.train) + len(source.eval)) * 3 * size * size < IN_MEMORY_LIMIT_BYTES
