@@ -81,6 +81,8 @@ class ScaleConfig:
     image_size: int = 224
     epochs: int = 300                       # modern-recipe epochs
     classic_epochs: int = 90                # classic-recipe epochs
+    lr_mult: float = 1.0                    # on the modern recipe's (linearly scaled) learning rate
+    classic_lr_mult: float = 1.0            # on the classic recipe's
     batch_size: int = 4096                  # global batch (gradient accumulation makes up the rest)
     micro_batch: int = 256                  # largest batch per device and forward pass
     crop: str = "rrc"                       # rrc: RandomResizedCrop (ImageNet) | pad: pad 4 + random crop (32 px)

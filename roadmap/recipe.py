@@ -4,7 +4,8 @@ classic: torchvision's ResNet-50 reference recipe (step 0).
 modern:  the paper's Table 5 (step 1 on): AdamW, cosine with warm-up, RandAugment, Mixup, CutMix,
          random erasing, label smoothing; stochastic depth and layer scale are model arguments.
 A run rescales each recipe to its scale: epochs come from the scale, warm-up and step decay keep
-their share of the schedule, and the learning rate scales linearly with the global batch.
+their share of the schedule, and the learning rate scales linearly with the global batch (times
+the scale's lr_mult, 1 except for the few-epoch demo).
 """
 from __future__ import annotations
 
@@ -65,13 +66,15 @@ def resolve(recipe: RecipeConfig, scale: ScaleConfig) -> Recipe:
         raise ConfigError(f"recipe.schedule must be one of {', '.join(SCHEDULES)}, not {values['schedule']!r}")
     if values["ema"]:
         raise ConfigError("recipe.ema is not supported: the roadmap runs disable EMA (it hurts BatchNorm models)")
-    epochs = scale.classic_epochs if recipe.name == "classic" else scale.epochs
+    classic = recipe.name == "classic"
+    epochs = scale.classic_epochs if classic else scale.epochs
+    lr_mult = scale.classic_lr_mult if classic else scale.lr_mult
     if epochs < 1:
         raise ConfigError(f"the scale gives {epochs} epochs for the {recipe.name} recipe; it needs at least 1")
     share = epochs / values.pop("epochs")
     return Recipe(
         name=recipe.name, epochs=epochs,
-        lr=values.pop("lr") * scale.batch_size / values.pop("lr_batch"),
+        lr=values.pop("lr") * scale.batch_size / values.pop("lr_batch") * lr_mult,
         warmup_epochs=values.pop("warmup_epochs") * share,
         step_every=values.pop("step_every") * share,
         **values,

@@ -93,8 +93,9 @@ def run_one(run: PlannedRun, results: Path, checkpoints: Path, info: Dist, progr
     start = time.perf_counter()
     try:
         record = train_run(run.cfg, run.step, run.key, results, checkpoints, info, progress)
+        bound = f", input-bound: {100 * record['data_time_share']:.0f}% waiting for data" if record["input_bound"] else ""
         say(info, f"{label}: top-1 {record['top1']:.2f}%  ({record['wall_s']:.0f} s, "
-                  f"{record['images_per_s']:.0f} img/s)")
+                  f"{record['images_per_s']:.0f} img/s{bound})")
         run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
     except Diverged as err:
         record = failure_record(run.cfg, run.step, run.key, "diverged", str(err), err.info,

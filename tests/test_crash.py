@@ -1,0 +1,104 @@
+"""Crash safety: kill -9 anywhere, run again, get the same results; runners that share a folder."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from roadmap.results import ResultsError, RunKey, RunLock, atomic_write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+# Small enough for a whole roadmap in well under a minute, with 2 epochs so checkpoints matter.
+TINY = ["--data", "synthetic", "--no-progress", "--set", "scale.epochs=2", "--set", "scale.classic_epochs=1",
+        "--set", "scale.batch_size=32", "--set", "scale.micro_batch=32", "--set", "data.synthetic_size=96",
+        "--set", "scale.image_size=16", "--set", "train.deterministic=true"]
+TIMINGS = {"wall_s", "images_per_s", "epoch_s", "data_s", "data_time_share", "input_bound", "peak_mem_mb"}
+
+
+def runner(out: Path, *extra) -> list[str]:
+    return [sys.executable, str(ROOT / "runner.py"), "run", "--results", str(out / "results"),
+            "--checkpoints", str(out / "ckpt"), *TINY, *extra]
+
+
+def env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def records(out: Path) -> dict:
+    found = {}
+    for path in sorted((out / "results").rglob("seed*.json")):
+        rec = json.loads(path.read_text())
+        rec = {k: v for k, v in rec.items() if k not in TIMINGS | {"git_commit"}}
+        rec["epochs"] = [{k: v for k, v in e.items() if k not in TIMINGS} for e in rec["epochs"]]
+        found[rec["step"]] = rec
+    return found
+
+
+def test_kill_9_mid_roadmap_then_rerun_gives_the_uninterrupted_results(tmp_path):
+    steps = ["--step", "resnet50", "modern_recipe", "stage_ratio", "patchify_stem"]
+    subprocess.run(runner(tmp_path / "clean", *steps), check=True, env=env(), capture_output=True, timeout=300)
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(runner(cut, *steps), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    # Kill once a modern-recipe run has its first epoch checkpointed: mid-roadmap and mid-run.
+    while time.time() < deadline and not list((cut / "ckpt").rglob("seed0.pt")):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = set(records(cut))
+    assert len(done_before) < 4, "the kill came too late to test anything"
+    assert not list((cut / "results").rglob("*.tmp")), "no half-written file may stay visible under its name"
+
+    again = subprocess.run(runner(cut, *steps), env=env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for step in done_before:
+        assert f"{step} seed 0: already complete, skipped" in again.stderr   # no completed run repeated
+    assert "resuming" in again.stderr                                       # the interrupted one resumed
+    assert records(cut) == records(tmp_path / "clean")
+
+
+def test_a_second_runner_on_the_same_run_refuses(tmp_path):
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_path = key.folder(tmp_path / "results") / "seed0.lock"
+        import socket
+        atomic_write_text(lock_path, f"{socket.gethostname()} {holder.pid}\n")  # a live process holds the run
+        proc = subprocess.run(runner(tmp_path, "--step", "gelu"), env=env(), capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+        assert "being trained by another process" in proc.stderr
+        assert not key.record_path(tmp_path / "results").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its holder is dead now: the lock is stale and the run goes ahead.
+    proc = subprocess.run(runner(tmp_path, "--step", "gelu"), env=env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not lock_path.exists()
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    with RunLock(tmp_path, key):
+        with pytest.raises(ResultsError, match="being trained by another process"):
+            # Same process id, but a lock is a lock: a second acquire must not pass.
+            RunLock(tmp_path, key).acquire()
+    RunLock(tmp_path, key).acquire()
+
+
+def test_two_runners_on_different_steps_share_a_folder(tmp_path):
+    procs = [subprocess.Popen(runner(tmp_path, "--step", step), env=env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for step in ("gelu", "layernorm")]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    found = records(tmp_path)
+    assert set(found) == {"gelu", "layernorm"} and all(r["status"] == "complete" for r in found.values())
+    assert not list((tmp_path / "results").rglob("*.lock")) and not list((tmp_path / "results").rglob("*.tmp"))
