@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SEEDS ?= 1
+DEMO_DIR ?= demo
 
-.PHONY: test demo report data clean
+.PHONY: test demo reference data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,10 +28,18 @@ data:
 test: $(VENV)/.installed data
 	$(PY) -m pytest -q
 
+# The whole resnet50 roadmap at the demo scale, trained from scratch into $(DEMO_DIR)/ (not the
+# committed results/, whose complete runs would be skipped).
 demo: $(VENV)/.installed data
-	$(PY) runner.py run --all --scale demo --seeds $(SEEDS)
-	$(PY) runner.py table --scale demo
+	$(PY) runner.py run --all --scale demo --seeds $(SEEDS) --results $(DEMO_DIR)/results --checkpoints $(DEMO_DIR)/checkpoints
+	$(PY) runner.py plot --scale demo --results $(DEMO_DIR)/results --out $(DEMO_DIR)/report
+	$(PY) runner.py table --scale demo --results $(DEMO_DIR)/results --out $(DEMO_DIR)/report --no-readme
+
+# The committed reference: results/, report/ and README's results section (2 seeds).
+reference: $(VENV)/.installed data
+	$(PY) runner.py run --all --scale demo --seeds 2
 	$(PY) runner.py plot --scale demo
+	$(PY) runner.py table --scale demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache checkpoints
+	rm -rf $(VENV) .pytest_cache checkpoints $(DEMO_DIR)
