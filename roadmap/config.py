@@ -238,6 +238,8 @@ def read_yaml(path: Path) -> dict:
         raise ConfigError(f"{path}: malformed YAML{where}: {getattr(err, 'problem', err)}") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -358,6 +360,40 @@ def build_run_config(roadmap: str, step_id: str, scale_name: str, data_spec: str
     model = update_dataclass(scaled_model(step.model, scale), overrides.get("model", {}), "model")
     recipe = update_dataclass(step.recipe, overrides.get("recipe", {}), "recipe")
     return RunConfig(roadmap, step.id, model, recipe, scale, data, train)
+
+
+# (section, key, lowest allowed, highest allowed, inclusive low): values a run cannot use.
+VALUE_RANGES = [
+    ("scale", "image_size", 1, None, True), ("scale", "epochs", 1, None, True),
+    ("scale", "classic_epochs", 1, None, True), ("scale", "batch_size", 1, None, True),
+    ("scale", "micro_batch", 1, None, True), ("scale", "width_mult", 0, None, False),
+    ("scale", "depth_mult", 0, None, False), ("scale", "lr_mult", 0, None, False),
+    ("scale", "classic_lr_mult", 0, None, False), ("scale", "stem_stride", 1, None, True),
+    ("scale", "train_subset", 1, None, True), ("scale", "eval_subset", 1, None, True),
+    ("data", "workers", 0, None, True), ("data", "synthetic_size", 1, None, True),
+    ("data", "synthetic_classes", 2, None, True), ("train", "eval_every", 1, None, True),
+    ("train", "seed", 0, None, True), ("model", "ratio", 1, None, True),
+    ("model", "layer_scale", 0, None, True), ("model", "drop_path", 0, 1, True),
+    ("recipe", "lr", 0, None, False), ("recipe", "weight_decay", 0, None, True),
+    ("recipe", "warmup_epochs", 0, None, True), ("recipe", "label_smoothing", 0, 1, True),
+    ("recipe", "mixup", 0, None, True), ("recipe", "cutmix", 0, None, True),
+    ("recipe", "random_erasing", 0, 1, True),
+]
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Numbers no run can use (batch 0, negative multipliers, ...) stop before anything is written."""
+    for section, key, low, high, inclusive in VALUE_RANGES:
+        value = getattr(getattr(cfg, section), key)
+        if value is None:
+            continue
+        too_low = value < low if inclusive else value <= low
+        if too_low or (high is not None and value > high):
+            bound = f">= {low}" if inclusive else f"> {low}"
+            limit = f"{bound} and <= {high}" if high is not None else bound
+            raise ConfigError(f"{section}.{key} must be {limit}, not {value}")
+    if cfg.scale.crop not in ("rrc", "pad"):
+        raise ConfigError(f"scale.crop must be rrc or pad, not {cfg.scale.crop!r}")
 
 
 def to_dict(obj) -> dict:

@@ -291,6 +291,11 @@ def _gflops(x) -> str:
     return "–" if _isnan(x) else f"{x:.3g}"
 
 
+def _flops_label(gflops: float) -> str:
+    """'4.46 GFLOPs', or '2.02 MFLOPs' for the demo's tiny networks."""
+    return f"{_gflops(gflops)} GFLOPs" if _isnan(gflops) or gflops >= 0.1 else f"{gflops * 1e3:.3g} MFLOPs"
+
+
 def _change(row) -> str:
     return row["change"] if row["adopted"] else f"{row['change']} (branch)"
 
@@ -455,7 +460,7 @@ def _plot_accuracy(ax, df: pd.DataFrame) -> list:
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 1} if branch else None)
     for i, gflops in enumerate(df["gflops"].tolist()):  # a column of its own, right of every bar and marker
         if not _isnan(gflops):
-            ax.text(right - 0.01 * (right - left), i, f"{_gflops(gflops)} GFLOPs", ha="right", va="center",
+            ax.text(right - 0.01 * (right - left), i, _flops_label(gflops), ha="right", va="center",
                     fontsize=8, color="#333333")
     ax.axvline(data_right, color="#dddddd", linewidth=0.8)
     _ticks_within(ax, left, data_right)

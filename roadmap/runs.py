@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .config import ConfigError, RunConfig, Step, build_run_config, load_roadmap, load_step
+from .config import ConfigError, RunConfig, Step, build_run_config, check_ranges, load_roadmap, load_step
 from .results import RunKey, RunLock, check_writable, read_record
-from .train import Diverged, Dist, check_image_size, failure_record, init_distributed, micro_batching, \
+from .train import Diverged, Dist, amp_dtype, check_image_size, failure_record, init_distributed, micro_batching, \
     pick_device, record_result, train_run
 from . import recipe as recipes
 from .steps import validate_model
@@ -45,8 +45,10 @@ def plan_runs(roadmap: str, step_ids: list[str] | None, scale: str, data: str | 
     for seed in range(seeds):
         for step in steps:
             cfg = build_run_config(roadmap, step.id, scale, data, seed, overrides)
+            check_ranges(cfg)
             recipes.resolve(cfg.recipe, cfg.scale)
             validate_model(cfg.model)
+            amp_dtype(cfg.train.amp, pick_device(cfg.train.device, Dist()))
             check_image_size(cfg.scale.image_size, cfg.model.stem_stride)
             micro_batching(cfg.scale.batch_size, cfg.scale.micro_batch, world_size)
             planned.append(PlannedRun(cfg, step, RunKey(roadmap, cfg.scale.name, cfg.data.spec, step.id, seed)))

@@ -194,6 +194,7 @@ class Run:
         if cfg.train.compile:
             self.net = torch.compile(self.net)
         self.state = RunState()
+        self.last_top1 = "-"
 
     # -------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: Path) -> None:
@@ -234,7 +235,7 @@ class Run:
         batches = iter(self.data.train_batches(epoch))
         bar = tqdm(total=self.updates_per_epoch, desc=f"{self.step.id} {epoch + 1}/{self.recipe.epochs}",
                    disable=not self.progress, leave=False, unit="upd", dynamic_ncols=True)
-        start, data_s, last_finite = time.perf_counter(), 0.0, None
+        start, data_s, last_finite, checked = time.perf_counter(), 0.0, None, 0
         for i in range(self.updates_per_epoch):
             loss_sum = torch.zeros((), device=self.device)
             for micro_step in range(self.accum):
@@ -255,10 +256,13 @@ class Run:
             self.scheduler.step_update(self.state.update)
             losses[i] = loss_sum
             if (i + 1) % SYNC_EVERY == 0 or i + 1 == self.updates_per_epoch:
-                last_finite = self._check_finite(losses[: i + 1], epoch, last_finite)
+                last_finite = self._check_finite(losses[checked: i + 1], epoch, last_finite)
+                checked = i + 1
                 elapsed = time.perf_counter() - start
                 bar.update((i + 1) - bar.n)
-                bar.set_postfix(loss=f"{last_finite:.3f}", img_s=f"{(i + 1) * self.images_per_update / elapsed:.0f}")
+                # Accuracy: the last eval's top-1 (train accuracy means little under Mixup/CutMix).
+                bar.set_postfix(loss=f"{last_finite:.3f}", top1=self.last_top1,
+                                img_s=f"{(i + 1) * self.images_per_update / elapsed:.0f}")
         bar.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -274,6 +278,11 @@ class Run:
         return self.micro * self.accum * self.info.world_size
 
     def _check_finite(self, losses: torch.Tensor, epoch: int, last_finite: float | None) -> float | None:
+        if self.info.world_size > 1:
+            # Every rank must see a NaN on any rank, or the others would wait for it forever.
+            losses = losses.clone()
+            dist.all_reduce(losses)
+            losses /= self.info.world_size
         values = losses.tolist()                                    # the one host sync per SYNC_EVERY updates
         for i, value in enumerate(values):
             if not math.isfinite(value):
@@ -283,11 +292,13 @@ class Run:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        self.net.eval()
+        # The bare model, not the DDP wrapper: ranks may hold different numbers of eval batches,
+        # and DDP's per-forward buffer broadcast would then wait on a rank that has finished.
+        self.model.eval()
         totals = torch.zeros(4, device=self.device, dtype=torch.float64)   # loss, top1, top5, count
         for images, targets in self.data.eval_batches():
             with self.autocast():
-                logits = self.net(self.prepare(images)).float()
+                logits = self.model(self.prepare(images)).float()
             top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top5 == targets[:, None]
             totals += torch.stack([F.cross_entropy(logits, targets, reduction="sum").double(),
@@ -296,6 +307,7 @@ class Run:
         if self.info.world_size > 1:
             dist.all_reduce(totals)
         loss, top1, top5, count = totals.tolist()
+        self.last_top1 = f"{100 * top1 / count:.1f}"
         return {"eval_loss": loss / count, "eval_top1": 100 * top1 / count, "eval_top5": 100 * top5 / count}
 
 
