@@ -126,21 +126,15 @@ def say(info: Dist, message: str) -> None:
 def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: int,
                 overrides: dict, results: Path, checkpoints: Path, progress: bool) -> dict:
     """The whole of `runner.py run`: plan, check, then train."""
-    device_kind = overrides.get("train", {}).get("device", "auto")
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
     check_data(planned[0], info)
     check_writable(results)
     check_writable(checkpoints)
-    info = init_distributed("cuda" if device_kind in ("auto", "cuda") and _cuda() else "cpu")
+    info = init_distributed(pick_device(planned[0].cfg.train.device, info).type)
     start = time.perf_counter()
     counts = execute(planned, results, checkpoints, info, progress)
     say(info, f"done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if info.world_size > 1:
         dist.destroy_process_group()
     return counts
-
-
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
