@@ -55,8 +55,14 @@ class DataError(ValueError):
     """A user mistake about data (missing files, bad folders, sizes): one line, exit 2."""
 
 
+_WARNED: set[str] = set()
+
+
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    """Each warning once per process: a roadmap opens the same dataset for every step."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"warning: {message}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- sources

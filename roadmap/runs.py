@@ -16,6 +16,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from .config import ConfigError, RunConfig, Step, build_run_config, check_ranges, load_roadmap, load_step
+from .data import DataError, build_data
 from .results import RunKey, RunLock, check_writable, read_record
 from .train import Diverged, Dist, amp_dtype, check_image_size, failure_record, init_distributed, micro_batching, \
     pick_device, record_result, train_run
@@ -56,15 +57,17 @@ def plan_runs(roadmap: str, step_ids: list[str] | None, scale: str, data: str | 
 
 
 def check_data(run: PlannedRun, info: Dist) -> None:
-    """Open the dataset once before anything is written: missing or malformed data fails here."""
-    from .data import build_data
+    """Open the dataset once before anything is written: missing or malformed data fails here.
+
+    The same path as the runs (in memory for small sets), so that strict mode meets every unreadable
+    file now rather than in the middle of a roadmap."""
     cfg = run.cfg
     micro, _ = micro_batching(cfg.scale.batch_size, cfg.scale.micro_batch, info.world_size)
     build_data(cfg.data.spec, root=cfg.data.root, image_size=cfg.scale.image_size, batch_size=micro,
                train_subset=cfg.scale.train_subset, eval_subset=cfg.scale.eval_subset,
                recipe={"rand_augment": "", "random_erasing": 0.0}, crop=cfg.scale.crop,
                device=pick_device("cpu", info), rank=info.rank, world_size=info.world_size, seed=0,
-               workers=0, in_memory=False, strict=cfg.data.strict,
+               workers=0, in_memory=cfg.data.in_memory, strict=cfg.data.strict,
                synthetic_size=cfg.data.synthetic_size, synthetic_classes=cfg.data.synthetic_classes)
 
 
@@ -103,7 +106,7 @@ def run_one(run: PlannedRun, results: Path, checkpoints: Path, info: Dist, progr
         record = failure_record(run.cfg, run.step, run.key, "diverged", str(err), err.info,
                                 time.perf_counter() - start)
         say(info, f"{label}: DIVERGED ({err}); going on")
-    except (ConfigError, KeyboardInterrupt):
+    except (ConfigError, DataError, KeyboardInterrupt):
         raise
     except Exception as err:  # a crash of one step must not stop the roadmap
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]

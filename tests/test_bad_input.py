@@ -125,6 +125,16 @@ def test_step_file_mistakes_through_the_cli(text, expect, tmp_path, capsys, monk
     assert_one_clear_line(code, err, expect, results)
 
 
+def test_strict_mode_refuses_a_corrupt_image_before_training(tmp_path, capsys):
+    root = image_folder(tmp_path / "folder", per_class=4)
+    (root / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    results = tmp_path / "results"
+    code, err = run_in_process(capsys, ["run", "--step", "gelu", "--data", f"imagefolder:{root}",
+                                        "--set", "data.strict=true", "--set", "scale.batch_size=4",
+                                        "--set", "scale.micro_batch=4", *FAST], results)
+    assert_one_clear_line(code, err, "broken.jpg", results)
+
+
 def test_unwritable_results_folder(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
