@@ -75,9 +75,20 @@ def cmd_plot(args) -> None:
         print(path)
 
 
+# bench defaults: the GPU setting, or one a CPU finishes in minutes.
+BENCH_DEFAULTS = {"cuda": dict(batch=256, image_size=224, repeat=5, warmup=10, iters=20, dtype="bf16"),
+                  "cpu": dict(batch=8, image_size=64, repeat=3, warmup=2, iters=3, dtype="fp32")}
+
+
 def cmd_bench(args) -> None:
+    import torch
+
     from .bench import bench_command
 
+    on_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    for key, value in BENCH_DEFAULTS["cuda" if on_cuda else "cpu"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     path = bench_command(args.roadmap, args.steps, args.batch, args.image_size, args.dtype, args.channels_last,
                          args.compile, args.repeat, args.warmup, args.iters, Path(args.out), args.device,
                          reference=not args.no_reference)
@@ -136,15 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "timm resnet50 and convnext_tiny run in the same process under the same settings.")
     p.add_argument("--roadmap", default="resnet50", help="a folder of steps/")
     p.add_argument("--steps", nargs="+", metavar="ID", help="step ids (default: every step)")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--dtype", default="bf16", help="bf16 | fp16 | fp32 (autocast dtype)")
+    p.add_argument("--batch", type=int, help="images per step (default 256 on CUDA, 8 on a CPU)")
+    p.add_argument("--image-size", type=int, help="pixels (default 224 on CUDA, 64 on a CPU)")
+    p.add_argument("--dtype", help="bf16 | fp16 | fp32 (default bf16 on CUDA, fp32 on a CPU)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
-    p.add_argument("--repeat", type=int, default=5, help="timed windows; the median is reported")
-    p.add_argument("--warmup", type=int, default=10, help="untimed steps first")
-    p.add_argument("--iters", type=int, default=20, help="training steps per timed window")
+    p.add_argument("--repeat", type=int, help="timed windows; the median is reported (default 5; CPU 3)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default 10; CPU 2)")
+    p.add_argument("--iters", type=int, help="training steps per timed window (default 20; CPU 3)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-reference", action="store_true", help="skip timm's reference models")
     p.add_argument("--out", default="results/bench", help="folder for the JSON evidence")

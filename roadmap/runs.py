@@ -7,6 +7,7 @@ have been checked.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 import traceback
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch.distributed as dist
+import yaml
 
-from .config import ConfigError, RunConfig, Step, build_run_config, check_ranges, load_roadmap, load_step
+from .config import ConfigError, RunConfig, Step, build_run_config, check_ranges, load_roadmap, load_step, to_dict
 from .data import DataError, build_data
 from .results import RunKey, RunLock, check_writable, read_record
 from .train import Diverged, Dist, amp_dtype, check_image_size, failure_record, init_distributed, micro_batching, \
@@ -69,6 +71,34 @@ def check_data(run: PlannedRun, info: Dist) -> None:
                device=pick_device("cpu", info), rank=info.rank, world_size=info.world_size, seed=0,
                workers=0, in_memory=cfg.data.in_memory, strict=cfg.data.strict,
                synthetic_size=cfg.data.synthetic_size, synthetic_classes=cfg.data.synthetic_classes)
+
+
+# Keys that may change between a run and its resumption without changing what it computes.
+RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train", "device"), ("data", "workers"),
+                     ("data", "root")}
+
+
+def check_same_config(planned: list[PlannedRun], results: Path) -> None:
+    """A finished or interrupted run under another config must not be skipped or resumed as if it were this one."""
+    for run in planned:
+        path = run.key.config_path(results)
+        if not path.is_file():
+            continue
+        try:
+            saved = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            continue  # unreadable: the run will be redone and the file rewritten
+        wanted = json.loads(json.dumps(to_dict(run.cfg)))  # tuples -> lists, as saved
+        for section, values in wanted.items():
+            if not isinstance(values, dict):
+                continue
+            for key, value in values.items():
+                old = (saved.get(section) or {}).get(key) if isinstance(saved, dict) else None
+                if old != value and (section, key) not in RESUMABLE_CHANGES:
+                    raise ConfigError(
+                        f"{run.step.id} seed {run.key.seed} in {results} was run with {section}.{key}={old!r}, "
+                        f"not {value!r}; use another --results folder for this variant, or delete "
+                        f"{run.key.folder(results)}")
 
 
 def execute(planned: list[PlannedRun], results: Path, checkpoints: Path, info: Dist, progress: bool = True) -> dict:
@@ -132,6 +162,7 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
     check_data(planned[0], info)
+    check_same_config(planned, results)
     check_writable(results)
     check_writable(checkpoints)
     info = init_distributed(pick_device(planned[0].cfg.train.device, info).type)

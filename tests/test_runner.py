@@ -67,6 +67,17 @@ def test_complete_runs_are_skipped(tmp_path, capsys):
     assert record(tmp_path, "resnet50") == first
 
 
+def test_a_run_under_another_config_is_neither_skipped_nor_resumed(tmp_path, capsys):
+    assert run_cli(tmp_path, "--step", "resnet50", "--data", "synthetic") == 0
+    first = record(tmp_path, "resnet50")
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--step", "resnet50", "--data", "synthetic", "--set", "recipe.lr=0.3") == 2
+    err = capsys.readouterr().err
+    assert "was run with recipe.lr=None, not 0.3" in err and err.count("\n") == 1
+    assert record(tmp_path, "resnet50") == first
+    assert run_cli(tmp_path, "--step", "resnet50", "--data", "synthetic", "--set", "data.workers=0") == 0  # harmless
+
+
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     assert run_cli(tmp_path / "clean", "--step", "gelu", "--data", "synthetic") == 0
     original = runs.train_run.__globals__["Run"].train_epoch
