@@ -110,6 +110,8 @@ def execute(planned: list[PlannedRun], results: Path, checkpoints: Path, info: D
         if previous and previous.get("status") in FINISHED:
             counts["skipped"] += 1
             say(info, f"{label}: already {previous['status']}, skipped")
+            if info.is_main:  # left behind by a kill between writing the record and cleaning up
+                run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
             continue
         outcome = run_one(run, results, checkpoints, info, progress, label)
         counts[outcome] += 1
