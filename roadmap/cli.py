@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from pathlib import Path
@@ -163,9 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stop_on_sigterm() -> None:
+    """Slurm preemption and `kill` send SIGTERM: unwind like Ctrl-C, so run locks are released."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "run":
+        stop_on_sigterm()
     try:
         code = args.func(args) or 0
     except USER_ERRORS as err:

@@ -16,6 +16,8 @@ import os
 import re
 import socket
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,12 +136,18 @@ def check_writable(root: Path) -> None:
 class RunLock:
     """An exclusive lock on one run, held by a live process: seed<k>.lock holds host and pid.
 
-    A lock left by a dead process on this host is taken over, so a kill -9 never leaves a run stuck."""
+    A lock left by a dead process is taken over, so a kill -9 never leaves a run stuck: on this
+    host the pid tells; for another host (a requeued cluster job lands elsewhere) the holder's
+    heartbeat does, the lock's mtime, refreshed every HEARTBEAT_S while it is held."""
+
+    HEARTBEAT_S = 60
+    STALE_AFTER_S = 600
 
     def __init__(self, root: Path, key: RunKey):
         self.path = key.folder(root) / f"seed{key.seed}.lock"
         self.key = key
         self.held = False
+        self._stop = threading.Event()
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +165,8 @@ class RunLock:
             with os.fdopen(fd, "w") as f:
                 f.write(me + "\n")
             self.held = True
+            self._stop.clear()
+            threading.Thread(target=self._heartbeat, daemon=True, name="run-lock-heartbeat").start()
             return
         raise ResultsError(f"cannot take the lock {self.path}")
 
@@ -166,7 +176,10 @@ class RunLock:
         except (OSError, ValueError):
             return False
         if host != socket.gethostname():
-            return True  # another machine's process: we cannot tell, so respect it
+            try:
+                return time.time() - self.path.stat().st_mtime < self.STALE_AFTER_S
+            except OSError:
+                return False
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
@@ -175,7 +188,15 @@ class RunLock:
             return True
         return True
 
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
+
     def release(self) -> None:
+        self._stop.set()
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False

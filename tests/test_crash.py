@@ -85,6 +85,30 @@ def test_a_second_runner_on_the_same_run_refuses(tmp_path):
     assert not lock_path.exists()
 
 
+def test_a_lock_from_another_host_is_respected_while_its_heartbeat_lasts(tmp_path):
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    lock_path = key.folder(tmp_path) / "seed0.lock"
+    atomic_write_text(lock_path, "some-other-node 4242\n")
+    with pytest.raises(ResultsError, match="some-other-node 4242"):
+        RunLock(tmp_path, key).acquire()
+    old = time.time() - RunLock.STALE_AFTER_S - 5
+    os.utime(lock_path, (old, old))  # its node died: no heartbeat for longer than STALE_AFTER_S
+    with RunLock(tmp_path, key) as lock:
+        assert lock.path.read_text().split()[1] == str(os.getpid())
+
+
+def test_sigterm_releases_the_lock(tmp_path):
+    proc = subprocess.Popen(runner(tmp_path, "--step", "gelu", "--set", "data.synthetic_size=4000"), env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "results").rglob("seed0.lock")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert not list((tmp_path / "results").rglob("seed0.lock"))
+
+
 def test_lock_is_exclusive_and_released(tmp_path):
     key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
     with RunLock(tmp_path, key):
