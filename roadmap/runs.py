@@ -153,6 +153,16 @@ def run_one(run: PlannedRun, results: Path, checkpoints: Path, info: Dist, progr
     return record["status"]
 
 
+def describe_plan(planned: list[PlannedRun], results: Path) -> str:
+    """One line that says what is about to be trained and where it goes."""
+    first, scale = planned[0], planned[0].cfg.scale
+    steps = len({run.step.id for run in planned})
+    seeds = len({run.key.seed for run in planned})
+    return (f"{first.key.roadmap}: {steps} step(s) x {seeds} seed(s), scale {scale.name} ({scale.image_size} px, "
+            f"{scale.epochs} epochs, classic {scale.classic_epochs}, batch {scale.batch_size}), "
+            f"data {first.cfg.data.spec} -> {results}")
+
+
 def say(info: Dist, message: str) -> None:
     if info.is_main:
         print(message, file=sys.stderr, flush=True)
@@ -168,6 +178,7 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     check_writable(results)
     check_writable(checkpoints)
     info = init_distributed(pick_device(planned[0].cfg.train.device, info).type)
+    say(info, describe_plan(planned, results))
     start = time.perf_counter()
     counts = execute(planned, results, checkpoints, info, progress)
     say(info, f"done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
