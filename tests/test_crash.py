@@ -72,9 +72,10 @@ def test_a_second_runner_on_the_same_run_refuses(tmp_path):
         atomic_write_text(lock_path, f"{socket.gethostname()} {holder.pid}\n")  # a live process holds the run
         proc = subprocess.run(runner(tmp_path, "--step", "gelu"), env=env(), capture_output=True, text=True,
                               timeout=120)
-        assert proc.returncode == 2
-        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
-        assert "being trained by another process" in proc.stderr
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert errors == [proc.stderr.strip().splitlines()[-1]]  # one error line, the last
+        assert "being trained by another process" in errors[0]
         assert not key.record_path(tmp_path / "results").exists()
     finally:
         holder.kill()
