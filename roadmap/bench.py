@@ -34,10 +34,10 @@ from .model import count_gflops, count_params, total_stride
 from .report import markdown_table
 from .results import atomic_write_text
 from .steps import build_model
+from .train import Dist, device_name, pick_device
 
 NUM_CLASSES = 1000
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-DEVICES = ("auto", "cpu", "cuda")
 # timm models matching each roadmap's first and last step (resnet200 ends in ConvNeXt-B).
 REFERENCES = {"resnet50": ("resnet50", "convnext_tiny"), "resnet200": ("resnet200", "convnext_base")}
 # Peak tensor-core FLOP/s from NVIDIA's datasheets, DENSE figures (the datasheets' headline numbers
@@ -98,16 +98,6 @@ def check_numbers(batch: int, image_size: int, repeat: int, warmup: int, iters: 
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
 
 
-def bench_device(setting: str) -> torch.device:
-    if setting not in DEVICES:
-        raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, not {setting!r}")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but no CUDA device is visible")
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(setting)
-
-
 def compile_problem(device: torch.device) -> str | None:
     """Why torch.compile cannot work here, or None. Internal torch helpers that have moved are
     given the benefit of the doubt: a compile failure at run time is recorded in the model's row."""
@@ -146,12 +136,6 @@ def select_steps(roadmap: str, step_ids: list[str] | None) -> list[Step]:
 
 
 # ---------------------------------------------------------------------------- device facts
-def device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def device_slug(device: torch.device) -> str:
     """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'; every CPU is 'cpu'."""
     if device.type != "cuda":
@@ -400,7 +384,7 @@ def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_si
 
     Returns the JSON path. Bad arguments raise ConfigError before any model is built."""
     check_numbers(batch, image_size, repeat, warmup, iters, dtype)
-    target = bench_device(device)
+    target = pick_device(device, Dist())
     if compile and (problem := compile_problem(target)):
         raise ConfigError(f"--compile cannot be used here: {problem}")
     steps = select_steps(roadmap, step_ids)
@@ -408,7 +392,7 @@ def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_si
                              target.type == "cuda" if channels_last is None else channels_last,
                              compile, repeat, warmup, iters)
     configure_backends(settings)
-    name = device_label(target)
+    name = device_name(target)
     peak = peak_flops(name, dtype) if target.type == "cuda" else None
     rows = []
     for candidate in candidates(roadmap, steps, reference):

@@ -79,10 +79,10 @@ def pick_device(setting: str, info: Dist) -> torch.device:
         setting = "cuda" if torch.cuda.is_available() else "cpu"
     if setting == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("train.device=cuda but no CUDA device is visible")
+            raise ConfigError("device cuda was asked for, but no CUDA device is visible; use --device cpu")
         return torch.device("cuda", info.local_rank)
     if setting != "cpu":
-        raise ConfigError(f"train.device must be auto, cpu or cuda, not {setting!r}")
+        raise ConfigError(f"device must be auto, cpu or cuda (--device, train.device), not {setting!r}")
     return torch.device("cpu")
 
 
