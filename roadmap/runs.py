@@ -133,7 +133,6 @@ def run_one(run: PlannedRun, results: Path, checkpoints: Path, info: Dist, progr
         bound = f", input-bound: {100 * record['data_time_share']:.0f}% waiting for data" if record["input_bound"] else ""
         say(info, f"{label}: top-1 {record['top1']:.2f}%  ({record['wall_s']:.0f} s, "
                   f"{record['images_per_s']:.0f} img/s{bound})")
-        run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
     except Diverged as err:
         record = failure_record(run.cfg, run.step, run.key, "diverged", str(err), err.info,
                                 time.perf_counter() - start)
@@ -148,6 +147,9 @@ def run_one(run: PlannedRun, results: Path, checkpoints: Path, info: Dist, progr
     finally:
         lock.release()
     record_result(results, run.key, record, info)
+    if info.is_main and record["status"] == "complete":
+        # Only now: a kill before the record is written must still find the checkpoint.
+        run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
     if info.world_size > 1:
         dist.barrier()
     return record["status"]

@@ -97,6 +97,15 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, monk
     assert comparable(resumed) == comparable(clean)
 
 
+def test_checkpoint_outlives_an_interruption_before_the_record_is_written(tmp_path, monkeypatch):
+    def killed_while_writing(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "record_result", killed_while_writing)
+    assert run_cli(tmp_path, "--step", "gelu", "--data", "synthetic") == 130
+    assert list((tmp_path / "ckpt").rglob("seed0.pt")), "the finished run's checkpoint must survive until its record"
+
+
 def test_divergence_is_recorded_and_the_roadmap_goes_on(tmp_path, monkeypatch):
     make_loss = recipe.make_loss
 
