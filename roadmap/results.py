@@ -100,9 +100,12 @@ def read_record(path: Path) -> dict | None:
         return None
 
 
-def is_complete(root: Path, key: RunKey) -> bool:
+def finished_status(root: Path, key: RunKey) -> str | None:
+    """'complete' or 'diverged' when the run needs no more training (a diverged run would diverge
+    again); None when it has no record or failed (a crash may be transient: retry it)."""
     record = read_record(key.record_path(root))
-    return bool(record) and record.get("status") == "complete"
+    status = record.get("status") if record else None
+    return status if status in ("complete", "diverged") else None
 
 
 def load_records(root: Path, roadmap: str | None = None, scale: str | None = None,

@@ -18,15 +18,12 @@ import torch.distributed as dist
 import yaml
 
 from .config import ConfigError, RunConfig, Step, build_run_config, check_ranges, load_roadmap, load_step, to_dict
-from .data import DataError, build_data
-from .results import RunKey, RunLock, check_writable, read_record
+from .data import DataError
+from .results import RunKey, RunLock, check_writable, finished_status
 from .train import Diverged, Dist, amp_dtype, check_image_size, failure_record, init_distributed, micro_batching, \
-    pick_device, record_result, train_run
+    open_data, pick_device, record_result, train_run
 from . import recipe as recipes
 from .steps import validate_model
-
-FINISHED = ("complete", "diverged")
-
 
 @dataclass
 class PlannedRun:
@@ -63,14 +60,8 @@ def check_data(run: PlannedRun, info: Dist) -> None:
 
     The same path as the runs (in memory for small sets), so that strict mode meets every unreadable
     file now rather than in the middle of a roadmap."""
-    cfg = run.cfg
-    micro, _ = micro_batching(cfg.scale.batch_size, cfg.scale.micro_batch, info.world_size)
-    build_data(cfg.data.spec, root=cfg.data.root, image_size=cfg.scale.image_size, batch_size=micro,
-               train_subset=cfg.scale.train_subset, eval_subset=cfg.scale.eval_subset,
-               recipe={"rand_augment": "", "random_erasing": 0.0}, crop=cfg.scale.crop,
-               device=pick_device("cpu", info), rank=info.rank, world_size=info.world_size, seed=0,
-               workers=0, in_memory=cfg.data.in_memory, strict=cfg.data.strict,
-               synthetic_size=cfg.data.synthetic_size, synthetic_classes=cfg.data.synthetic_classes)
+    micro, _ = micro_batching(run.cfg.scale.batch_size, run.cfg.scale.micro_batch, info.world_size)
+    open_data(run.cfg, micro, pick_device("cpu", info), info, augment=False, workers=0)
 
 
 # Keys that may change between a run and its resumption without changing what it computes.
@@ -106,10 +97,10 @@ def execute(planned: list[PlannedRun], results: Path, checkpoints: Path, info: D
     counts = {"complete": 0, "skipped": 0, "failed": 0, "diverged": 0}
     for i, run in enumerate(planned, 1):
         label = f"[{i}/{len(planned)}] {run.key.roadmap}/{run.step.id} seed {run.key.seed}"
-        previous = read_record(run.key.record_path(results))
-        if previous and previous.get("status") in FINISHED:
+        status = finished_status(results, run.key)
+        if status:
             counts["skipped"] += 1
-            say(info, f"{label}: already {previous['status']}, skipped")
+            say(info, f"{label}: already {status}, skipped")
             if info.is_main:  # left behind by a kill between writing the record and cleaning up
                 run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
             continue
@@ -122,8 +113,7 @@ def run_one(run: PlannedRun, results: Path, checkpoints: Path, info: Dist, progr
     lock = RunLock(results, run.key)
     if info.is_main:
         lock.acquire()  # a second process on the same run stops here with a clear message
-        previous = read_record(run.key.record_path(results))
-        if previous and previous.get("status") in FINISHED:  # finished by another process meanwhile
+        if finished_status(results, run.key):  # finished by another process meanwhile
             lock.release()
             say(info, f"{label}: finished by another process, skipped")
             return "skipped"

@@ -141,6 +141,19 @@ def check_image_size(image_size: int, stem_stride: int) -> None:
                           f"(stem stride {stem_stride} x 8); raise scale.image_size or lower scale.stem_stride")
 
 
+def open_data(cfg: RunConfig, batch_size: int, device: torch.device, info: Dist, augment: bool, workers: int):
+    """The run's dataset; without `augment` (the up-front check) no recipe augmentation is set up."""
+    recipe = recipes.resolve(cfg.recipe, cfg.scale)
+    return build_data(
+        cfg.data.spec, root=cfg.data.root, image_size=cfg.scale.image_size, batch_size=batch_size,
+        train_subset=cfg.scale.train_subset, eval_subset=cfg.scale.eval_subset,
+        recipe={"rand_augment": recipe.rand_augment if augment else "",
+                "random_erasing": recipe.random_erasing if augment else 0.0},
+        crop=cfg.scale.crop, device=device, rank=info.rank, world_size=info.world_size, seed=cfg.train.seed,
+        workers=workers, in_memory=cfg.data.in_memory, strict=cfg.data.strict,
+        synthetic_size=cfg.data.synthetic_size, synthetic_classes=cfg.data.synthetic_classes)
+
+
 # ---------------------------------------------------------------------------- the run
 @dataclass
 class RunState:
@@ -165,13 +178,7 @@ class Run:
         check_image_size(cfg.scale.image_size, cfg.model.stem_stride)
         self.micro, self.accum = micro_batching(cfg.scale.batch_size, cfg.scale.micro_batch, info.world_size)
         seed_everything(cfg.train.seed * 1000 + info.rank, cfg.train.deterministic)
-        self.data = build_data(
-            cfg.data.spec, root=cfg.data.root, image_size=cfg.scale.image_size, batch_size=self.micro,
-            train_subset=cfg.scale.train_subset, eval_subset=cfg.scale.eval_subset,
-            recipe={"rand_augment": self.recipe.rand_augment, "random_erasing": self.recipe.random_erasing},
-            crop=cfg.scale.crop, device=self.device, rank=info.rank, world_size=info.world_size,
-            seed=cfg.train.seed, workers=cfg.data.workers, in_memory=cfg.data.in_memory, strict=cfg.data.strict,
-            synthetic_size=cfg.data.synthetic_size, synthetic_classes=cfg.data.synthetic_classes)
+        self.data = open_data(cfg, self.micro, self.device, info, augment=True, workers=cfg.data.workers)
         self.updates_per_epoch = self.data.steps_per_epoch() // self.accum
         if self.updates_per_epoch < 1:
             raise ConfigError(f"{self.data.train_size} training images give no full update of batch "
