@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from . import recipe as recipes
 from .config import ConfigError, RecipeConfig, Step, load_roadmap, load_scale, load_step
-from .model import count_gflops, count_params, total_stride
+from .model import count_gflops, count_params
+from .plan import check_image_size
 from .report import markdown_table
 from .results import atomic_write_text
 from .steps import build_model
@@ -38,8 +39,6 @@ from .train import Dist, device_name, pick_device
 
 NUM_CLASSES = 1000
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-# timm models matching each roadmap's first and last step (resnet200 ends in ConvNeXt-B).
-REFERENCES = {"resnet50": ("resnet50", "convnext_tiny"), "resnet200": ("resnet200", "convnext_base")}
 # Peak tensor-core FLOP/s from NVIDIA's datasheets, DENSE figures (the datasheets' headline numbers
 # assume 2:4 sparsity and are twice these). fp32 runs with TF32 matmuls/convs here, so its peak is
 # the TF32 one. The first substring of torch.cuda.get_device_name() that matches wins, so the more
@@ -84,10 +83,7 @@ class Candidate:
 def check_numbers(batch: int, image_size: int, repeat: int, warmup: int, iters: int, dtype: str) -> None:
     if batch < 1:
         raise ConfigError(f"--batch must be at least 1, not {batch}")
-    need = total_stride(4)
-    if image_size < need:
-        raise ConfigError(f"--image-size {image_size} px is smaller than the network's total stride {need} "
-                          "(stem stride 4 x 8); use at least that")
+    check_image_size(image_size, 4)  # bench runs the steps as the paper builds them: stem stride 4
     if repeat < 1:
         raise ConfigError(f"--repeat must be at least 1 timed window, not {repeat}")
     if iters < 1:
@@ -284,22 +280,25 @@ def throughput(seconds: list[float], gmacs: float, settings: BenchSettings, peak
 
 # ---------------------------------------------------------------------------- the run
 def candidates(roadmap: str, steps: list[Step], reference: bool) -> list[Candidate]:
-    """Our selected steps, then timm's two reference models (with the endpoints' stochastic depth)."""
+    """Our selected steps, then timm's models equal to the roadmap's endpoints (with their stochastic depth)."""
     out = [Candidate(step.id, "step", lambda step=step: build_model(step.model, NUM_CLASSES)) for step in steps]
     if reference:
-        all_steps = load_roadmap(roadmap)
-        for name, endpoint in zip(REFERENCES[roadmap], (all_steps[0], all_steps[-1])):
+        for endpoint, name in endpoints(roadmap):
             out.append(Candidate(f"timm/{name}", "timm", lambda name=name, dp=endpoint.model.drop_path:
                                  timm.create_model(name, num_classes=NUM_CLASSES, drop_path_rate=dp)))
     return out
 
 
+def endpoints(roadmap: str) -> list[tuple[Step, str]]:
+    """(step, timm model name) for every step whose file says which library model it equals
+    (torchvision's ResNets have timm twins of the same name)."""
+    return [(step, step.equals.split("/", 1)[1]) for step in load_roadmap(roadmap) if step.equals]
+
+
 def ratio_pairs(roadmap: str) -> dict[str, tuple[str, str]]:
-    """{ratio key: (our step id, timm row id)} for the roadmap's first and last step."""
-    steps = load_roadmap(roadmap)
-    first_ref, last_ref = REFERENCES[roadmap]
-    return {f"{steps[0].id}_vs_timm": (steps[0].id, f"timm/{first_ref}"),
-            "convnext_vs_timm": (steps[-1].id, f"timm/{last_ref}")}
+    """{ratio key: (our step id, timm row id)} for the roadmap's endpoints."""
+    return {("convnext_vs_timm" if name.startswith("convnext") else f"{step.id}_vs_timm"): (step.id, f"timm/{name}")
+            for step, name in endpoints(roadmap)}
 
 
 def ratios(rows: list[dict], pairs: dict[str, tuple[str, str]]) -> dict[str, float]:

@@ -7,6 +7,7 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 
 from pathlib import Path
 
@@ -56,15 +57,21 @@ def cmd_run(args) -> int:
         overrides.setdefault("train", {})["compile"] = True
     if args.device:
         overrides.setdefault("train", {})["device"] = args.device
-    counts = run_command(args.roadmap, None if args.all else args.step, args.scale, args.data, args.seeds, overrides,
-                         Path(args.results), Path(args.checkpoints), progress=not args.no_progress)
-    return 1 if counts["failed"] else 0  # diverged runs are results; crashed ones are not
+    if args.seed is None and args.seeds < 1:
+        raise ConfigError(f"--seeds must be 1 or more, not {args.seeds}")
+    seeds = args.seed if args.seed is not None else list(range(args.seeds))
+    if args.json and not args.dry_run:
+        raise ConfigError("--json goes with --dry-run")
+    counts = run_command(args.roadmap, None if args.all else args.step, args.scale, args.data, seeds, overrides,
+                         Path(args.results), Path(args.checkpoints), progress=not args.no_progress,
+                         dry_run=("json" if args.json else "yaml") if args.dry_run else None)
+    return 1 if counts.get("failed") else 0  # diverged runs are results; crashed ones are not
 
 
 def cmd_table(args) -> None:
     from .report import make_table
 
-    readme = None if args.no_readme else Path(args.readme)
+    readme = Path(args.readme) if args.readme else None
     for path in make_table(args.roadmap, args.scale, args.data, Path(args.results), Path(args.out), readme):
         print(path)
 
@@ -123,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="demo", help="a preset of steps/scales/: demo (CPU), small (32 px, GPU), paper")
     p.add_argument("--data", help="fashion-mnist | cifar10 | cifar100 | imagefolder:PATH | synthetic "
                                   "(default: the scale's)")
-    p.add_argument("--seeds", type=int, default=1, help="train seeds 0..N-1 (default 1)")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=1, metavar="N", help="train seeds 0..N-1 (default 1)")
+    seeds.add_argument("--seed", type=int, nargs="+", metavar="K", help="train these seeds, e.g. --seed 3 4")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config key, e.g. model.kernel_size=5, scale.epochs=10, data.root=DIR")
     p.add_argument("--results", default="results", help="results folder (default results/)")
@@ -131,12 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print every planned run fully resolved (recipe with its final lr, batching, updates); "
+                        "train and write nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: one JSON list")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("table", help="markdown + csv table of results, one row per step; updates README.md")
+    p = sub.add_parser("table", help="markdown + csv table of results, one row per step (--readme: README.md too)")
     add_report_arguments(p)
-    p.add_argument("--readme", default="README.md", help="README whose results markers to refresh")
-    p.add_argument("--no-readme", action="store_true", help="leave the README alone")
+    p.add_argument("--readme", nargs="?", const="README.md",
+                   help="also refresh this README's results section (default README.md); without it no README is touched")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot", help="figure of the step-by-step gains (png + svg)")
@@ -159,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="training steps per timed window (default 20; CPU 3)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-reference", action="store_true", help="skip timm's reference models")
-    p.add_argument("--out", default="results/bench", help="folder for the JSON evidence")
+    p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "roadmap-bench"),
+                   help="folder for the JSON evidence (default: outside the tree; commit evidence with --out results/bench)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -20,7 +20,7 @@ import yaml
 
 # Your own steps and scales can live elsewhere: ROADMAP_STEPS_DIR=/my/steps runner.py ...
 STEPS_DIR = Path(os.environ.get("ROADMAP_STEPS_DIR") or Path(__file__).resolve().parent.parent / "steps")
-ROADMAPS = ("resnet50", "resnet200")
+ROADMAPS = ("resnet50", "resnet200", "reverse")
 
 
 class ConfigError(ValueError):
@@ -84,6 +84,9 @@ class ScaleConfig:
     lr_mult: float = 1.0                    # on the modern recipe's (linearly scaled) learning rate
     classic_lr_mult: float = 1.0            # on the classic recipe's
     batch_size: int = 4096                  # global batch (gradient accumulation makes up the rest)
+    classic_batch_size: int | None = None   # the classic recipe's global batch; None = batch_size
+    regularization: float = 1.0             # strength of the modern recipe's augmentation and regularisation:
+                                            # RandAugment magnitude, Mixup/CutMix alpha, erasing, drop path
     micro_batch: int = 256                  # largest batch per device and forward pass
     crop: str = "rrc"                       # rrc: RandomResizedCrop (ImageNet) | pad: pad 4 + random crop (32 px)
     width_mult: float = 1.0
@@ -136,6 +139,8 @@ class Step:
     model: ModelConfig
     recipe: RecipeConfig
     path: str = ""
+    equals: str | None = None   # the library model this step is exactly ('timm/convnext_tiny'), if any
+    reverts: str | None = None  # reverse roadmap: the forward (resnet50) step whose change this step undoes
 
 
 @dataclass
@@ -150,7 +155,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-STEP_FILE_KEYS = {"base", "title", "adopted", "paper", "model", "recipe"}
+STEP_FILE_KEYS = {"base", "title", "adopted", "paper", "model", "recipe", "equals", "reverts"}
 FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 SECTIONS = {"model": ModelConfig, "recipe": RecipeConfig, "scale": ScaleConfig, "data": DataConfig, "train": TrainConfig}
 
@@ -319,7 +324,11 @@ def _resolve(step_id: str, order: int, raw: dict, files: dict, roadmap: str) -> 
         update_dataclass(recipe, recipe_spec, "recipe", where)
     adopted = coerce(own.get("adopted", True), bool, f"{path}: adopted")
     paper = update_dataclass(PaperNumbers(), own.get("paper") or {}, "paper", f"{path}: ")
-    return Step(step_id, roadmap, order, own["title"], adopted, own.get("base"), paper, model, recipe, str(path))
+    for key, what in (("equals", "a library model name such as timm/convnext_tiny"), ("reverts", "a step id")):
+        if own.get(key) is not None and not isinstance(own[key], str):
+            raise ConfigError(f"{path}: {key} must be {what}, not {own[key]!r}")
+    return Step(step_id, roadmap, order, own["title"], adopted, own.get("base"), paper, model, recipe, str(path),
+                own.get("equals"), own.get("reverts"))
 
 
 def load_scale(name: str, steps_dir: Path | None = None) -> ScaleConfig:
@@ -341,6 +350,7 @@ def scaled_model(model: ModelConfig, scale: ScaleConfig) -> ModelConfig:
         depths=tuple(max(1, round(d * scale.depth_mult)) for d in model.depths),
         widths=tuple(width(w) for w in model.widths),
         stem_stride=scale.stem_stride or model.stem_stride,
+        drop_path=model.drop_path * scale.regularization,
     )
 
 
@@ -369,6 +379,7 @@ VALUE_RANGES = [
     ("scale", "micro_batch", 1, None, True), ("scale", "width_mult", 0, None, False),
     ("scale", "depth_mult", 0, None, False), ("scale", "lr_mult", 0, None, False),
     ("scale", "classic_lr_mult", 0, None, False), ("scale", "stem_stride", 1, None, True),
+    ("scale", "classic_batch_size", 1, None, True), ("scale", "regularization", 0, 1, True),
     ("scale", "train_subset", 1, None, True), ("scale", "eval_subset", 1, None, True),
     ("data", "workers", 0, None, True), ("data", "synthetic_size", 1, None, True),
     ("data", "synthetic_classes", 2, None, True), ("train", "eval_every", 1, None, True),

@@ -17,7 +17,8 @@ with other arguments. Reading the arguments in roadmap order:
     downsample      'in_block' | 'separate'       step "separate downsampling layers"
 
 `layer_scale` and `drop_path` belong to the modern training recipe (step 1 on); `init` picks the
-weight initialisation of torchvision's ResNet or of the official ConvNeXt.
+weight initialisation: torchvision's ResNet (step 0), the authors' roadmap code (steps 1 on), or the
+official ConvNeXt (a side branch of its own, so that its effect is measured, not mixed into a step).
 
 Two facts keep the endpoints exact: a conv has a bias unless a BatchNorm follows it (torchvision
 ResNet / official ConvNeXt), and with LayerNorm the 1x1 convs are Linear layers over the channel
@@ -37,7 +38,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 WHICH = ("all", "one")
 NORMS = ("bn", "ln")
 DOWNSAMPLES = ("in_block", "separate")
-INITS = ("torchvision", "convnext")
+INITS = ("torchvision", "authors", "convnext")
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -161,6 +162,9 @@ class RoadmapNet(nn.Module):
         separate = downsample == "separate"
 
         self.stem = self._make_stem(stem, in_chans, widths[0], stem_stride, norm, act)
+        if separate:
+            # "one [LN] after the stem" (Sec. 2.6), with the LNs of the downsampling layers.
+            self.stem.append(LayerNorm2d(widths[0], eps=1e-6))
         drop_rates = torch.linspace(0, drop_path, sum(depths)).tolist()  # linear decay rule (timm, official)
         self.stages = nn.ModuleList()
         in_dim = widths[0]
@@ -186,8 +190,9 @@ class RoadmapNet(nn.Module):
     @staticmethod
     def _make_stem(stem, in_chans, dim, stride, norm, act):
         if stem == "patchify":
-            # Non-overlapping patches (ViT / Swin); a norm, no activation (Swin's patch embedding).
-            return nn.Sequential(nn.Conv2d(in_chans, dim, stride, stride, bias=norm != "bn"), make_norm(norm, dim))
+            # Non-overlapping patches, a plain conv with bias as in the authors' roadmap code; the norm
+            # after it comes with the separate-downsampling step (Sec. 2.6), which adds it below.
+            return nn.Sequential(nn.Conv2d(in_chans, dim, stride, stride))
         # ResNet: 7x7 conv (stride 2) -> norm -> act -> 3x3 max-pool (stride 2); smaller total strides
         # (for small images) drop the pool, then the conv stride.
         conv_stride = min(stride, 2)
@@ -197,14 +202,24 @@ class RoadmapNet(nn.Module):
         return nn.Sequential(*layers)
 
     def _init_weights(self, init):
+        """Norms start at weight 1, bias 0 (PyTorch's default) under every init.
+
+        torchvision: kaiming_normal (fan_out) on convs; the classifier keeps PyTorch's default.
+        authors:     convs (1x1 Linear layers included: the authors' code keeps them as convs, and
+                     PyTorch's default draws both alike) keep PyTorch's default; the classifier is
+                     trunc_normal(.02) with zero bias.
+        convnext:    trunc_normal(.02), zero bias, on every conv and Linear layer (official code).
+        """
         for m in self.modules():
             if init == "convnext" and isinstance(m, (nn.Conv2d, nn.Linear)):
                 trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+            elif init == "authors" and m is self.fc:
+                trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
             elif init == "torchvision" and isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            # torchvision leaves Linear layers and norms at PyTorch's defaults.
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)                           # (N, C0, H/stem_stride, W/stem_stride)

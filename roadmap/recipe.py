@@ -3,9 +3,12 @@
 classic: torchvision's ResNet-50 reference recipe (step 0).
 modern:  the paper's Table 5 (step 1 on): AdamW, cosine with warm-up, RandAugment, Mixup, CutMix,
          random erasing, label smoothing; stochastic depth and layer scale are model arguments.
-A run rescales each recipe to its scale: epochs come from the scale, warm-up and step decay keep
-their share of the schedule, and the learning rate scales linearly with the global batch (times
-the scale's lr_mult, 1 except for the few-epoch demo).
+A run rescales each recipe to its scale: epochs and global batch come from the scale (the classic
+recipe may keep a batch of its own: torchvision trained at 256), warm-up and step decay keep their
+share of the schedule, the learning rate scales linearly with the global batch (times the scale's
+lr_mult), and the scale's `regularization` (0..1) shrinks the modern recipe's augmentation and
+regularisation together, as timm's recipes for smaller models and shorter schedules do: RandAugment
+magnitude, Mixup and CutMix alphas and the erasing probability (drop path: config.scaled_model).
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ class Recipe:
     """A recipe with every value filled in, rescaled to one run."""
     name: str
     optimizer: str
+    batch_size: int           # this run's global batch
     lr: float                 # at this run's global batch
     weight_decay: float
     momentum: float
@@ -69,16 +73,36 @@ def resolve(recipe: RecipeConfig, scale: ScaleConfig) -> Recipe:
     classic = recipe.name == "classic"
     epochs = scale.classic_epochs if classic else scale.epochs
     lr_mult = scale.classic_lr_mult if classic else scale.lr_mult
+    batch = (scale.classic_batch_size or scale.batch_size) if classic else scale.batch_size
     if epochs < 1:
         raise ConfigError(f"the scale gives {epochs} epochs for the {recipe.name} recipe; it needs at least 1")
     share = epochs / values.pop("epochs")
+    strength = scale.regularization
     return Recipe(
-        name=recipe.name, epochs=epochs,
-        lr=values.pop("lr") * scale.batch_size / values.pop("lr_batch") * lr_mult,
+        name=recipe.name, epochs=epochs, batch_size=batch,
+        lr=values.pop("lr") * batch / values.pop("lr_batch") * lr_mult,
         warmup_epochs=values.pop("warmup_epochs") * share,
         step_every=values.pop("step_every") * share,
+        mixup=values.pop("mixup") * strength, cutmix=values.pop("cutmix") * strength,
+        random_erasing=values.pop("random_erasing") * strength,
+        rand_augment=scaled_rand_augment(values.pop("rand_augment"), strength),
         **values,
     )
+
+
+def scaled_rand_augment(spec: str, strength: float) -> str:
+    """'rand-m9-mstd0.5-inc1' at strength 0.25 -> 'rand-m2-mstd0.5-inc1' (timm takes whole magnitudes);
+    '' when nothing is left."""
+    if not spec or strength == 1.0:
+        return spec
+    parts = spec.split("-")
+    for i, part in enumerate(parts):
+        if part.startswith("m") and not part.startswith("mstd") and not part.startswith("mmax"):
+            magnitude = round(float(part[1:]) * strength)
+            if magnitude <= 0:
+                return ""
+            parts[i] = f"m{magnitude}"
+    return "-".join(parts)
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool = False) -> torch.optim.Optimizer:
@@ -93,10 +117,13 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool = False) 
 
 
 def make_scheduler(optimizer, recipe: Recipe, updates_per_epoch: int):
-    """Per-update schedule, so fractional warm-up epochs (small scales) still warm up smoothly."""
+    """Per-update schedule, so fractional warm-up epochs (small scales) still warm up smoothly.
+
+    The official shape: a linear warm-up from 0, then cosine over the remaining updates (timm's
+    warmup_prefix; the official utils.cosine_scheduler)."""
     scheduler, _ = create_scheduler_v2(
         optimizer, sched=recipe.schedule, num_epochs=recipe.epochs, warmup_epochs=recipe.warmup_epochs,
-        warmup_lr=1e-6 if recipe.warmup_epochs else recipe.lr, min_lr=1e-6 if recipe.schedule == "cosine" else 0.0,
+        warmup_lr=0.0, warmup_prefix=True, min_lr=1e-6 if recipe.schedule == "cosine" else 0.0,
         decay_epochs=recipe.step_every, decay_rate=recipe.step_gamma,
         step_on_epochs=False, updates_per_epoch=updates_per_epoch)
     return scheduler

@@ -2,7 +2,8 @@
 
 One row per step, in roadmap order: our mean top-1 over seeds, the delta against the step's
 reference (the previous adopted step; a side branch's own `base`), the paper's numbers and delta,
-whether the signs agree and whether our delta exceeds the seed noise (Welch's t-test). Failed,
+whether the signs agree and whether our delta exceeds the seed noise (a paired t-test over seeds, with
+the delta's 95% confidence interval). Failed,
 diverged and missing runs stay in the table with their status. Every output is a pure function of
 the records, so regenerating it from the same results gives the same bytes.
 """
@@ -11,21 +12,25 @@ from __future__ import annotations
 import io
 import math
 import os
+import statistics
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 from .config import ConfigError, Step, load_roadmap
 from .results import atomic_write_bytes, atomic_write_text, data_slug, load_records
 
-P_THRESHOLD = 0.05
-SIGNIFICANCE_TEST = f"Welch's t-test (unequal variances, two-sided, p < {P_THRESHOLD:g}) on per-seed top-1"
+CONFIDENCE = 0.95
+SIGNIFICANCE_TEST = (f"paired t-test over seeds (Student's t on the per-seed differences, two-sided): the delta's "
+                     f"{CONFIDENCE:.0%} confidence interval excludes 0")
 README_BEGIN = "<!-- results:begin -->"
 README_END = "<!-- results:end -->"
 COLUMNS = ["id", "change", "adopted", "base", "reference", "n", "n_failed", "n_missing", "top1_mean", "top1_std",
-           "top5_mean", "status", "delta", "paper_top1", "paper_delta", "sign_agrees", "p_value", "significant",
+           "top5_mean", "status", "delta", "ci_low", "ci_high", "n_pairs", "paper_top1", "paper_delta",
+           "sign_agrees", "p_value", "significant",
            "gflops", "paper_gflops", "params", "images_per_s", "failures", "note"]
 
 
@@ -42,56 +47,21 @@ def markdown_table(header: list[str], rows: list[list], align: Sequence[str] | N
 
 
 # ---------------------------------------------------------------------------- statistics
-def _regularized_incomplete_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b) by its continued fraction (modified Lentz), as in Numerical Recipes' betai."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast only below this point
-        return 1.0 - _regularized_incomplete_beta(1.0 - x, b, a)
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    fraction = d
-    for m in range(1, 500):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            fraction *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return math.exp(log_front) * fraction / a
+def paired_delta(reference: dict[int, float], step: dict[int, float], confidence: float = CONFIDENCE) -> dict:
+    """The delta step - reference paired by seed (every step of a seed shares that seed's data order).
 
-
-def student_t_two_sided_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with `df` (possibly fractional) degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
-    try:
-        from scipy import stats
-    except ImportError:
-        return _regularized_incomplete_beta(df / (df + t * t), df / 2.0, 0.5)
-    return float(2.0 * stats.t.sf(abs(t), df))
-
-
-def welch_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
-    """(t, degrees of freedom, two-sided p) of Welch's test of mean(b) != mean(a); needs 2+ values each."""
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError("Welch's t-test needs at least two values on each side")
-    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
-    var_a = sum((x - mean_a) ** 2 for x in a) / (len(a) - 1)
-    var_b = sum((x - mean_b) ** 2 for x in b) / (len(b) - 1)
-    se_a, se_b = var_a / len(a), var_b / len(b)
-    if se_a + se_b == 0.0:  # identical seeds on both sides: any difference is beyond noise
-        return (math.inf if mean_b != mean_a else 0.0), math.inf, (0.0 if mean_b != mean_a else 1.0)
-    t = (mean_b - mean_a) / math.sqrt(se_a + se_b)
-    df = (se_a + se_b) ** 2 / (se_a ** 2 / (len(a) - 1) + se_b ** 2 / (len(b) - 1))
-    return t, df, student_t_two_sided_p(t, df)
+    Student's t on the per-seed differences (scipy's ttest_rel): mean, confidence interval, p. Fewer
+    than two pairs, or differences without any spread (nothing to tell noise by), give no test."""
+    seeds = sorted(set(reference) & set(step))
+    diffs = [step[s] - reference[s] for s in seeds]
+    out = {"n_pairs": len(diffs), "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "significant": None}
+    if len(diffs) < 2 or statistics.pstdev(diffs) == 0.0:
+        return out
+    mean, sem = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1)) * sem
+    p_value = float(stats.ttest_rel([step[s] for s in seeds], [reference[s] for s in seeds]).pvalue)
+    out.update(ci_low=mean - half, ci_high=mean + half, p_value=p_value, significant=bool(mean - half > 0 or mean + half < 0))
+    return out
 
 
 def _sign(x: float) -> int:
@@ -173,14 +143,14 @@ def _step_row(step: Step, records: list[dict], expected_seeds: set[int]) -> dict
         "images_per_s": _mean([float(r["images_per_s"]) for r in ok if r.get("images_per_s") is not None]),
         "failures": "; ".join(f"seed {r['seed']}: {describe_failure(r)}" for r in failed),
         "note": step.paper.note or "",
-        "_top1": top1,
+        "_top1": top1, "_by_seed": {r["seed"]: float(r["top1"]) for r in ok},
     }
 
 
 def _add_comparison(row: dict, reference: dict | None) -> None:
-    """Delta, paper delta, sign agreement and Welch's test of `row` against its reference row."""
-    row.update(reference=None, delta=math.nan, paper_delta=math.nan, sign_agrees=None, p_value=math.nan,
-               significant=None)
+    """Delta, paper delta, sign agreement and the paired test of `row` against its reference row."""
+    row.update(reference=None, delta=math.nan, paper_delta=math.nan, sign_agrees=None, ci_low=math.nan,
+               ci_high=math.nan, n_pairs=0, p_value=math.nan, significant=None)
     if reference is None:
         return
     row["reference"] = reference["id"]
@@ -188,9 +158,7 @@ def _add_comparison(row: dict, reference: dict | None) -> None:
     row["paper_delta"] = row["paper_top1"] - reference["paper_top1"]
     if not (math.isnan(row["delta"]) or math.isnan(row["paper_delta"])):
         row["sign_agrees"] = _sign(row["delta"]) == _sign(row["paper_delta"])
-    if len(row["_top1"]) >= 2 and len(reference["_top1"]) >= 2:
-        row["p_value"] = welch_t_test(reference["_top1"], row["_top1"])[2]
-        row["significant"] = bool(row["p_value"] < P_THRESHOLD)
+    row.update(paired_delta(reference["_by_seed"], row["_by_seed"]))
 
 
 def build_table(steps: list[Step], records: list[dict]) -> pd.DataFrame:
@@ -301,14 +269,52 @@ def _change(row) -> str:
 
 
 def table_markdown(df: pd.DataFrame) -> str:
-    header = ["step", "change", "top-1 (%)", "Δ", "paper top-1", "paper Δ", "sign agrees", "> noise",
-              "GFLOPs", "params", "img/s", "status"]
+    header = ["step", "change", "top-1 (%)", "Δ", f"Δ {CONFIDENCE:.0%} CI", "paper top-1", "paper Δ", "sign agrees",
+              "> noise", "GFLOPs", "params", "img/s", "status"]
     rows = [[row["id"], _change(row), _top1(row["top1_mean"], row["top1_std"], row["n"]), _signed(row["delta"]),
-             "–" if _isnan(row["paper_top1"]) else f"{row['paper_top1']:.2f}", _signed(row["paper_delta"]),
-             _yes_no(row["sign_agrees"]), _yes_no(row["significant"]), _gflops(row["gflops"]), _count(row["params"]),
-             "–" if _isnan(row["images_per_s"]) else f"{row['images_per_s']:,.0f}", row["status"]]
+             _interval(row), "–" if _isnan(row["paper_top1"]) else f"{row['paper_top1']:.2f}",
+             _signed(row["paper_delta"]), _yes_no(row["sign_agrees"]), _noise(row), _gflops(row["gflops"]),
+             _count(row["params"]), "–" if _isnan(row["images_per_s"]) else f"{row['images_per_s']:,.0f}",
+             row["status"]]
             for row in df.to_dict("records")]
-    return markdown_table(header, rows, align="llrrrrllrrrl")
+    return markdown_table(header, rows, align="llrrrrrllrrrl")
+
+
+def _interval(row) -> str:
+    return "–" if _isnan(row["ci_low"]) else f"[{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
+
+
+def _noise(row) -> str:
+    """yes / no from the paired test; otherwise why there is no test."""
+    if _isnan(row["delta"]):
+        return "–"
+    if row["n_pairs"] < 2:
+        return f"n={int(row['n_pairs'])}: no test"
+    if row["significant"] is None or _isnan(row["significant"]):
+        return "no spread: no test"
+    return "yes" if row["significant"] else "no"
+
+
+def reproduction_notes(df: pd.DataFrame) -> list[str]:
+    """What reproduces, from the table alone: per step, sign agreement with the paper and the noise test."""
+    rows = [row for row in df.to_dict("records") if not _isnan(row["delta"]) and not _isnan(row["paper_delta"])]
+    tested = [row for row in rows if row["significant"] in (True, False)]
+    if not tested:
+        return ["What reproduces: no step has 2 or more paired seeds with its reference yet, so no delta can be "
+                "told from noise."]
+    groups = {"reproduce (same sign as the paper and beyond noise)":
+              [r for r in tested if r["sign_agrees"] and r["significant"]],
+              "same sign as the paper but within noise": [r for r in tested if r["sign_agrees"] and not r["significant"]],
+              "opposite sign, within noise": [r for r in tested if not r["sign_agrees"] and not r["significant"]],
+              "do not reproduce (opposite sign, beyond noise)": [r for r in tested if not r["sign_agrees"] and r["significant"]]}
+    half_widths = sorted((r["ci_high"] - r["ci_low"]) / 2 for r in tested)
+    notes = [f"What reproduces at this scale: {len(groups['reproduce (same sign as the paper and beyond noise)'])} "
+             f"of {len(tested)} tested steps (each step's delta against its reference, paired over seeds)."]
+    notes += [f"{label}: {', '.join(r['id'] for r in members)}" for label, members in groups.items() if members]
+    notes.append(f"Smallest delta this scale tells from noise: about ±{statistics.median(half_widths):.2f} points "
+                 f"(median half-width of the deltas' {CONFIDENCE:.0%} confidence intervals; "
+                 f"range {half_widths[0]:.2f} to {half_widths[-1]:.2f}).")
+    return notes
 
 
 def table_notes(df: pd.DataFrame, context: dict) -> str:
@@ -318,10 +324,11 @@ def table_notes(df: pd.DataFrame, context: dict) -> str:
         "Δ: our mean top-1 minus that of the reference step, the previous adopted step; a side branch "
         "(branch) is compared with its base step, and the next adopted step skips it. Paper Δ follows the "
         "same rule with the paper's numbers (ImageNet-1k, 224 px).",
-        f"`> noise`: {SIGNIFICANCE_TEST}, between a step and its reference; – when either has fewer than 2 "
-        "complete seeds. Top-1 is mean ± sample std over complete seeds.",
+        f"`> noise`: {SIGNIFICANCE_TEST}; a step is paired with its reference seed by seed, and fewer than 2 "
+        "pairs (or pairs without any spread) give no test. Top-1 is mean ± sample std over complete seeds.",
         f"GFLOPs and params: our runs' networks at {sizes}; the paper counts at 224 px and 1000 classes.",
     ]
+    notes += reproduction_notes(df)
     notes += [f"{row['id']}: {row['note']}" for row in df.to_dict("records") if row["note"]]
     notes += [f"{row['id']} {row['failures']}" for row in df.to_dict("records") if row["failures"]]
     if context.get("unknown_steps"):
@@ -511,7 +518,7 @@ def _plot_deltas(ax, df: pd.DataFrame) -> list:
             why = "baseline" if pd.isna(row["reference"]) else "missing" if row["n"] == 0 else "reference missing"
             ax.text(0.01 * span, i - 0.2, f"no Δ ({why})", va="center", fontsize=7, color="#666666", style="italic")
     ax.axvline(0.0, color="#222222", linewidth=0.8)
-    ax.set_xlabel("Δ top-1 vs reference step (points); * beyond seed noise (Welch, p < 0.05)")
+    ax.set_xlabel(f"Δ top-1 vs reference step (points); * beyond seed noise (paired, {CONFIDENCE:.0%} CI excludes 0)")
     ax.grid(axis="x", color="#eeeeee")
     ax.set_axisbelow(True)
     ax.tick_params(axis="y", left=False, labelleft=False)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA_VERSION = 1
+UMASK = os.umask(0o022)   # read once (it can only be read by setting it), then put back
+os.umask(UMASK)
 STATUSES = ("complete", "failed", "diverged")
 
 
@@ -62,11 +64,14 @@ def data_slug(spec: str) -> str:
 
 # ---------------------------------------------------------------------------- atomic files
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync it, rename it over `path`."""
+    """Write to a temporary file in the same folder, fsync it, rename it over `path`.
+
+    The file is readable by the team (0644 under the usual umask; mkstemp alone would give 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

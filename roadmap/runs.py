@@ -17,51 +17,21 @@ from pathlib import Path
 import torch.distributed as dist
 import yaml
 
-from .config import ConfigError, RunConfig, Step, build_run_config, check_ranges, load_roadmap, load_step, to_dict
+from .config import ConfigError, to_dict
 from .data import DataError
-from .results import RunKey, RunLock, check_writable, finished_status
-from .train import Diverged, Dist, amp_dtype, check_image_size, failure_record, init_distributed, micro_batching, \
-    open_data, pick_device, record_result, train_run
-from . import recipe as recipes
-from .steps import validate_model
-
-@dataclass
-class PlannedRun:
-    cfg: RunConfig
-    step: Step
-    key: RunKey
+from .plan import RunPlan, plan_runs
+from .results import RunLock, check_writable, finished_status
+from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, open_data, pick_device, \
+    record_result, train_run
 
 
-def plan_runs(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: int,
-              overrides: dict, world_size: int = 1) -> list[PlannedRun]:
-    """Resolve and check every run's config, seed-major then roadmap order; raises ConfigError."""
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be 1 or more, not {seeds}")
-    steps = load_roadmap(roadmap)
-    if step_ids:
-        wanted = {load_step(roadmap, s).id for s in step_ids}  # unknown ids fail here, with a suggestion
-        steps = [s for s in steps if s.id in wanted]
-    planned = []
-    for seed in range(seeds):
-        for step in steps:
-            cfg = build_run_config(roadmap, step.id, scale, data, seed, overrides)
-            check_ranges(cfg)
-            recipes.resolve(cfg.recipe, cfg.scale)
-            validate_model(cfg.model)
-            amp_dtype(cfg.train.amp, pick_device(cfg.train.device, Dist()))
-            check_image_size(cfg.scale.image_size, cfg.model.stem_stride)
-            micro_batching(cfg.scale.batch_size, cfg.scale.micro_batch, world_size)
-            planned.append(PlannedRun(cfg, step, RunKey(roadmap, cfg.scale.name, cfg.data.spec, step.id, seed)))
-    return planned
-
-
-def check_data(run: PlannedRun, info: Dist) -> None:
+def check_data(run: RunPlan, info: Dist):
     """Open the dataset once before anything is written: missing or malformed data fails here.
 
     The same path as the runs (in memory for small sets), so that strict mode meets every unreadable
-    file now rather than in the middle of a roadmap."""
-    micro, _ = micro_batching(run.cfg.scale.batch_size, run.cfg.scale.micro_batch, info.world_size)
-    open_data(run.cfg, micro, pick_device("cpu", info), info, augment=False, workers=0)
+    file now rather than in the middle of a roadmap. Returns the opened data (its sizes)."""
+    amp_dtype(run.cfg.train.amp, pick_device(run.cfg.train.device, info))  # a device that is not there fails here
+    return open_data(run.cfg, run.recipe, run.micro, pick_device("cpu", info), info, augment=False, workers=0)
 
 
 # Keys that may change between a run and its resumption without changing what it computes.
@@ -69,7 +39,7 @@ RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train",
                      ("data", "root")}
 
 
-def check_same_config(planned: list[PlannedRun], results: Path) -> None:
+def check_same_config(planned: list[RunPlan], results: Path) -> None:
     """A finished or interrupted run under another config must not be skipped or resumed as if it were this one."""
     for run in planned:
         path = run.key.config_path(results)
@@ -92,7 +62,7 @@ def check_same_config(planned: list[PlannedRun], results: Path) -> None:
                         f"{run.key.folder(results)}")
 
 
-def execute(planned: list[PlannedRun], results: Path, checkpoints: Path, info: Dist, progress: bool = True) -> dict:
+def execute(planned: list[RunPlan], results: Path, checkpoints: Path, info: Dist, progress: bool = True) -> dict:
     """Train every planned run not yet finished; returns counts by outcome."""
     counts = {"complete": 0, "skipped": 0, "failed": 0, "diverged": 0}
     for i, run in enumerate(planned, 1):
@@ -109,7 +79,7 @@ def execute(planned: list[PlannedRun], results: Path, checkpoints: Path, info: D
     return counts
 
 
-def run_one(run: PlannedRun, results: Path, checkpoints: Path, info: Dist, progress: bool, label: str) -> str:
+def run_one(run: RunPlan, results: Path, checkpoints: Path, info: Dist, progress: bool, label: str) -> str:
     lock = RunLock(results, run.key)
     if info.is_main:
         lock.acquire()  # a second process on the same run stops here with a clear message
@@ -119,12 +89,12 @@ def run_one(run: PlannedRun, results: Path, checkpoints: Path, info: Dist, progr
             return "skipped"
     start = time.perf_counter()
     try:
-        record = train_run(run.cfg, run.step, run.key, results, checkpoints, info, progress)
+        record = train_run(run, results, checkpoints, info, progress)
         bound = f", input-bound: {100 * record['data_time_share']:.0f}% waiting for data" if record["input_bound"] else ""
         say(info, f"{label}: top-1 {record['top1']:.2f}%  ({record['wall_s']:.0f} s, "
                   f"{record['images_per_s']:.0f} img/s{bound})")
     except Diverged as err:
-        record = failure_record(run.cfg, run.step, run.key, "diverged", str(err), err.info,
+        record = failure_record(run, "diverged", str(err), err.info,
                                 time.perf_counter() - start)
         say(info, f"{label}: DIVERGED ({err}); going on")
     except (ConfigError, DataError, KeyboardInterrupt):
@@ -132,7 +102,7 @@ def run_one(run: PlannedRun, results: Path, checkpoints: Path, info: Dist, progr
     except Exception as err:  # a crash of one step must not stop the roadmap
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
         traceback.print_exc(file=sys.stderr)
-        record = failure_record(run.cfg, run.step, run.key, "failed", reason, None, time.perf_counter() - start)
+        record = failure_record(run, "failed", reason, None, time.perf_counter() - start)
         say(info, f"{label}: FAILED ({reason}); going on")
     finally:
         lock.release()
@@ -145,7 +115,7 @@ def run_one(run: PlannedRun, results: Path, checkpoints: Path, info: Dist, progr
     return record["status"]
 
 
-def describe_plan(planned: list[PlannedRun], results: Path) -> str:
+def describe_plan(planned: list[RunPlan], results: Path) -> str:
     """One line that says what is about to be trained and where it goes."""
     first, scale = planned[0], planned[0].cfg.scale
     steps = len({run.step.id for run in planned})
@@ -155,17 +125,32 @@ def describe_plan(planned: list[PlannedRun], results: Path) -> str:
             f"data {first.cfg.data.spec} -> {results}")
 
 
+def print_plan(planned: list[RunPlan], train_images: int, info: Dist, as_json: bool) -> None:
+    """--dry-run: every run fully resolved, as YAML documents or one JSON list; nothing is written."""
+    described = [run.describe(train_images, info.world_size) for run in planned]
+    if not info.is_main:
+        return
+    if as_json:
+        print(json.dumps(described, indent=1))
+    else:
+        print(yaml.safe_dump_all(json.loads(json.dumps(described)), sort_keys=False), end="")
+
+
 def say(info: Dist, message: str) -> None:
     if info.is_main:
         print(message, file=sys.stderr, flush=True)
 
 
-def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: int,
-                overrides: dict, results: Path, checkpoints: Path, progress: bool) -> dict:
-    """The whole of `runner.py run`: plan, check, then train."""
+def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: list[int],
+                overrides: dict, results: Path, checkpoints: Path, progress: bool, dry_run: str | None = None) -> dict:
+    """The whole of `runner.py run`: plan, check, then train (or, with `dry_run`, print the plan)."""
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
-    check_data(planned[0], info)
+    opened = check_data(planned[0], info)
+    if dry_run:
+        print_plan(planned, opened.train_size, info, dry_run == "json")
+        return {"planned": len(planned)}
+    git_commit()  # the code this roadmap runs, recorded as it is now
     check_same_config(planned, results)
     check_writable(results)
     check_writable(checkpoints)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import math
 import os
@@ -32,8 +33,9 @@ from tqdm import tqdm
 
 from . import recipe as recipes
 from .config import ConfigError, RunConfig, Step, to_dict
-from .data import build_data
-from .model import count_gflops, count_params, total_stride
+from .data import build_data, derive_seed
+from .model import count_gflops, count_params
+from .plan import RunPlan
 from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, write_record
 from .steps import build_model
 
@@ -95,15 +97,13 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return choices[setting]
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+MODEL_STREAM, TRAIN_STREAM = 1, 2   # derive_seed(seed, stream): the random streams of one run
+
+
+def seed_global_rngs(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)   # timm's Mixup draws from numpy
+    np.random.seed(seed % 2**32)   # timm's Mixup draws from numpy
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
 
 
 def rng_state() -> dict:
@@ -121,29 +121,10 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ---------------------------------------------------------------------------- batch arithmetic
-def micro_batching(global_batch: int, micro_batch: int, world_size: int) -> tuple[int, int]:
-    """(per-device batch, accumulation steps) that make up the global batch exactly."""
-    per_rank, rest = divmod(global_batch, world_size)
-    if rest:
-        raise ConfigError(f"scale.batch_size {global_batch} does not split over {world_size} processes")
-    accum = max(1, math.ceil(per_rank / micro_batch))
-    if per_rank % accum:
-        raise ConfigError(f"scale.batch_size {global_batch} over {world_size} processes does not split into "
-                          f"micro-batches of at most {micro_batch}; pick sizes that divide")
-    return per_rank // accum, accum
-
-
-def check_image_size(image_size: int, stem_stride: int) -> None:
-    need = total_stride(stem_stride)
-    if image_size < need:
-        raise ConfigError(f"image size {image_size} px is smaller than the network's total stride {need} "
-                          f"(stem stride {stem_stride} x 8); raise scale.image_size or lower scale.stem_stride")
-
-
-def open_data(cfg: RunConfig, batch_size: int, device: torch.device, info: Dist, augment: bool, workers: int):
+# ---------------------------------------------------------------------------- data
+def open_data(cfg: RunConfig, recipe: recipes.Recipe, batch_size: int, device: torch.device, info: Dist,
+              augment: bool, workers: int):
     """The run's dataset; without `augment` (the up-front check) no recipe augmentation is set up."""
-    recipe = recipes.resolve(cfg.recipe, cfg.scale)
     return build_data(
         cfg.data.spec, root=cfg.data.root, image_size=cfg.scale.image_size, batch_size=batch_size,
         train_subset=cfg.scale.train_subset, eval_subset=cfg.scale.eval_subset,
@@ -169,23 +150,30 @@ class RunState:
 class Run:
     """One run's moving parts, wired from its RunConfig."""
 
-    def __init__(self, cfg: RunConfig, step: Step, info: Dist, progress: bool):
-        self.cfg, self.step, self.info = cfg, step, info
+    def __init__(self, plan: RunPlan, info: Dist, progress: bool):
+        cfg = plan.cfg
+        self.cfg, self.step, self.info = cfg, plan.step, info
         self.progress = progress and info.is_main and sys.stderr.isatty()
         self.device = pick_device(cfg.train.device, info)
         self.amp = amp_dtype(cfg.train.amp, self.device)
-        self.recipe = recipes.resolve(cfg.recipe, cfg.scale)
-        check_image_size(cfg.scale.image_size, cfg.model.stem_stride)
-        self.micro, self.accum = micro_batching(cfg.scale.batch_size, cfg.scale.micro_batch, info.world_size)
-        seed_everything(cfg.train.seed * 1000 + info.rank, cfg.train.deterministic)
-        self.data = open_data(cfg, self.micro, self.device, info, augment=True, workers=cfg.data.workers)
+        self.recipe, self.micro, self.accum = plan.recipe, plan.micro, plan.accum
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic
+        self.data = open_data(cfg, self.recipe, self.micro, self.device, info, augment=True, workers=cfg.data.workers)
         self.updates_per_epoch = self.data.steps_per_epoch() // self.accum
         if self.updates_per_epoch < 1:
             raise ConfigError(f"{self.data.train_size} training images give no full update of batch "
-                              f"{cfg.scale.batch_size}; lower scale.batch_size")
-        self.model = build_model(cfg.model, self.data.num_classes).to(self.device)
+                              f"{self.recipe.batch_size}; lower scale.batch_size")
+        # Each random stream has a seed of its own, so that nothing built before it (or a refactor of
+        # that) can move it: the weights are the same on every rank, the training draws (Mixup,
+        # drop path) differ by rank, the data order and augmentation are seeded per batch (data.py).
+        torch.manual_seed(derive_seed(cfg.train.seed, MODEL_STREAM))
+        self.model = build_model(cfg.model, self.data.num_classes)
         self.params = count_params(self.model)
-        self.gflops = count_gflops(build_model(cfg.model, self.data.num_classes), cfg.scale.image_size)
+        self.gflops = count_gflops(self.model, cfg.scale.image_size)
+        self.model = self.model.to(self.device)
+        seed_global_rngs(derive_seed(cfg.train.seed, TRAIN_STREAM, info.rank))
         self.channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else self.device.type == "cuda"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -194,12 +182,13 @@ class Run:
         self.mixup = recipes.make_mixup(self.recipe, self.data.num_classes)
         self.loss_fn = recipes.make_loss(self.recipe, self.mixup)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.net = self.model
+        # Compile the bare model, then wrap it in DDP (nanoGPT's order): DDP's no_sync stays reachable.
+        self.net = torch.compile(self.model) if cfg.train.compile else self.model
+        self.ddp = None
         if info.world_size > 1:
-            self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if cfg.train.compile:
-            self.net = torch.compile(self.net)
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.net = self.ddp
         self.state = RunState()
         self.last_top1 = "-"
 
@@ -251,8 +240,8 @@ class Run:
                 data_s += time.perf_counter() - t0
                 if self.mixup is not None:
                     images, targets = self.mixup(images, targets)
-                sync = micro_step == self.accum - 1 or not isinstance(self.net, torch.nn.parallel.DistributedDataParallel)
-                with (nullcontext() if sync else self.net.no_sync()), self.autocast():
+                sync = micro_step == self.accum - 1 or self.ddp is None
+                with (nullcontext() if sync else self.ddp.no_sync()), self.autocast():
                     loss = self.loss_fn(self.net(self.prepare(images)), targets) / self.accum
                 self.scaler.scale(loss).backward()
                 loss_sum += loss.detach()
@@ -319,7 +308,10 @@ class Run:
 
 
 # ---------------------------------------------------------------------------- records
+@functools.lru_cache(maxsize=None)
 def git_commit() -> str | None:
+    """The commit (and whether the tree was dirty) when first asked: the runner asks at start-up, so a
+    long roadmap records the code it runs, not what the tree holds when each run ends."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
@@ -342,32 +334,43 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: process peak RSS
 
 
-def base_record(cfg: RunConfig, step: Step, key: RunKey) -> dict:
+def base_record(plan: RunPlan) -> dict:
+    cfg, step, key = plan.cfg, plan.step, plan.key
     return {
         "schema": SCHEMA_VERSION, "roadmap": key.roadmap, "step": step.id, "order": step.order, "title": step.title,
         "adopted": step.adopted, "base": step.base, "scale": key.scale, "data": key.data, "seed": key.seed,
         "paper": dataclasses.asdict(step.paper), "config": to_dict(cfg),
+        "recipe": dataclasses.asdict(plan.recipe), "command": " ".join(sys.argv),
         "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
         "git_commit": git_commit(),
     }
 
 
+def epoch_line(step_id: str, seed: int, stats: dict, epochs: int, wall_s: float) -> str:
+    """'gelu seed 0 epoch 2/3: loss 0.812, top-1 88.10%, lr 1.2e-03, 1,402 img/s, ETA 1.1 min'."""
+    top1 = f", top-1 {stats['eval_top1']:.2f}%" if "eval_top1" in stats else ""
+    eta = wall_s / stats["epoch"] * (epochs - stats["epoch"])
+    return (f"{step_id} seed {seed} epoch {stats['epoch']}/{epochs}: loss {stats['train_loss']:.3f}{top1}, "
+            f"lr {stats['lr']:.1e}, {stats['images_per_s']:,.0f} img/s, ETA {eta / 60:.1f} min")
+
+
 def write_epoch_log(path: Path, history: list[dict]) -> None:
     """timm-style summary.csv: one row per epoch, rewritten atomically."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(history[0]))
+    columns = list(dict.fromkeys(key for row in history for key in row))  # eval columns may start later
+    writer = csv.DictWriter(out, fieldnames=columns, restval="")
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(path, out.getvalue())
 
 
-def train_run(cfg: RunConfig, step: Step, key: RunKey, results: Path, checkpoints: Path, info: Dist,
-              progress: bool = True) -> dict:
+def train_run(plan: RunPlan, results: Path, checkpoints: Path, info: Dist, progress: bool = True) -> dict:
     """Train one run to the end (resuming from its checkpoint) and return its complete record.
 
     Raises Diverged on a NaN/inf loss; other exceptions are the caller's to record."""
     session_start = time.perf_counter()
-    run = Run(cfg, step, info, progress)
+    cfg, step, key = plan.cfg, plan.step, plan.key
+    run = Run(plan, info, progress)
     ckpt_path = key.checkpoint_path(checkpoints)
     if run.load_checkpoint(ckpt_path) and info.is_main:
         print(f"resuming {step.id} seed {key.seed} after epoch {run.state.epoch}", file=sys.stderr)
@@ -386,10 +389,13 @@ def train_run(cfg: RunConfig, step: Step, key: RunKey, results: Path, checkpoint
         if info.is_main:
             write_epoch_log(key.log_path(results), run.state.history)
             run.save_checkpoint(ckpt_path)
+            if not run.progress:  # batch jobs (nohup, Slurm): one line per epoch instead of a bar
+                print(epoch_line(step.id, key.seed, stats, run.recipe.epochs, run.state.wall_s), file=sys.stderr,
+                      flush=True)
     last = run.state.history[-1]
     data_share = sum(h["data_s"] for h in run.state.history) / max(run.state.train_s, 1e-9)
     return {
-        **base_record(cfg, step, key), "status": "complete", "reason": None, "divergence": None,
+        **base_record(plan), "status": "complete", "reason": None, "divergence": None,
         "top1": last["eval_top1"], "top5": last["eval_top5"], "epochs": run.state.history,
         "params": run.params, "gflops": run.gflops, "image_size": cfg.scale.image_size,
         "num_classes": run.data.num_classes, "train_images": run.data.train_size, "eval_images": run.data.eval_size,
@@ -403,9 +409,9 @@ def train_run(cfg: RunConfig, step: Step, key: RunKey, results: Path, checkpoint
     }
 
 
-def failure_record(cfg: RunConfig, step: Step, key: RunKey, status: str, reason: str,
-                   divergence: dict | None = None, wall_s: float | None = None) -> dict:
-    return {**base_record(cfg, step, key), "status": status, "reason": reason, "divergence": divergence,
+def failure_record(plan: RunPlan, status: str, reason: str, divergence: dict | None = None,
+                   wall_s: float | None = None) -> dict:
+    return {**base_record(plan), "status": status, "reason": reason, "divergence": divergence,
             "top1": None, "top5": None, "epochs": [], "wall_s": wall_s}
 
 

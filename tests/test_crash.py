@@ -32,7 +32,7 @@ def records(out: Path) -> dict:
     found = {}
     for path in sorted((out / "results").rglob("seed*.json")):
         rec = json.loads(path.read_text())
-        rec = {k: v for k, v in rec.items() if k not in TIMINGS | {"git_commit"}}
+        rec = {k: v for k, v in rec.items() if k not in TIMINGS | {"git_commit", "command"}}
         rec["epochs"] = [{k: v for k, v in e.items() if k not in TIMINGS} for e in rec["epochs"]]
         found[rec["step"]] = rec
     return found

@@ -18,11 +18,11 @@ STEPS = [(r, s) for r in ("resnet50", "resnet200") for s in load_roadmap(r)]
 @pytest.mark.parametrize("roadmap,step", STEPS, ids=[f"{r}-{s.id}" for r, s in STEPS])
 def test_gflops_match_paper(roadmap, step):
     gflops = count_gflops(build_model(step.model), 224)
-    if step.id == "layernorm":
+    if step.id in ("layernorm", "official_init"):
         # BN -> LN changes no conv or linear layer: the MACs must equal the step before.
         before = next(s for s in load_roadmap(roadmap) if s.id == step.base)
         assert gflops == pytest.approx(count_gflops(build_model(before.model), 224), rel=1e-9)
-        assert step.paper.note, "the layernorm step must explain the paper's GFLOPs in its YAML"
+        assert step.paper.note or step.paper.gflops is None, "the layernorm step must explain the paper's GFLOPs"
     else:
         assert gflops == pytest.approx(step.paper.gflops, rel=0.015)
 
@@ -41,7 +41,7 @@ def test_forward_backward_small_input(roadmap, step):
 def test_steps_cover_the_paper_csv():
     rows = [r for r in csv.DictReader(PAPER_CSV.open()) if r["order"] != "ref"]
     for roadmap in ("resnet50", "resnet200"):
-        ours = load_roadmap(roadmap)
+        ours = [s for s in load_roadmap(roadmap) if s.id != "official_init"]  # our side branch, not the paper's
         paper = [r for r in rows if r["regime"] == roadmap]
         assert len(ours) == len(paper) == 17
         for step, row in zip(ours, paper):

@@ -1,4 +1,4 @@
-"""The report: table values against hand computation, Welch's test, byte-stable outputs, the figure, README."""
+"""The report: table values against hand computation, the paired test, byte-stable outputs, the figure, README."""
 import math
 
 import pandas as pd
@@ -25,7 +25,7 @@ RUNS = [
     ("kernel9", 0, 79.0),
     ("kernel9", 1, 12.0, "diverged", {"divergence": {"epoch": 2, "step": 37, "last_finite_loss": 2.3}}),
     ("kernel11", 0, 90.0), ("kernel11", 1, 90.0),
-    ("gelu", 0, 90.0), ("gelu", 1, 92.0),
+    ("gelu", 0, 90.0), ("gelu", 1, 93.0),
     ("fewer_activations", 0, None, "diverged", {"divergence": {"epoch": 3, "step": 80, "last_finite_loss": 1.1}}),
     ("fewer_activations", 1, None, "diverged", {"divergence": {"epoch": 3, "step": 80, "last_finite_loss": 1.1}}),
 ]
@@ -68,36 +68,30 @@ def table(steps, results):
 
 
 # ---------------------------------------------------------------------------- statistics
-def test_student_t_matches_closed_forms():
-    # df=1 is Cauchy, df=2 has p = 1 - |t| / sqrt(2 + t^2); 2.228 is the tabled 5% point at df=10.
-    assert report._regularized_incomplete_beta(1 / (1 + 9.0), 0.5, 0.5) == pytest.approx(1 - 2 / math.pi * math.atan(3.0))
-    assert report.student_t_two_sided_p(2.5, 2) == pytest.approx(1 - 2.5 / math.sqrt(2 + 2.5 ** 2))
-    assert report.student_t_two_sided_p(2.228, 10) == pytest.approx(0.05, abs=2e-4)
+def test_paired_delta_by_hand_and_against_scipy():
+    from scipy import stats
+    reference, step = {0: 70.0, 1: 72.0, 2: 71.0}, {0: 71.0, 1: 73.5, 2: 71.5}
+    out = report.paired_delta(reference, step)
+    diffs = [1.0, 1.5, 0.5]                                 # mean 1, sd 0.5, sem 0.5/sqrt(3)
+    half = stats.t.ppf(0.975, 2) * 0.5 / math.sqrt(3)       # 4.303 * 0.2887 = 1.242
+    assert out["n_pairs"] == 3
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((1 - half, 1 + half))
+    assert out["p_value"] == pytest.approx(stats.ttest_rel(list(step.values()), list(reference.values())).pvalue)
+    assert out["significant"] is False and half == pytest.approx(1.2421, abs=1e-4) and sum(diffs) == 3.0
 
 
-def test_student_t_fractional_df_matches_numeric_integral():
-    t, df = 4.0249, 1.4706
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-    density = lambda x: math.exp(log_norm - (df + 1) / 2 * math.log1p(x * x / df))  # noqa: E731
-    # P(|T| > t) = 1 - 2 * integral_0^t density, Simpson's rule with many panels.
-    n, h = 20000, t / 20000
-    integral = h / 3 * sum((1 if i in (0, n) else 4 if i % 2 else 2) * density(i * h) for i in range(n + 1))
-    assert report.student_t_two_sided_p(t, df) == pytest.approx(1 - 2 * integral, rel=1e-6)
+def test_paired_delta_clears_noise_only_when_the_interval_excludes_zero():
+    out = report.paired_delta({0: 80.0, 1: 81.0, 2: 80.5}, {0: 82.0, 1: 82.9, 2: 82.6})
+    assert out["significant"] is True and out["ci_low"] > 0
+    assert out["p_value"] < 0.05
 
 
-def test_welch_by_hand():
-    # means 71 and 75.5, variances 2 and 0.5: se^2 = 1.25, t = 4.5 / sqrt(1.25), df = 1.25^2 / (1 + 0.0625).
-    t, df, p = report.welch_t_test([70, 72], [75, 76])
-    assert t == pytest.approx(4.5 / math.sqrt(1.25))
-    assert df == pytest.approx(1.5625 / 1.0625)
-    assert 0.05 < p < 0.2
-    # equal variances and n=2 on both sides give df=2, where p has a closed form
-    t, df, p = report.welch_t_test([83, 85], [90, 92])
-    assert (t, df) == (pytest.approx(7 / math.sqrt(2)), pytest.approx(2.0))
-    assert p == pytest.approx(1 - t / math.sqrt(2 + t * t))
-    assert report.welch_t_test([1, 1], [2, 2])[2] == 0.0 and report.welch_t_test([1, 1], [1, 1])[2] == 1.0
-    with pytest.raises(ValueError):
-        report.welch_t_test([1], [1, 2])
+def test_paired_delta_pairs_by_seed_and_refuses_what_it_cannot_test():
+    # Only seeds on both sides pair up.
+    assert report.paired_delta({0: 1.0, 1: 2.0}, {1: 3.0, 2: 4.0})["n_pairs"] == 1
+    assert report.paired_delta({0: 1.0}, {0: 2.0})["significant"] is None          # n=1: no test
+    no_spread = report.paired_delta({0: 1.0, 1: 2.0}, {0: 2.0, 1: 3.0})          # both differences 1.0
+    assert no_spread["significant"] is None and math.isnan(no_spread["ci_low"])
 
 
 # ---------------------------------------------------------------------------- the table
@@ -144,7 +138,7 @@ def test_deltas_against_the_reference_step(table):
     assert table.loc["kernel11", "delta"] == pytest.approx(90.0 - 81.0)
     assert table.loc["kernel7", "delta"] == pytest.approx(84.0 - 81.0)
     assert table.loc["gelu", "reference"] == "kernel7"
-    assert table.loc["gelu", "delta"] == pytest.approx(91.0 - 84.0)  # not against kernel11's 90
+    assert table.loc["gelu", "delta"] == pytest.approx(91.5 - 84.0)  # not against kernel11's 90
     assert math.isnan(table.loc["widen", "delta"])  # its reference, depthwise, never ran
     assert math.isnan(table.loc["depthwise", "delta"])
 
@@ -159,14 +153,16 @@ def test_paper_deltas_and_sign_agreement(table):
     assert table.loc["widen", "sign_agrees"] is None
 
 
-def test_significance_uses_welch_only_with_two_seeds_each(table):
-    assert table.loc["gelu", "significant"] is True  # df=2 case: p = 0.0385
-    assert table.loc["gelu", "p_value"] == pytest.approx(1 - 4.9497 / math.sqrt(2 + 24.5), abs=1e-4)
-    assert table.loc["kernel7", "significant"] is False  # t = 3/sqrt(2), df = 2: p = 0.168
-    assert table.loc["kernel7", "p_value"] == pytest.approx(1 - 2.1213 / math.sqrt(6.5), abs=1e-4)
-    assert table.loc["stage_ratio", "significant"] is None  # one seed
+def test_significance_is_a_paired_test_over_seeds(table):
+    # gelu - kernel7 per seed: 7 and 8 -> mean 7.5, sem 0.5, t(1) 12.706: CI [1.15, 13.85] excludes 0.
+    assert table.loc["gelu", "significant"] is True
+    assert table.loc["gelu", ["ci_low", "ci_high"]].tolist() == pytest.approx([7.5 - 6.3531, 7.5 + 6.3531], abs=1e-3)
+    # modern_recipe - resnet50: 5 and 4 -> CI [-1.85, 10.85] holds 0.
+    assert table.loc["modern_recipe", "significant"] is False
+    assert table.loc["kernel7", "significant"] is None  # 3 and 3: no spread, no test
+    assert table.loc["stage_ratio", "significant"] is None and table.loc["stage_ratio", "n_pairs"] == 1
     assert table.loc["kernel9", "significant"] is None  # one complete seed
-    assert table.attrs["significance_test"].startswith("Welch's t-test")
+    assert table.attrs["significance_test"].startswith("paired t-test")
 
 
 # ---------------------------------------------------------------------------- files
@@ -180,16 +176,19 @@ def test_markdown_and_csv_are_byte_stable(steps, results, tmp_path):
                          " 24 runs, total wall time 12.0 min; git abc123.")
     assert "| 71.00 ± 1.41 (n=2) | – |" in md
     assert "| kernel5 | kernel size 5 (branch) | 81.25 ± 0.35 (n=2) | +0.25 |" in md
-    assert "| gelu | ReLU -> GELU | 91.00 ± 1.41 (n=2) | +7.00 | 80.62 | +0.05 | yes | yes |" in md
+    assert "| gelu | ReLU -> GELU | 91.50 ± 2.12 (n=2) | +7.50 | [+1.15, +13.85] | 80.62 | +0.05 | yes | yes |" in md
+    assert "| kernel7 | kernel size 7 | 84.00 ± 1.41 (n=2) | +3.00 | – | 80.57 | +0.65 | yes | no spread: no test |" in md
+    assert "| stage_ratio | stage ratio (3,4,6,3) -> (3,3,9,3) | 77.00 (n=1) | +1.50 | – | 79.36 | +0.54 | yes | n=1: no test |" in md
+    assert "What reproduces at this scale: 1 of " in md and "reproduce (same sign as the paper and beyond noise): gelu" in md
     assert "| 77.00 (n=1) |" in md and "| missing |" in md and "failed: CUDA error" in md
-    assert "Welch's t-test" in md and "side branch" in md and "likely counts norms" in md
+    assert "paired t-test over seeds" in md and "side branch" in md and "likely counts norms" in md
     assert "- patchify_stem seed 0: failed: CUDA error: out of memory" in md
 
 
 def test_csv_round_trips_every_step(results, tmp_path):
     csv = report.make_table(ROADMAP, SCALE, DATA, results, tmp_path, None)[1]
     frame = pd.read_csv(csv)
-    assert len(frame) == 17 and list(frame.columns) == report.COLUMNS
+    assert len(frame) == len(load_roadmap(ROADMAP)) and list(frame.columns) == report.COLUMNS
     assert frame.set_index("id").loc["kernel5", "delta"] == pytest.approx(0.25)
 
 

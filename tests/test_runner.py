@@ -19,8 +19,8 @@ TINY = ["--set", "scale.epochs=2", "--set", "scale.classic_epochs=1", "--set", "
 
 
 def run_cli(tmp_path, *args):
-    return cli.main(["run", *args, "--results", str(tmp_path / "results"),
-                     "--checkpoints", str(tmp_path / "ckpt"), *TINY])
+    return cli.main(["run", "--results", str(tmp_path / "results"), "--checkpoints", str(tmp_path / "ckpt"), *TINY,
+                     *args])  # after TINY: a test's own --set wins
 
 
 def record(tmp_path, step, seed=0, data="synthetic", scale="demo"):
@@ -30,7 +30,7 @@ def record(tmp_path, step, seed=0, data="synthetic", scale="demo"):
 def comparable(rec):
     """A record without what legitimately differs between two runs of the same thing: timings."""
     timing = {"wall_s", "images_per_s", "epoch_s", "data_s", "data_time_share", "input_bound", "peak_mem_mb",
-              "git_commit"}
+              "git_commit", "command"}
     out = {k: v for k, v in rec.items() if k not in timing}
     out["epochs"] = [{k: v for k, v in e.items() if k not in timing} for e in rec["epochs"]]
     return out
@@ -160,4 +160,43 @@ def test_ddp_with_two_gloo_processes_writes_one_result(tmp_path):
     assert len(records) == 1
     rec = json.loads(records[0].read_text())
     assert rec["status"] == "complete" and rec["world_size"] == 2
-    assert proc.stderr.count("top-1") == 1  # rank 0 alone reports
+    assert proc.stderr.count("[1/1]") == 1 and proc.stderr.count("epoch 1/") == 1  # rank 0 alone reports
+
+
+def test_eval_every_two_epochs_completes_with_a_full_epoch_log(tmp_path):
+    assert run_cli(tmp_path, "--step", "gelu", "--data", "synthetic", "--set", "train.eval_every=2",
+                   "--set", "scale.epochs=3") == 0
+    rec = record(tmp_path, "gelu")
+    assert rec["status"] == "complete" and [("eval_top1" in e) for e in rec["epochs"]] == [False, True, True]
+    log = RunKey("resnet50", "demo", "synthetic", "gelu", 0).log_path(tmp_path / "results").read_text().splitlines()
+    assert "eval_top1" in log[0] and len(log) == 4
+
+
+def test_record_holds_the_resolved_recipe_and_the_seed_trained(tmp_path):
+    assert run_cli(tmp_path, "--step", "gelu", "--data", "synthetic", "--seed", "3") == 0
+    rec = record(tmp_path, "gelu", seed=3)
+    assert rec["seed"] == 3 and rec["config"]["train"]["seed"] == 3
+    assert rec["recipe"]["lr"] > 0 and rec["recipe"]["epochs"] == 2 and rec["recipe"]["batch_size"] == 32
+    assert rec["recipe"]["optimizer"] == "adamw" and rec["command"]
+    assert record(tmp_path, "gelu", seed=0) is None
+
+
+def test_train_seed_is_not_an_override(tmp_path, capsys):
+    assert run_cli(tmp_path, "--step", "gelu", "--data", "synthetic", "--set", "train.seed=5") == 2
+    assert "use --seed" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_dry_run_prints_every_run_and_writes_nothing(tmp_path, capsys):
+    assert run_cli(tmp_path, "--all", "--data", "synthetic", "--seeds", "2", "--dry-run", "--json") == 0
+    plans = json.loads(capsys.readouterr().out)
+    assert len(plans) == 2 * 18 and [p["seed"] for p in plans[:2]] == [0, 0]
+    gelu = next(p for p in plans if p["step"] == "gelu")
+    assert gelu["batching"]["updates_per_epoch"] == 128 // 32 and gelu["batching"]["warmup_updates"] >= 0
+    assert gelu["model"]["act"] == "gelu" and gelu["recipe"]["lr"] > 0 and gelu["scale"]["image_size"] == 16
+    assert not (tmp_path / "results").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_a_size_the_total_stride_does_not_divide_is_refused(tmp_path, capsys):
+    assert run_cli(tmp_path, "--step", "gelu", "--data", "synthetic", "--set", "scale.image_size=24") == 2
+    assert "not a multiple of the network's total stride 16" in capsys.readouterr().err

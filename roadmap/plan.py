@@ -1,0 +1,87 @@
+"""Plan once: resolve and check every run completely before anything is trained or written.
+
+A `RunPlan` holds everything a run needs (config, recipe with its final lr and batch, micro-batch
+and accumulation); training takes it and re-checks nothing. `describe` is what `--dry-run` prints
+and what a record keeps as the resolved recipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from . import recipe as recipes
+from .config import ConfigError, RunConfig, Step, build_run_config, check_ranges, load_roadmap, load_step, to_dict
+from .model import total_stride
+from .results import RunKey
+from .steps import validate_model
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    cfg: RunConfig
+    step: Step
+    key: RunKey
+    recipe: recipes.Recipe
+    micro: int          # images per device and forward pass
+    accum: int          # forward passes per optimizer update
+
+    def describe(self, train_images: int | None = None, world_size: int = 1) -> dict:
+        """The fully resolved run; with the training set's size, its updates too."""
+        out = {"roadmap": self.key.roadmap, "step": self.step.id, "seed": self.key.seed, **to_dict(self.cfg),
+               "recipe": dataclasses.asdict(self.recipe),
+               "batching": {"global_batch": self.recipe.batch_size, "micro_batch": self.micro,
+                            "accum_steps": self.accum, "world_size": world_size}}
+        if train_images is not None:
+            updates = (train_images // world_size // self.micro) // self.accum
+            out["batching"].update(train_images=train_images, updates_per_epoch=updates,
+                                   updates=updates * self.recipe.epochs,
+                                   warmup_updates=round(self.recipe.warmup_epochs * updates))
+        return out
+
+
+def micro_batching(global_batch: int, micro_batch: int, world_size: int) -> tuple[int, int]:
+    """(per-device batch, accumulation steps) that make up the global batch exactly."""
+    per_rank, rest = divmod(global_batch, world_size)
+    if rest:
+        raise ConfigError(f"the global batch {global_batch} does not split over {world_size} processes")
+    accum = max(1, math.ceil(per_rank / micro_batch))
+    if per_rank % accum:
+        raise ConfigError(f"the global batch {global_batch} over {world_size} processes does not split into "
+                          f"micro-batches of at most {micro_batch}; pick sizes that divide")
+    return per_rank // accum, accum
+
+
+def check_image_size(image_size: int, stem_stride: int) -> None:
+    """Every stage must see whole pixels: a size the total stride does not divide loses rows and
+    columns at each downsampling, and differently for steps that downsample differently."""
+    need = total_stride(stem_stride)
+    if image_size < need or image_size % need:
+        raise ConfigError(f"image size {image_size} px is not a multiple of the network's total stride {need} "
+                          f"(stem stride {stem_stride} x 8); pick scale.image_size from {need}, {2 * need}, ... "
+                          f"or change scale.stem_stride")
+
+
+def plan_run(roadmap: str, step: Step, scale: str, data: str | None, seed: int, overrides: dict,
+             world_size: int) -> RunPlan:
+    cfg = build_run_config(roadmap, step.id, scale, data, seed, overrides)
+    check_ranges(cfg)
+    validate_model(cfg.model)
+    check_image_size(cfg.scale.image_size, cfg.model.stem_stride)
+    recipe = recipes.resolve(cfg.recipe, cfg.scale)
+    micro, accum = micro_batching(recipe.batch_size, cfg.scale.micro_batch, world_size)
+    return RunPlan(cfg, step, RunKey(roadmap, cfg.scale.name, cfg.data.spec, step.id, seed), recipe, micro, accum)
+
+
+def plan_runs(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: list[int],
+              overrides: dict, world_size: int = 1) -> list[RunPlan]:
+    """Every run, seed-major then roadmap order; raises ConfigError on the first mistake."""
+    if not seeds:
+        raise ConfigError("no seeds to run: give --seeds N (1 or more) or --seed K ...")
+    if "seed" in overrides.get("train", {}):
+        raise ConfigError("train.seed is not set through --set: use --seed K ... (or --seeds N for 0..N-1)")
+    steps = load_roadmap(roadmap)
+    if step_ids:
+        wanted = {load_step(roadmap, s).id for s in step_ids}  # unknown ids fail here, with a suggestion
+        steps = [s for s in steps if s.id in wanted]
+    return [plan_run(roadmap, step, scale, data, seed, overrides, world_size) for seed in seeds for step in steps]
