@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SEEDS ?= 1
-REF_SEEDS ?= 0 1 2 3
+REF_SEEDS ?= 0 1 2
 DEMO_DIR ?= demo
 
 .PHONY: test demo reference data clean

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import recipe as recipes
-from .config import ConfigError, RecipeConfig, Step, load_roadmap, load_scale, load_step
+from .config import ConfigError, RecipeConfig, ScaleConfig, Step, load_roadmap, load_scale, load_step, scaled_model
 from .model import count_gflops, count_params
 from .plan import check_image_size
 from .report import markdown_table
@@ -80,10 +80,11 @@ class Candidate:
 
 
 # ---------------------------------------------------------------------------- arguments
-def check_numbers(batch: int, image_size: int, repeat: int, warmup: int, iters: int, dtype: str) -> None:
+def check_numbers(batch: int, image_size: int, repeat: int, warmup: int, iters: int, dtype: str,
+                  stem_stride: int = 4) -> None:
     if batch < 1:
         raise ConfigError(f"--batch must be at least 1, not {batch}")
-    check_image_size(image_size, 4)  # bench runs the steps as the paper builds them: stem stride 4
+    check_image_size(image_size, stem_stride)
     if repeat < 1:
         raise ConfigError(f"--repeat must be at least 1 timed window, not {repeat}")
     if iters < 1:
@@ -279,10 +280,13 @@ def throughput(seconds: list[float], gmacs: float, settings: BenchSettings, peak
 
 
 # ---------------------------------------------------------------------------- the run
-def candidates(roadmap: str, steps: list[Step], reference: bool) -> list[Candidate]:
-    """Our selected steps, then timm's models equal to the roadmap's endpoints (with their stochastic depth)."""
-    out = [Candidate(step.id, "step", lambda step=step: build_model(step.model, NUM_CLASSES)) for step in steps]
-    if reference:
+def candidates(roadmap: str, steps: list[Step], reference: bool, scale: ScaleConfig | None = None) -> list[Candidate]:
+    """Our selected steps (at a scale's widths, depths and stem, if given), then timm's models equal to
+    the roadmap's endpoints (with their stochastic depth; at the paper's size only)."""
+    def model(step):
+        return scaled_model(step.model, scale) if scale else step.model
+    out = [Candidate(step.id, "step", lambda step=step: build_model(model(step), NUM_CLASSES)) for step in steps]
+    if reference and scale is None:
         for endpoint, name in endpoints(roadmap):
             out.append(Candidate(f"timm/{name}", "timm", lambda name=name, dp=endpoint.model.drop_path:
                                  timm.create_model(name, num_classes=NUM_CLASSES, drop_path_rate=dp)))
@@ -378,11 +382,13 @@ def progress_line(row: dict) -> str:
 
 def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_size: int, dtype: str,
                   channels_last: bool | None, compile: bool, repeat: int, warmup: int, iters: int, out_dir: Path,
-                  device: str = "auto", reference: bool = True) -> Path:
+                  device: str = "auto", reference: bool = True, scale_name: str | None = None) -> Path:
     """Bench the selected steps (default: all) and timm's references; write the JSON, print the table.
 
+    With a scale, the steps are built at that scale (what `runner.py plan` needs to time its runs).
     Returns the JSON path. Bad arguments raise ConfigError before any model is built."""
-    check_numbers(batch, image_size, repeat, warmup, iters, dtype)
+    scale = load_scale(scale_name) if scale_name else None
+    check_numbers(batch, image_size, repeat, warmup, iters, dtype, scale.stem_stride if scale and scale.stem_stride else 4)
     target = pick_device(device, Dist())
     if compile and (problem := compile_problem(target)):
         raise ConfigError(f"--compile cannot be used here: {problem}")
@@ -394,10 +400,11 @@ def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_si
     name = device_name(target)
     peak = peak_flops(name, dtype) if target.type == "cuda" else None
     rows = []
-    for candidate in candidates(roadmap, steps, reference):
+    for candidate in candidates(roadmap, steps, reference, scale):
         rows.append(bench_one(candidate, settings, peak))
         print(progress_line(rows[-1]), file=sys.stderr, flush=True)
-    report = {"device": name, **environment(), "settings": settings_record(settings, roadmap, steps, reference),
+    report = {"device": name, **environment(),
+              "settings": {**settings_record(settings, roadmap, steps, reference), "scale": scale_name},
               "peak_flops": peak, "rows": rows, **ratio_record(rows, roadmap), "date": datetime.date.today().isoformat()}
     path = unique_json_path(Path(out_dir), f"{device_slug(target)}-{report['date']}")
     atomic_write_text(path, json.dumps(report, indent=1) + "\n")

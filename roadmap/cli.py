@@ -11,7 +11,7 @@ import tempfile
 
 from pathlib import Path
 
-from .config import ROADMAPS, ConfigError, load_roadmap, parse_overrides
+from .config import ROADMAPS, ConfigError, load_roadmap, load_scale, parse_overrides
 from .data import DataError
 from .results import ResultsError
 
@@ -94,13 +94,28 @@ def cmd_bench(args) -> None:
     from .bench import bench_command
 
     on_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if args.scale:  # the scale's own networks at its image size and per-device batch
+        scale = load_scale(args.scale)
+        args.batch = args.batch or scale.micro_batch
+        args.image_size = args.image_size or scale.image_size
     for key, value in BENCH_DEFAULTS["cuda" if on_cuda else "cpu"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     path = bench_command(args.roadmap, args.steps, args.batch, args.image_size, args.dtype, args.channels_last,
                          args.compile, args.repeat, args.warmup, args.iters, Path(args.out), args.device,
-                         reference=not args.no_reference)
+                         reference=not args.no_reference, scale_name=args.scale)
     print(f"wrote {path}")
+
+
+def cmd_plan(args) -> None:
+    from .compute import plan_costs, render
+    from .plan import plan_runs
+
+    seeds = args.seed if args.seed is not None else list(range(args.seeds))
+    plans = plan_runs(args.roadmap, args.step, args.scale, args.data, seeds, parse_overrides(args.set))
+    dtype = args.dtype or ("fp32" if args.device.lower() == "cpu" else "bf16")
+    costs = plan_costs(plans, args.device, args.devices, dtype, args.utilization)
+    print(json.dumps(costs, indent=1) if args.json else render(costs), end="\n" if args.json else "")
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
@@ -146,6 +161,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --dry-run: one JSON list")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("plan", help="what a roadmap costs: training FLOPs, images, time and device-hours per run",
+                       description="Estimates every run of a roadmap at a scale on a device, from a committed "
+                                   "bench record of that device (results/bench/) or its datasheet peak.")
+    p.add_argument("--roadmap", default="resnet50", help="a folder of steps/")
+    p.add_argument("--step", nargs="+", metavar="ID", help="step ids (default: every step)")
+    p.add_argument("--scale", default="demo", help="a preset of steps/scales/")
+    p.add_argument("--data", help="dataset spec (default: the scale's)")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds 0..N-1 (default 1)")
+    seeds.add_argument("--seed", type=int, nargs="+", metavar="K", help="these seeds")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="as for run")
+    p.add_argument("--device", default="cpu", help="cpu, or a GPU name such as H100 or A100 (default cpu)")
+    p.add_argument("--devices", type=int, default=1, help="how many of them (default 1)")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPUs, fp32 on a CPU")
+    p.add_argument("--utilization", type=float, default=0.4,
+                   help="share of the datasheet peak assumed when no bench record exists (default 0.4)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("table", help="markdown + csv table of results, one row per step (--readme: README.md too)")
     add_report_arguments(p)
     p.add_argument("--readme", nargs="?", const="README.md",
@@ -172,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="training steps per timed window (default 20; CPU 3)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-reference", action="store_true", help="skip timm's reference models")
+    p.add_argument("--scale", help="build the steps at this scale (its widths, depths, stem, image size and "
+                                   "micro-batch), as `runner.py plan` times that scale's runs")
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "roadmap-bench"),
                    help="folder for the JSON evidence (default: outside the tree; commit evidence with --out results/bench)")
     p.set_defaults(func=cmd_bench)

@@ -140,7 +140,7 @@ class Step:
     recipe: RecipeConfig
     path: str = ""
     equals: str | None = None   # the library model this step is exactly ('timm/convnext_tiny'), if any
-    reverts: str | None = None  # reverse roadmap: the forward (resnet50) step whose change this step undoes
+    reverts: str | None = None  # reverse roadmap: 'roadmap/step' of the forward step whose change this undoes
 
 
 @dataclass
@@ -324,7 +324,8 @@ def _resolve(step_id: str, order: int, raw: dict, files: dict, roadmap: str) -> 
         update_dataclass(recipe, recipe_spec, "recipe", where)
     adopted = coerce(own.get("adopted", True), bool, f"{path}: adopted")
     paper = update_dataclass(PaperNumbers(), own.get("paper") or {}, "paper", f"{path}: ")
-    for key, what in (("equals", "a library model name such as timm/convnext_tiny"), ("reverts", "a step id")):
+    for key, what in (("equals", "a library model name such as timm/convnext_tiny"),
+                      ("reverts", "a forward step as roadmap/step, such as resnet50/gelu")):
         if own.get(key) is not None and not isinstance(own[key], str):
             raise ConfigError(f"{path}: {key} must be {what}, not {own[key]!r}")
     return Step(step_id, roadmap, order, own["title"], adopted, own.get("base"), paper, model, recipe, str(path),
@@ -354,6 +355,13 @@ def scaled_model(model: ModelConfig, scale: ScaleConfig) -> ModelConfig:
     )
 
 
+def normalized_data_spec(spec: str | None) -> str | None:
+    """'imagefolder:/data/x/' and 'imagefolder:/data/./x' are 'imagefolder:/data/x': one dataset, one spec."""
+    if spec and spec.startswith("imagefolder:") and spec != "imagefolder:":
+        return "imagefolder:" + os.path.normpath(spec.split(":", 1)[1])
+    return spec
+
+
 def build_run_config(roadmap: str, step_id: str, scale_name: str, data_spec: str | None,
                      seed: int, overrides: dict[str, dict], steps_dir: Path | None = None) -> RunConfig:
     """Step + scale + data + overrides, resolved into the exact config of one run."""
@@ -361,7 +369,7 @@ def build_run_config(roadmap: str, step_id: str, scale_name: str, data_spec: str
     step = load_step(roadmap, step_id, steps_dir)
     scale = load_scale(scale_name, steps_dir)
     update_dataclass(scale, overrides.get("scale", {}), "scale")
-    data = DataConfig(spec=data_spec or scale.data)
+    data = DataConfig(spec=normalized_data_spec(data_spec or scale.data))
     update_dataclass(data, overrides.get("data", {}), "data")
     if data.spec is None:
         raise ConfigError(f"the '{scale_name}' scale has no default dataset: pass --data (e.g. imagefolder:/path/to/imagenet)")

@@ -259,24 +259,23 @@ def _gflops(x) -> str:
     return "–" if _isnan(x) else f"{x:.3g}"
 
 
-def _flops_label(gflops: float) -> str:
-    """'4.46 GFLOPs', or '2.02 MFLOPs' for the demo's tiny networks."""
-    return f"{_gflops(gflops)} GFLOPs" if _isnan(gflops) or gflops >= 0.1 else f"{gflops * 1e3:.3g} MFLOPs"
-
-
 def _change(row) -> str:
     return row["change"] if row["adopted"] else f"{row['change']} (branch)"
 
 
 def table_markdown(df: pd.DataFrame) -> str:
     header = ["step", "change", "top-1 (%)", "Δ", f"Δ {CONFIDENCE:.0%} CI", "paper top-1", "paper Δ", "sign agrees",
-              "> noise", "GFLOPs", "params", "img/s", "status"]
+              "> noise", "GMACs", "params", "img/s", "status"]
     rows = [[row["id"], _change(row), _top1(row["top1_mean"], row["top1_std"], row["n"]), _signed(row["delta"]),
              _interval(row), "–" if _isnan(row["paper_top1"]) else f"{row['paper_top1']:.2f}",
              _signed(row["paper_delta"]), _yes_no(row["sign_agrees"]), _noise(row), _gflops(row["gflops"]),
              _count(row["params"]), "–" if _isnan(row["images_per_s"]) else f"{row['images_per_s']:,.0f}",
              row["status"]]
             for row in df.to_dict("records")]
+    if "forward_delta" in df:  # a reverse roadmap: each change's worth at the end beside its forward gain
+        header[5:8] = ["reverts", "forward Δ", "fwd > noise"]
+        for row, record in zip(rows, df.to_dict("records")):
+            row[5:8] = [record["reverts"] or "–", _signed(record["forward_delta"]), _yes_no(record["forward_significant"])]
     return markdown_table(header, rows, align="llrrrrrllrrrl")
 
 
@@ -299,6 +298,8 @@ def reproduction_notes(df: pd.DataFrame) -> list[str]:
     """What reproduces, from the table alone: per step, sign agreement with the paper and the noise test."""
     rows = [row for row in df.to_dict("records") if not _isnan(row["delta"]) and not _isnan(row["paper_delta"])]
     tested = [row for row in rows if row["significant"] in (True, False)]
+    if not rows:
+        return []  # no paper numbers to compare with (a roadmap of one's own, the reverse roadmap)
     if not tested:
         return ["What reproduces: no step has 2 or more paired seeds with its reference yet, so no delta can be "
                 "told from noise."]
@@ -326,7 +327,8 @@ def table_notes(df: pd.DataFrame, context: dict) -> str:
         "same rule with the paper's numbers (ImageNet-1k, 224 px).",
         f"`> noise`: {SIGNIFICANCE_TEST}; a step is paired with its reference seed by seed, and fewer than 2 "
         "pairs (or pairs without any spread) give no test. Top-1 is mean ± sample std over complete seeds.",
-        f"GFLOPs and params: our runs' networks at {sizes}; the paper counts at 224 px and 1000 classes.",
+        f"GMACs (multiply-accumulates of convs and linear layers, the paper's 'GFLOPs') and params: our runs' "
+        f"networks at {sizes}; the paper counts at 224 px and 1000 classes.",
     ]
     notes += reproduction_notes(df)
     notes += [f"{row['id']}: {row['note']}" for row in df.to_dict("records") if row["note"]]
@@ -397,16 +399,34 @@ def select_records(roadmap: str, scale: str, data: str | None, results_dir: Path
 
 
 def _selection(roadmap: str, scale: str, data: str | None, results_dir: Path):
+    """(table, context, file stem) of one roadmap/scale/data; a reverse roadmap gets its forward deltas."""
     steps = load_roadmap(roadmap)
     records, data = select_records(roadmap, scale, data, results_dir)
-    return steps, records, f"{roadmap}-{scale}-{data_slug(data)}"
+    df = build_table(steps, records)
+    if any(step.reverts for step in steps):
+        add_forward_deltas(df, steps, scale, data, results_dir)
+    return df, build_context(records, steps), f"{roadmap}-{scale}-{data_slug(data)}"
+
+
+def add_forward_deltas(df: pd.DataFrame, steps: list[Step], scale: str, data: str, results_dir: Path) -> None:
+    """Beside each reverted change: its delta on the way forward (same scale and data), and what it is
+    still worth at the end (minus the delta of taking it away, with the interval flipped)."""
+    forward: dict[str, dict] = {}
+    for roadmap in sorted({step.reverts.split("/")[0] for step in steps if step.reverts}):
+        records = load_records(results_dir, roadmap, scale, data)
+        table = build_table(load_roadmap(roadmap), records) if records else pd.DataFrame(columns=COLUMNS)
+        forward.update({f"{roadmap}/{row['id']}": row for row in table.to_dict("records")})
+    reverts = {step.id: step.reverts for step in steps}
+    df["reverts"] = [reverts[i] or "" for i in df["id"]]
+    df["forward_delta"] = [forward.get(reverts[i], {}).get("delta", math.nan) for i in df["id"]]
+    df["forward_significant"] = [forward.get(reverts[i], {}).get("significant") for i in df["id"]]
+    df["worth_at_end"], df["worth_ci_low"], df["worth_ci_high"] = -df["delta"], -df["ci_high"], -df["ci_low"]
 
 
 def make_table(roadmap: str, scale: str, data: str | None, results_dir: Path, out_dir: Path,
                readme: Path | None = None) -> list[Path]:
     """Write <out_dir>/<roadmap>-<scale>-<data>.md/.csv; refresh README's results if given. Returns files written."""
-    steps, records, stem = _selection(roadmap, scale, data, results_dir)
-    df, context = build_table(steps, records), build_context(records, steps)
+    df, context, stem = _selection(roadmap, scale, data, results_dir)
     written = write_table(df, out_dir, stem, context)
     if readme is not None:
         figure = Path(out_dir) / f"{stem}.png"
@@ -417,9 +437,9 @@ def make_table(roadmap: str, scale: str, data: str | None, results_dir: Path, ou
 
 
 def make_plot(roadmap: str, scale: str, data: str | None, results_dir: Path, out_dir: Path) -> list[Path]:
-    """Write <out_dir>/<roadmap>-<scale>-<data>.png/.svg."""
-    steps, records, stem = _selection(roadmap, scale, data, results_dir)
-    return plot(build_table(steps, records), out_dir, stem, build_context(records, steps))
+    """Write <out_dir>/<roadmap>-<scale>-<data>.png/.svg and -cost.png/.svg."""
+    df, context, stem = _selection(roadmap, scale, data, results_dir)
+    return plot(df, out_dir, stem, context)
 
 
 # ---------------------------------------------------------------------------- the figure
@@ -427,121 +447,168 @@ OURS_COLOR, BRANCH_COLOR, PAPER_COLOR = "#3b6ea8", "#b7cde6", "#d1495b"
 PAPER_DELTA_COLOR = "#f0a6ad"
 
 
-def _limits(values: list[float], room_right: float) -> tuple[float, float, float]:
-    """(left, right, data_right): data spans [left, data_right], the axis stops at `right`, leaving
-    `room_right` of its width free for text."""
-    values = [v for v in values if not _isnan(v)] or [0.0, 100.0]  # nothing to show: a plain percent axis
-    lo, hi = min(values), max(values)
-    pad = max(0.25 * (hi - lo), 0.5)
-    left, data_right = lo - pad, hi + 0.15 * pad
-    return left, data_right + (data_right - left) * room_right / (1 - room_right), data_right
-
-
-def _ticks_within(ax, left: float, right: float) -> None:
-    """Keep x ticks off the text column right of the data."""
-    ax.set_xticks([t for t in ax.get_xticks() if left <= t <= right])
-
-
 def _empty_slot_label(status: str) -> str:
     return "missing" if status == "missing" else ("diverged" if status.startswith("diverged") else "failed")
 
 
-def _plot_accuracy(ax, df: pd.DataFrame) -> list:
-    """Left panel: our mean top-1 per step (bars from a common baseline), the paper's on a top axis."""
-    y = list(range(len(df)))
-    means, stds = df["top1_mean"].tolist(), df["top1_std"].fillna(0.0).tolist()
-    left, right, data_right = _limits([m - s for m, s in zip(means, stds)] + [m + s for m, s in zip(means, stds)], 0.2)
-    ax.set_xlim(left, right)
+def _macs_label(gmacs: float) -> str:
+    """'4.46 GMACs', or '2.02 MMACs' for small networks: multiply-accumulates, the paper's 'GFLOPs'."""
+    return "–" if _isnan(gmacs) else f"{gmacs:.3g} GMACs" if gmacs >= 0.1 else f"{gmacs * 1e3:.3g} MMACs"
+
+
+def _step_axis(ax, df: pd.DataFrame, labels: bool) -> None:
+    """One row per step; the y axis is shared, so only the first panel names the steps."""
+    if labels:
+        ax.set_ylim(len(df) - 0.5, -0.5)
+        ax.set_yticks(range(len(df)), [textwrap.fill(_change(row), 34) for row in df.to_dict("records")], fontsize=9)
+    else:
+        ax.tick_params(axis="y", left=False, labelleft=False)
+    ax.grid(axis="x", color="#eeeeee")
+    ax.set_axisbelow(True)
+
+
+def _plot_ours(ax, df: pd.DataFrame) -> None:
+    """Our mean top-1 ± std per step as points (no bars: no baseline to hide), MACs beside each."""
     for i, row in enumerate(df.to_dict("records")):
         if row["n"] == 0:
-            ax.barh(i, data_right - left, left=left, height=0.6, fill=False, edgecolor="#999999", linestyle="--")
-            ax.text(left + 0.02 * (data_right - left), i, _empty_slot_label(row["status"]), va="center",
+            ax.text(0.02, i, _empty_slot_label(row["status"]), transform=ax.get_yaxis_transform(), va="center",
                     color="#666666", style="italic", fontsize=9)
             continue
         branch = not row["adopted"]
-        ax.barh(i, row["top1_mean"] - left, left=left, height=0.6, color=BRANCH_COLOR if branch else OURS_COLOR,
-                hatch="///" if branch else None, edgecolor=OURS_COLOR, linewidth=0.8,
-                xerr=row["top1_std"] if row["n"] >= 2 else None, error_kw={"ecolor": "#222222", "capsize": 3})
-        ax.text(left + 0.01 * (data_right - left), i, f"{row['top1_mean']:.2f}", va="center", fontsize=8,
-                color="#111111" if branch else "white", fontweight="bold",
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1} if branch else None)
-    for i, gflops in enumerate(df["gflops"].tolist()):  # a column of its own, right of every bar and marker
-        if not _isnan(gflops):
-            ax.text(right - 0.01 * (right - left), i, _flops_label(gflops), ha="right", va="center",
-                    fontsize=8, color="#333333")
-    ax.axvline(data_right, color="#dddddd", linewidth=0.8)
-    _ticks_within(ax, left, data_right)
-    ax.set_yticks(y, [textwrap.fill(_change(row), 34) for row in df.to_dict("records")], fontsize=9)
-    ax.set_ylim(len(df) - 0.5, -0.5)
-    ax.set_xlabel("our top-1 (%), mean ± std over seeds; GFLOPs at the run's image size")
-    ax.grid(axis="x", color="#eeeeee")
-    ax.set_axisbelow(True)
-    return _plot_paper_top1(ax, df, y)
+        ax.errorbar(row["top1_mean"], i, xerr=row["top1_std"] if row["n"] >= 2 else None, fmt="o",
+                    color=BRANCH_COLOR if branch else OURS_COLOR, mec=OURS_COLOR, ecolor="#222222", capsize=3)
+        ax.annotate(f"{row['top1_mean']:.2f}  ({_macs_label(row['gflops'])})", (row["top1_mean"], i),
+                    xytext=(0, 7), textcoords="offset points", ha="center", fontsize=7)
+    ax.set_xlabel("our top-1 (%), mean ± std over seeds\n(MACs per image at the run's size)")
+    ax.margins(x=0.15)
 
 
-def _plot_paper_top1(ax, df: pd.DataFrame, y: list[int]) -> list:
-    from matplotlib.patches import Patch
-
-    paper = ax.twiny()  # the paper's ImageNet numbers live on their own scale
-    left, right, data_right = _limits(df["paper_top1"].tolist(), 0.2)
-    paper.set_xlim(left, right)
-    _ticks_within(paper, left, data_right)
-    marker = paper.scatter(df["paper_top1"], y, marker="D", s=30, color=PAPER_COLOR, zorder=3,
-                           label="paper top-1 (ImageNet-1k, top axis)")
-    paper.set_xlabel("paper top-1 (%), ImageNet-1k", color=PAPER_COLOR)
-    paper.tick_params(axis="x", colors=PAPER_COLOR)
-    paper.set_ylim(len(df) - 0.5, -0.5)
-    return [Patch(facecolor=OURS_COLOR, edgecolor=OURS_COLOR, label="ours, adopted step"),
-            Patch(facecolor=BRANCH_COLOR, edgecolor=OURS_COLOR, hatch="///", label="ours, side branch"), marker]
+def _plot_paper(ax, df: pd.DataFrame) -> None:
+    """The paper's top-1 (ImageNet-1k) on an axis of its own."""
+    ax.scatter(df["paper_top1"], range(len(df)), marker="D", s=30, color=PAPER_COLOR, zorder=3)
+    for i, value in enumerate(df["paper_top1"].tolist()):
+        if not _isnan(value):
+            ax.annotate(f"{value:.2f}", (value, i), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=7)
+    ax.set_xlabel("paper top-1 (%), ImageNet-1k, 224 px")
+    ax.margins(x=0.15)
 
 
-def _plot_deltas(ax, df: pd.DataFrame) -> list:
-    """Right panel: our delta beside the paper's for every step, against the same reference step."""
+def _plot_deltas(ax, df: pd.DataFrame, series: list[tuple], xlabel: str) -> None:
+    """Bars from 0, two per step: `series` holds (column, (ci low, ci high) columns or None, significance
+    column or None, face, edge, label); * marks a delta beyond seed noise."""
     from matplotlib.patches import Patch
 
     rows = df.to_dict("records")
-    values = [v for r in rows for v in (r["delta"], r["paper_delta"]) if not _isnan(v)] or [0.0]
-    span = max(max(values), 0.0) - min(min(values), 0.0) or 1.0
-    ax.set_xlim(min(min(values), 0.0) - 0.22 * span, max(max(values), 0.0) + 0.22 * span)
+    values = [r[col] for r in rows for col, *_ in series if not _isnan(r[col])] or [0.0]
+    span = (max(max(values), 0.0) - min(min(values), 0.0)) or 1.0
     for i, row in enumerate(rows):
-        branch = not row["adopted"]
-        for offset, value, color, label in ((-0.2, row["delta"], BRANCH_COLOR if branch else OURS_COLOR, "ours"),
-                                            (0.2, row["paper_delta"], PAPER_DELTA_COLOR, "paper")):
+        for offset, (col, ci, sig, face, edge, _) in zip((-0.2, 0.2), series):
+            value = row[col]
             if _isnan(value):
                 continue
-            ax.barh(i + offset, value, height=0.38, color=color, edgecolor=OURS_COLOR if label == "ours" else PAPER_COLOR,
-                    linewidth=0.6, hatch="///" if branch and label == "ours" else None)
-            mark = "*" if label == "ours" and row["significant"] else ""
+            err = None if ci is None or _isnan(row[ci[0]]) else [[value - row[ci[0]]], [row[ci[1]] - value]]
+            ax.barh(i + offset, value, height=0.38, color=face, edgecolor=edge, linewidth=0.6, xerr=err,
+                    error_kw={"ecolor": "#222222", "capsize": 2, "elinewidth": 0.8})
+            mark = "*" if sig and row[sig] is True else ""
             ax.text(value + (0.01 if value >= 0 else -0.01) * span, i + offset, _signed(value) + mark,
                     ha="left" if value >= 0 else "right", va="center", fontsize=7)
-        if _isnan(row["delta"]):
+        if _isnan(row[series[0][0]]):
             why = "baseline" if pd.isna(row["reference"]) else "missing" if row["n"] == 0 else "reference missing"
             ax.text(0.01 * span, i - 0.2, f"no Δ ({why})", va="center", fontsize=7, color="#666666", style="italic")
     ax.axvline(0.0, color="#222222", linewidth=0.8)
-    ax.set_xlabel(f"Δ top-1 vs reference step (points); * beyond seed noise (paired, {CONFIDENCE:.0%} CI excludes 0)")
-    ax.grid(axis="x", color="#eeeeee")
-    ax.set_axisbelow(True)
-    ax.tick_params(axis="y", left=False, labelleft=False)
-    return [Patch(facecolor=PAPER_DELTA_COLOR, edgecolor=PAPER_COLOR, label="paper Δ (ours in blue above it)")]
+    ax.margins(x=0.2)
+    ax.set_xlabel(xlabel)
+    ax.legend(handles=[Patch(facecolor=face, edgecolor=edge, label=label) for *_, face, edge, label in series],
+              loc="lower right", fontsize=7, frameon=False)
+
+
+DELTA_XLABEL = f"Δ top-1 vs reference step (points), bars from 0; ours ± its {CONFIDENCE:.0%} CI, * beyond noise"
 
 
 def plot(df: pd.DataFrame, out_dir: Path, stem: str, context: dict) -> list[Path]:
-    """<out_dir>/<stem>.png and .svg in the style of the paper's Figure 2, deterministic bytes."""
+    """<out_dir>/<stem>.png/.svg (steps: our top-1, the paper's, the deltas; a reverse roadmap adds the
+    forward gain beside each change's cost) and <stem>-cost.png/.svg (top-1 against cost)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = [Path(out_dir) / f"{stem}.png", Path(out_dir) / f"{stem}.svg"]
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    reverse = "forward_delta" in df
     with plt.rc_context({"svg.hashsalt": "roadmap", "font.size": 9}):
-        fig, (left, right) = plt.subplots(1, 2, sharey=True, figsize=(15, 2.4 + 0.5 * len(df)),
-                                          gridspec_kw={"width_ratios": [3, 2]}, layout="constrained")
-        handles = _plot_accuracy(left, df) + _plot_deltas(right, df)
+        fig, axes = plt.subplots(1, 3, sharey=True, figsize=(17, 2.4 + 0.5 * len(df)),
+                                 gridspec_kw={"width_ratios": [3, 2, 3]}, layout="constrained")
+        _step_axis(axes[0], df, labels=True)
+        for ax in axes[1:]:
+            _step_axis(ax, df, labels=False)
+        _plot_ours(axes[0], df)
+        _plot_paper(axes[1], df)
+        if reverse:
+            _plot_deltas(axes[2], df, [
+                ("worth_at_end", ("worth_ci_low", "worth_ci_high"), "significant", OURS_COLOR, OURS_COLOR,
+                 "what the change is still worth at the end: ConvNeXt-T minus the step that undoes it"),
+                ("forward_delta", None, "forward_significant", PAPER_DELTA_COLOR, PAPER_COLOR,
+                 "what it gave on the way forward (its Δ in the forward roadmap)")],
+                "points of top-1; ours with its 95% CI, * beyond seed noise")
+        else:
+            _plot_deltas(axes[2], df, [("delta", ("ci_low", "ci_high"), "significant", OURS_COLOR, OURS_COLOR, "ours"),
+                                       ("paper_delta", None, None, PAPER_DELTA_COLOR, PAPER_COLOR, "paper")],
+                         DELTA_XLABEL)
         fig.suptitle(textwrap.fill(context_line(context).replace("`", ""), 150), fontsize=10)
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
-        for path in paths:
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format=path.suffix[1:], dpi=120, metadata={"Date": None} if path.suffix == ".svg" else None)
-            atomic_write_bytes(path, buffer.getvalue())
+        paths = _save(fig, out_dir, stem)
+        plt.close(fig)
+        fig = plot_cost(df, context)
+        paths += _save(fig, out_dir, f"{stem}-cost")
         plt.close(fig)
     return paths
+
+
+def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+    paths = [Path(out_dir) / f"{stem}.png", Path(out_dir) / f"{stem}.svg"]
+    for path in paths:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=path.suffix[1:], dpi=120, metadata={"Date": None} if path.suffix == ".svg" else None)
+        atomic_write_bytes(path, buffer.getvalue())
+    return paths
+
+
+def pareto_front(cost: list[float], gain: list[float], lower_cost_is_better: bool = True) -> list[int]:
+    """Indices of the points no other point beats on both axes (cost and top-1), by increasing cost."""
+    points = [(c if lower_cost_is_better else -c, g, i) for i, (c, g) in enumerate(zip(cost, gain))
+              if not (_isnan(c) or _isnan(g))]
+    front, best = [], -math.inf
+    for c, g, i in sorted(points, key=lambda p: (p[0], -p[1])):
+        if g > best:
+            front.append(i)
+            best = g
+    return front
+
+
+def _scatter_front(ax, df: pd.DataFrame, cost_key: str, top1_key: str, lower_cost_is_better: bool, color: str) -> None:
+    cost, top1 = df[cost_key].astype(float).tolist(), df[top1_key].astype(float).tolist()
+    ax.scatter(cost, top1, color=color, zorder=3, s=22)
+    for c, t, step in zip(cost, top1, df["id"]):
+        if not (_isnan(c) or _isnan(t)):
+            ax.annotate(step, (c, t), xytext=(3, 3), textcoords="offset points", fontsize=6)
+    front = pareto_front(cost, top1, lower_cost_is_better)
+    ax.plot([cost[i] for i in front], [top1[i] for i in front], color=color, linestyle="--", linewidth=1,
+            label="Pareto front")
+    ax.legend(fontsize=7, frameon=False)
+    ax.grid(color="#eeeeee")
+
+
+def plot_cost(df: pd.DataFrame, context: dict):
+    """Top-1 against MACs and against measured training images/s (ours), and the paper's against its MACs."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5), layout="constrained")
+    _scatter_front(axes[0], df, "gflops", "top1_mean", True, OURS_COLOR)
+    axes[0].set(xlabel="MACs per image at the run's size (G)", ylabel="our top-1 (%)",
+                title="ours: accuracy against MACs")
+    _scatter_front(axes[1], df, "images_per_s", "top1_mean", False, OURS_COLOR)
+    axes[1].set(xlabel="measured training images/s (higher is cheaper)", ylabel="our top-1 (%)",
+                title="ours: accuracy against training speed")
+    _scatter_front(axes[2], df, "paper_gflops", "paper_top1", True, PAPER_COLOR)
+    axes[2].set(xlabel="paper GMACs per image (224 px; the paper's 'GFLOPs')", ylabel="paper top-1 (%)",
+                title="paper: accuracy against MACs")
+    fig.suptitle(textwrap.fill(context_line(context).replace("`", ""), 150) +
+                 "\nDashed: the Pareto front (no other step is both cheaper and more accurate).", fontsize=10)
+    return fig

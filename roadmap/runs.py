@@ -11,7 +11,6 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch.distributed as dist
@@ -20,7 +19,7 @@ import yaml
 from .config import ConfigError, to_dict
 from .data import DataError
 from .plan import RunPlan, plan_runs
-from .results import RunLock, check_writable, finished_status
+from .results import RunLock, check_writable, data_slug, finished_status, read_record
 from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, open_data, pick_device, \
     record_result, train_run
 
@@ -39,6 +38,18 @@ RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train",
                      ("data", "root")}
 
 
+def check_same_data(planned: list[RunPlan], results: Path, opened) -> None:
+    """A dataset is known by what it holds (classes, image counts), not by its path: moved data finds its
+    results, and other data under the same name is refused."""
+    now = {"num_classes": opened.num_classes, "train_images": opened.train_size, "eval_images": opened.eval_size}
+    for run in planned:
+        record = read_record(run.key.record_path(results)) or {}
+        then = {key: record.get(key) for key in now}
+        if record.get("status") == "complete" and then != now:
+            raise ConfigError(f"{run.key.data} in {results} was other data when {run.step.id} seed {run.key.seed} "
+                              f"ran ({then}, now {now}); use another --results folder for it")
+
+
 def check_same_config(planned: list[RunPlan], results: Path) -> None:
     """A finished or interrupted run under another config must not be skipped or resumed as if it were this one."""
     for run in planned:
@@ -55,6 +66,8 @@ def check_same_config(planned: list[RunPlan], results: Path) -> None:
                 continue
             for key, value in values.items():
                 old = (saved.get(section) or {}).get(key) if isinstance(saved, dict) else None
+                if (section, key) == ("data", "spec") and isinstance(old, str):  # moved data: check_same_data
+                    old, value = data_slug(old), data_slug(value)
                 if old != value and (section, key) not in RESUMABLE_CHANGES:
                     raise ConfigError(
                         f"{run.step.id} seed {run.key.seed} in {results} was run with {section}.{key}={old!r}, "
@@ -147,6 +160,7 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
     opened = check_data(planned[0], info)
+    check_same_data(planned, results, opened)
     if dry_run:
         print_plan(planned, opened.train_size, info, dry_run == "json")
         return {"planned": len(planned)}

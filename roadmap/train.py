@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import functools
 import io
 import math
@@ -32,7 +33,7 @@ import yaml
 from tqdm import tqdm
 
 from . import recipe as recipes
-from .config import ConfigError, RunConfig, Step, to_dict
+from .config import ConfigError, RunConfig, to_dict
 from .data import build_data, derive_seed
 from .model import count_gflops, count_params
 from .plan import RunPlan
@@ -145,6 +146,7 @@ class RunState:
     train_s: float = 0.0           # seconds spent training (for images/s)
     images: int = 0                # training images seen (all ranks)
     wall_s: float = 0.0            # wall time of earlier sessions of this run
+    started: str = ""              # when the run's first session began (UTC, ISO 8601)
 
 
 class Run:
@@ -346,6 +348,10 @@ def base_record(plan: RunPlan) -> dict:
     }
 
 
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def epoch_line(step_id: str, seed: int, stats: dict, epochs: int, wall_s: float) -> str:
     """'gelu seed 0 epoch 2/3: loss 0.812, top-1 88.10%, lr 1.2e-03, 1,402 img/s, ETA 1.1 min'."""
     top1 = f", top-1 {stats['eval_top1']:.2f}%" if "eval_top1" in stats else ""
@@ -374,6 +380,7 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, info: Dist, progr
     ckpt_path = key.checkpoint_path(checkpoints)
     if run.load_checkpoint(ckpt_path) and info.is_main:
         print(f"resuming {step.id} seed {key.seed} after epoch {run.state.epoch}", file=sys.stderr)
+    run.state.started = run.state.started or utc_now()
     if info.is_main:
         atomic_write_text(key.config_path(results), yaml.safe_dump(to_dict(cfg), sort_keys=False))
     if run.device.type == "cuda":
@@ -405,7 +412,7 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, info: Dist, progr
         "peak_mem_mb": peak_memory_mb(run.device), "device": device_name(run.device),
         "world_size": info.world_size, "micro_batch": run.micro, "accum_steps": run.accum,
         "amp": str(run.amp).replace("torch.", "") if run.amp else "off", "channels_last": run.channels_last,
-        "compile": cfg.train.compile,
+        "compile": cfg.train.compile, "started": run.state.started, "finished": utc_now(),
     }
 
 

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--data", "synthetic", "--no-progress", "--set", "scale.epochs=2", "--set", "scale.classic_epochs=1",
         "--set", "scale.batch_size=32", "--set", "scale.micro_batch=32", "--set", "data.synthetic_size=96",
         "--set", "scale.image_size=16", "--set", "train.deterministic=true"]
-TIMINGS = {"wall_s", "images_per_s", "epoch_s", "data_s", "data_time_share", "input_bound", "peak_mem_mb"}
+TIMINGS = {"wall_s", "images_per_s", "epoch_s", "data_s", "data_time_share", "input_bound", "peak_mem_mb", "started",
+           "finished"}
 
 
 def runner(out: Path, *extra) -> list[str]:

@@ -195,10 +195,34 @@ def test_csv_round_trips_every_step(results, tmp_path):
 def test_plot_writes_deterministic_png_and_svg(steps, results, tmp_path):
     first = report.make_plot(ROADMAP, SCALE, DATA, results, tmp_path / "a")
     second = report.make_plot(ROADMAP, SCALE, DATA, results, tmp_path / "b")
-    assert [p.suffix for p in first] == [".png", ".svg"]
+    assert [p.name for p in first] == ["resnet50-demo-synthetic.png", "resnet50-demo-synthetic.svg",
+                                       "resnet50-demo-synthetic-cost.png", "resnet50-demo-synthetic-cost.svg"]
     assert all(p.stat().st_size > 1000 for p in first)
-    assert first[1].read_bytes() == second[1].read_bytes()
-    assert first[0].read_bytes() == second[0].read_bytes()
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    svg = first[1].read_text()
+    assert "paper top-1 (%), ImageNet-1k" in svg and "our top-1 (%)" in svg and "MFLOPs" not in svg
+
+
+def test_pareto_front():
+    # cost, top-1: (1, 80) and (2, 85) and (4, 90) are on the front; (3, 84) is beaten by (2, 85).
+    assert report.pareto_front([1, 2, 3, 4], [80, 85, 84, 90]) == [0, 1, 3]
+    assert report.pareto_front([100, 300, 200], [80, 90, 85], lower_cost_is_better=False) == [1]
+    assert report.pareto_front([1, float("nan")], [80, 90]) == [0]
+
+
+def test_reverse_roadmap_table_puts_each_change_beside_its_forward_gain(results, tmp_path):
+    for seed, (end, no_gelu) in enumerate([(88.0, 87.0), (88.5, 87.2)]):
+        for step, top1 in (("convnext_t", end), ("back_to_relu", no_gelu)):
+            write_record(results, RunKey("reverse", SCALE, DATA, step, seed),
+                         make_record(step, seed, top1, extra={"roadmap": "reverse"}))
+    md_path = report.make_table("reverse", SCALE, DATA, results, tmp_path, None)[0]
+    md = md_path.read_text()
+    # back_to_relu: -1.15 when taken away; gelu's forward delta in RUNS is 91.5 - 84.0 = +7.50.
+    assert "| back_to_relu | back to ReLU (branch) | 87.10 ± 0.14 (n=2) | -1.15 |" in md
+    assert "| resnet50/gelu | +7.50 | yes |" in md and "forward Δ" in md
+    assert "What reproduces" not in md  # no paper numbers to compare with
+    paths = report.make_plot("reverse", SCALE, DATA, results, tmp_path)
+    assert "still worth at the end" in paths[1].read_text()
 
 
 def test_missing_results_and_ambiguous_data_are_config_errors(results, tmp_path):

@@ -30,7 +30,7 @@ def record(tmp_path, step, seed=0, data="synthetic", scale="demo"):
 def comparable(rec):
     """A record without what legitimately differs between two runs of the same thing: timings."""
     timing = {"wall_s", "images_per_s", "epoch_s", "data_s", "data_time_share", "input_bound", "peak_mem_mb",
-              "git_commit", "command"}
+              "started", "finished", "git_commit", "command"}
     out = {k: v for k, v in rec.items() if k not in timing}
     out["epochs"] = [{k: v for k, v in e.items() if k not in timing} for e in rec["epochs"]]
     return out
@@ -178,6 +178,7 @@ def test_record_holds_the_resolved_recipe_and_the_seed_trained(tmp_path):
     assert rec["seed"] == 3 and rec["config"]["train"]["seed"] == 3
     assert rec["recipe"]["lr"] > 0 and rec["recipe"]["epochs"] == 2 and rec["recipe"]["batch_size"] == 32
     assert rec["recipe"]["optimizer"] == "adamw" and rec["command"]
+    assert rec["started"] <= rec["finished"] and rec["finished"].endswith("+00:00")
     assert record(tmp_path, "gelu", seed=0) is None
 
 
@@ -200,3 +201,29 @@ def test_dry_run_prints_every_run_and_writes_nothing(tmp_path, capsys):
 def test_a_size_the_total_stride_does_not_divide_is_refused(tmp_path, capsys):
     assert run_cli(tmp_path, "--step", "gelu", "--data", "synthetic", "--set", "scale.image_size=24") == 2
     assert "not a multiple of the network's total stride 16" in capsys.readouterr().err
+
+
+def make_folder(root: Path, per_class: int) -> Path:
+    from PIL import Image
+    for split, n in (("train", per_class), ("test", 4)):
+        for c, color in enumerate(((200, 30, 30), (30, 30, 200))):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (16, 16), color).save(folder / f"{i}.png")
+    return root
+
+
+def test_moved_data_finds_its_results_and_other_data_under_the_name_is_refused(tmp_path, capsys):
+    first = make_folder(tmp_path / "a" / "shapes", 16)
+    assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{first}/") == 0
+    moved = tmp_path / "b" / "shapes"
+    moved.parent.mkdir()
+    first.rename(moved)
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{moved}") == 0
+    assert "already complete, skipped" in capsys.readouterr().err
+    shutil.rmtree(moved)
+    make_folder(moved, 24)                                       # other images under the same name
+    assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{moved}") == 2
+    assert "was other data" in capsys.readouterr().err

@@ -1,0 +1,58 @@
+"""The compute planner: FLOPs from counted MACs, images and epochs; speed from bench records or datasheets."""
+import json
+
+import pytest
+
+from roadmap import cli
+from roadmap.compute import TRAIN_FLOPS_PER_FORWARD_MAC, plan_costs
+from roadmap.config import ConfigError
+from roadmap.plan import plan_runs
+
+
+def plans(scale="paper", data="imagefolder:/nowhere/imagenet", steps=("resnet50", "separate_downsampling"), seeds=(0,)):
+    return plan_runs("resnet50", list(steps), scale, data, list(seeds), {})
+
+
+def test_paper_scale_on_h100s_from_the_datasheet():
+    costs = plan_costs(plans(seeds=(0, 1, 2)), "H100", 8, "bf16", 0.4)
+    assert len(costs["runs"]) == 6 and "datasheet peak" in costs["source"] and "40%" in costs["source"]
+    assert "ImageNet-1k's sizes assumed" in costs["data_note"]
+    classic = costs["runs"][0]
+    # ResNet-50: 4.09 GMACs; 90 epochs of the 1,281,167 images in full batches of 256, 6 FLOPs per MAC.
+    images = 1_281_167 // 256 * 256 * 90
+    assert classic["train_images"] == images
+    assert classic["flops"] == pytest.approx(classic["gmacs"] * 1e9 * (6 * images + 2 * 50_000 * 90))
+    assert classic["seconds"] == pytest.approx(classic["flops"] / (989e12 * 0.4 * 8))
+    assert classic["device_hours"] == pytest.approx(classic["seconds"] * 8 / 3600)
+    assert costs["total"]["device_hours"] == pytest.approx(sum(r["device_hours"] for r in costs["runs"]))
+
+
+def test_a_bench_record_of_the_device_gives_the_speed_step_by_step(tmp_path):
+    record = {"device": "cpu (x86_64, 2 threads)", "date": "2026-11-25",
+              "settings": {"scale": "cpu", "batch": 128, "image_size": 32, "dtype": "fp32"},
+              "rows": [{"id": "resnet50", "kind": "step", "images_per_s_median": 1000.0, "gflops": 0.01},
+                       {"id": "separate_downsampling", "kind": "step", "images_per_s_median": 2000.0, "gflops": 0.01},
+                       {"id": "timm/resnet50", "kind": "timm", "images_per_s_median": 5.0, "gflops": 4.0}]}
+    (tmp_path / "cpu-2026-11-25.json").write_text(json.dumps(record))
+    costs = plan_costs(plans("cpu", "fashion-mnist"), "cpu", 1, "fp32", 0.4, bench_dir=tmp_path)
+    assert "bench record cpu-2026-11-25.json" in costs["source"]
+    by_step = {r["step"]: r for r in costs["runs"]}
+    assert by_step["resnet50"]["seconds"] == pytest.approx(
+        by_step["resnet50"]["flops"] / (1000.0 * TRAIN_FLOPS_PER_FORWARD_MAC * 0.01e9))
+    assert by_step["separate_downsampling"]["seconds"] == pytest.approx(
+        by_step["separate_downsampling"]["flops"] / (2000.0 * TRAIN_FLOPS_PER_FORWARD_MAC * 0.01e9))
+
+
+def test_a_device_without_record_or_peak_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no bench record of 'tpu'"):
+        plan_costs(plans(), "tpu", 1, "bf16", 0.4, bench_dir=tmp_path)
+    with pytest.raises(ConfigError, match="--devices must be 1 or more"):
+        plan_costs(plans(), "H100", 0, "bf16", 0.4, bench_dir=tmp_path)
+
+
+def test_cli_plan_prints_device_hours_per_step_and_in_total(capsys):
+    assert cli.main(["plan", "--scale", "paper", "--data", "imagefolder:/nowhere/imagenet", "--device", "H100",
+                     "--devices", "8", "--seeds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "| separate_downsampling | 2 |" in out and "| total |" in out and "device-hours" in out
+    assert "On 8 x H100" in out

@@ -1,0 +1,92 @@
+"""The README's commands run as written; a step of one's own works end to end (list, run, table)."""
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+TINY = ["--set", "scale.epochs=1", "--set", "scale.classic_epochs=1", "--set", "scale.batch_size=32",
+        "--set", "scale.micro_batch=32", "--set", "data.synthetic_size=64", "--set", "scale.image_size=32",
+        "--data", "synthetic", "--no-progress"]
+
+
+def readme_commands(prefix: str) -> list[list[str]]:
+    """`python runner.py ...` lines of the README's shell blocks, comments stripped."""
+    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [shlex.split(line)[2:] for line in lines if line.startswith(prefix)]
+
+
+def runner(*args, env=None, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "runner.py"), *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=600)
+
+
+RUN_COMMANDS = [c for c in readme_commands("python runner.py run") if "imagefolder:" not in " ".join(c)
+                and "cifar10" not in c]  # data this machine does not have
+
+
+def test_the_readme_has_run_commands_to_check():
+    assert len(RUN_COMMANDS) >= 2 and any("--all" in c for c in RUN_COMMANDS)
+
+
+@pytest.mark.parametrize("args", RUN_COMMANDS, ids=[" ".join(c) for c in RUN_COMMANDS])
+def test_readme_run_commands_plan_cleanly(args, tmp_path):
+    args = [tmp_path / "scratch" if a == "scratch" else a for a in args]
+    proc = runner(*map(str, args), *([] if "--dry-run" in args else ["--dry-run"]))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "step:" in proc.stdout and not (tmp_path / "scratch").exists()
+
+
+def test_readme_list_commands_run():
+    for args in readme_commands("python runner.py list"):
+        proc = runner(*args)
+        assert proc.returncode == 0 and proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_step_of_ones_own_end_to_end(tmp_path):
+    """The README's 'Adding a step' example: a folder of one's own, list, a run, a table."""
+    steps = tmp_path / "my_steps"
+    shutil.copytree(ROOT / "steps", steps)
+    (steps / "resnet50" / "18_kernel9_convnext.yaml").write_text(
+        "base: separate_downsampling\ntitle: ConvNeXt-T with 9x9 kernels\nadopted: false\nmodel: {kernel_size: 9}\n")
+    env = {"ROADMAP_STEPS_DIR": str(steps)}
+    listed = runner("list", env=env)
+    assert listed.returncode == 0 and "kernel9_convnext" in listed.stdout
+    results = tmp_path / "my_results"
+    ran = runner("run", "--step", "separate_downsampling", "kernel9_convnext", "--results", str(results),
+                 "--checkpoints", str(tmp_path / "ckpt"), *TINY, env=env)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    table = runner("table", "--results", str(results), "--out", str(results / "report"), env=env)
+    assert table.returncode == 0, table.stderr[-2000:]
+    md = (results / "report" / "resnet50-demo-synthetic.md").read_text()
+    assert "| kernel9_convnext | ConvNeXt-T with 9x9 kernels (branch) |" in md
+
+
+def test_table_and_plot_write_only_where_told(tmp_path):
+    """Commands that read do not touch the tree: table without --readme leaves README alone."""
+    results = ROOT / "results"
+    if not any(results.glob("resnet50/cpu/*/*/seed*.json")):
+        pytest.skip("no committed cpu-scale results")
+    before = (ROOT / "README.md").read_bytes()
+    for command in ("table", "plot"):
+        proc = runner(command, "--scale", "cpu", "--results", str(results), "--out", str(tmp_path / command))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (ROOT / "README.md").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "plot").iterdir()) == [
+        "resnet50-cpu-fashion-mnist-cost.png", "resnet50-cpu-fashion-mnist-cost.svg",
+        "resnet50-cpu-fashion-mnist.png", "resnet50-cpu-fashion-mnist.svg"]
+    assert oct((tmp_path / "table" / "resnet50-cpu-fashion-mnist.md").stat().st_mode & 0o777) == oct(
+        0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
