@@ -60,7 +60,7 @@ CASES = {
     "bad choice": (["run", "--step", "gelu", "--set", "model.act=swish"], "model.act must be one of"),
     "seeds 0": (["run", "--step", "gelu", "--seeds", "0"], "--seeds must be 1 or more"),
     "negative seeds": (["run", "--step", "gelu", "--seeds", "-2"], "--seeds must be 1 or more"),
-    "image smaller than stride": (["run", "--step", "gelu", "--set", "scale.image_size=8"], "total stride 16"),
+    "image smaller than stride": (["run", "--step", "gelu", "--set", "scale.image_size=8"], "total stride 32"),
     "batch larger than the data": (["run", "--step", "gelu", "--data", "synthetic", "--set", "scale.batch_size=4096",
                                     "--set", "scale.micro_batch=4096"], "batch"),
     "missing dataset path": (["run", "--step", "gelu", "--data", "imagefolder:/no/such/folder"], "/no/such/folder"),

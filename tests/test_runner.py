@@ -15,7 +15,7 @@ from roadmap.results import RunKey, read_record
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "scale.epochs=2", "--set", "scale.classic_epochs=1", "--set", "scale.batch_size=32",
         "--set", "scale.micro_batch=32", "--set", "data.synthetic_size=128", "--set", "scale.image_size=16",
-        "--set", "train.deterministic=true", "--no-progress"]
+        "--set", "scale.stem_stride=2", "--set", "train.deterministic=true", "--no-progress"]
 
 
 def run_cli(tmp_path, *args):
