@@ -62,8 +62,9 @@ def cmd_run(args) -> int:
     seeds = args.seed if args.seed is not None else list(range(args.seeds))
     if args.json and not args.dry_run:
         raise ConfigError("--json goes with --dry-run")
+    weights = Path(args.weights) if args.weights else Path(args.checkpoints).parent / "weights"
     counts = run_command(args.roadmap, None if args.all else args.step, args.scale, args.data, seeds, overrides,
-                         Path(args.results), Path(args.checkpoints), progress=not args.no_progress,
+                         Path(args.results), Path(args.checkpoints), weights, progress=not args.no_progress,
                          dry_run=("json" if args.json else "yaml") if args.dry_run else None)
     return 1 if counts.get("failed") else 0  # diverged runs are results; crashed ones are not
 
@@ -137,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any config key, e.g. model.kernel_size=5, scale.epochs=10, data.root=DIR")
     p.add_argument("--results", default="results", help="results folder (default results/)")
     p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default checkpoints/)")
+    p.add_argument("--weights", help="folder for complete runs' final weights (default: weights/ beside the "
+                                     "checkpoint folder)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

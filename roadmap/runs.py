@@ -2,8 +2,8 @@
 
 A run already complete (or diverged, which would diverge again) is skipped; an interrupted one
 resumes from its checkpoint; one that crashes is recorded as failed and the roadmap goes on
-(timm's bulk_runner). Nothing is written before every config, the data and the results folder
-have been checked.
+(timm's bulk_runner). A complete run keeps its final weights (weights.py). Nothing is written
+before every config, the data and the results folder have been checked.
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ import yaml
 from .config import ConfigError, to_dict
 from .data import DataError
 from .plan import RunPlan, plan_runs
-from .results import RunLock, check_writable, finished_status
+from .results import RunLock, check_writable, finished_status, read_record
 from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, open_data, pick_device, \
     record_result, train_run
+from .weights import missing_weights
 
 
 def check_data(run: RunPlan, info: Dist):
@@ -62,7 +63,8 @@ def check_same_config(planned: list[RunPlan], results: Path) -> None:
                         f"{run.key.folder(results)}")
 
 
-def execute(planned: list[RunPlan], results: Path, checkpoints: Path, info: Dist, progress: bool = True) -> dict:
+def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
+            progress: bool = True) -> dict:
     """Train every planned run not yet finished; returns counts by outcome."""
     counts = {"complete": 0, "skipped": 0, "failed": 0, "diverged": 0}
     for i, run in enumerate(planned, 1):
@@ -71,15 +73,21 @@ def execute(planned: list[RunPlan], results: Path, checkpoints: Path, info: Dist
         if status:
             counts["skipped"] += 1
             say(info, f"{label}: already {status}, skipped")
+            record = read_record(run.key.record_path(results))
+            missing = missing_weights(record, weights) if status == "complete" and record else None
+            if missing:  # not retrained: the record stands; only deleting it trains the run again
+                say(info, f"warning: {run.step.id} seed {run.key.seed} is complete but {missing}; "
+                          f"delete {run.key.record_path(results)} to train it again")
             if info.is_main:  # left behind by a kill between writing the record and cleaning up
                 run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
             continue
-        outcome = run_one(run, results, checkpoints, info, progress, label)
+        outcome = run_one(run, results, checkpoints, weights, info, progress, label)
         counts[outcome] += 1
     return counts
 
 
-def run_one(run: RunPlan, results: Path, checkpoints: Path, info: Dist, progress: bool, label: str) -> str:
+def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist, progress: bool,
+            label: str) -> str:
     lock = RunLock(results, run.key)
     if info.is_main:
         lock.acquire()  # a second process on the same run stops here with a clear message
@@ -89,7 +97,7 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, info: Dist, progress
             return "skipped"
     start = time.perf_counter()
     try:
-        record = train_run(run, results, checkpoints, info, progress)
+        record = train_run(run, results, checkpoints, weights, info, progress)
         bound = f", input-bound: {100 * record['data_time_share']:.0f}% waiting for data" if record["input_bound"] else ""
         say(info, f"{label}: top-1 {record['top1']:.2f}%  ({record['wall_s']:.0f} s, "
                   f"{record['images_per_s']:.0f} img/s{bound})")
@@ -142,7 +150,8 @@ def say(info: Dist, message: str) -> None:
 
 
 def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: list[int],
-                overrides: dict, results: Path, checkpoints: Path, progress: bool, dry_run: str | None = None) -> dict:
+                overrides: dict, results: Path, checkpoints: Path, weights: Path, progress: bool,
+                dry_run: str | None = None) -> dict:
     """The whole of `runner.py run`: plan, check, then train (or, with `dry_run`, print the plan)."""
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
@@ -153,11 +162,12 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     git_commit()  # the code this roadmap runs, recorded as it is now
     check_same_config(planned, results)
     check_writable(results)
-    check_writable(checkpoints)
+    check_writable(checkpoints, "checkpoints")
+    check_writable(weights, "weights")
     info = init_distributed(pick_device(planned[0].cfg.train.device, info).type)
     say(info, describe_plan(planned, results))
     start = time.perf_counter()
-    counts = execute(planned, results, checkpoints, info, progress)
+    counts = execute(planned, results, checkpoints, weights, info, progress)
     say(info, f"done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if info.world_size > 1:
         dist.destroy_process_group()

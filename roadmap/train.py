@@ -38,6 +38,7 @@ from .model import count_gflops, count_params
 from .plan import RunPlan
 from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, write_record
 from .steps import build_model
+from .weights import keep_weights
 
 SYNC_EVERY = 10  # updates between looks at the loss on the host
 
@@ -364,8 +365,10 @@ def write_epoch_log(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, out.getvalue())
 
 
-def train_run(plan: RunPlan, results: Path, checkpoints: Path, info: Dist, progress: bool = True) -> dict:
-    """Train one run to the end (resuming from its checkpoint) and return its complete record.
+def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist,
+              progress: bool = True) -> dict:
+    """Train one run to the end (resuming from its checkpoint), keep its final weights and return its
+    complete record.
 
     Raises Diverged on a NaN/inf loss; other exceptions are the caller's to record."""
     session_start = time.perf_counter()
@@ -393,6 +396,7 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, info: Dist, progr
                 print(epoch_line(step.id, key.seed, stats, run.recipe.epochs, run.state.wall_s), file=sys.stderr,
                       flush=True)
     last = run.state.history[-1]
+    kept = keep_weights(weights, key, run.model) if info.is_main else {}   # before the record that names them
     data_share = sum(h["data_s"] for h in run.state.history) / max(run.state.train_s, 1e-9)
     return {
         **base_record(plan), "status": "complete", "reason": None, "divergence": None,
@@ -405,7 +409,7 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, info: Dist, progr
         "peak_mem_mb": peak_memory_mb(run.device), "device": device_name(run.device),
         "world_size": info.world_size, "micro_batch": run.micro, "accum_steps": run.accum,
         "amp": str(run.amp).replace("torch.", "") if run.amp else "off", "channels_last": run.channels_last,
-        "compile": cfg.train.compile,
+        "compile": cfg.train.compile, "classes": run.data.classes, **kept,
     }
 
 
