@@ -1,4 +1,4 @@
-"""The command line: list / run / table / plot / bench. Parses, then calls the package.
+"""The command line: list / run / table / plot / bench / export. Parses, then calls the package.
 
 User mistakes (ConfigError, DataError, ...) end as one line on stderr and exit code 2."""
 from __future__ import annotations
@@ -11,9 +11,10 @@ import tempfile
 
 from pathlib import Path
 
-from .config import ROADMAPS, ConfigError, load_roadmap, parse_overrides
+from .config import ROADMAPS, ConfigError, Step, load_roadmap, load_step, parse_overrides
 from .data import DataError
 from .results import ResultsError
+from .weights import FORMATS
 
 USER_ERRORS = (ConfigError, DataError, ResultsError)
 
@@ -84,6 +85,23 @@ def cmd_plot(args) -> None:
         print(path)
 
 
+def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
+    """(record, step, weights folder) of the complete run that --step/--roadmap/--scale/--seed name."""
+    from .weights import find_record
+
+    step = load_step(args.roadmap, args.step)
+    record = find_record(Path(args.results), args.roadmap, step, args.scale, data, args.seed)
+    return record, step, Path(args.weights) if args.weights else Path(args.results).parent / "weights"
+
+
+def cmd_export(args) -> None:
+    from .weights import check_format, export
+
+    check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
+    record, step, weights = kept_run(args, args.data)
+    print(export(record, step, weights, Path(args.to), args.format))
+
+
 # bench defaults: the issue's GPU setting, or one a CPU finishes in minutes.
 BENCH_DEFAULTS = {"cuda": dict(batch=256, image_size=224, repeat=5, warmup=10, iters=20, dtype="bf16"),
                   "cpu": dict(batch=8, image_size=64, repeat=3, warmup=2, iters=3, dtype="fp32")}
@@ -110,6 +128,18 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="the dataset whose results to report (default: the only one present)")
     p.add_argument("--results", default="results", help="results folder (default results/)")
     p.add_argument("--out", default="report", help="output folder (default report/)")
+
+
+def add_run_choice(p: argparse.ArgumentParser, data_flag: str = "--data") -> None:
+    """The options that name one complete run and where its record and weights are."""
+    p.add_argument("--step", required=True, metavar="ID", help="the step whose run to use")
+    p.add_argument("--roadmap", default="resnet50", help="a folder of steps/")
+    p.add_argument("--scale", default="demo", help="the scale it was trained at (default demo)")
+    p.add_argument(data_flag, dest=data_flag.lstrip("-").replace("-", "_"),
+                   help="the dataset it was trained on (default: the only one with a record of that step)")
+    p.add_argument("--seed", type=int, default=0, metavar="K", help="its seed (default 0)")
+    p.add_argument("--results", default="results", help="results folder (default results/)")
+    p.add_argument("--weights", help="weights folder (default: weights/ beside the results folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "roadmap-bench"),
                    help="folder for the JSON evidence (default: outside the tree; commit evidence with --out results/bench)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="write a run's kept weights for roadmap, timm or torchvision",
+                       description="native: {state_dict, config, classes}, rebuilt by roadmap.weights.load_native; "
+                                   "timm / torchvision: a state_dict under their key names, for a step whose file "
+                                   "says it equals their model (timm: ConvNeXt at any width; torchvision: ResNet "
+                                   "at full width, stem stride 4).")
+    add_run_choice(p)
+    p.add_argument("--to", required=True, metavar="PATH", help="the file to write")
+    p.add_argument("--format", choices=FORMATS, default="native")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
