@@ -1,4 +1,4 @@
-"""The command line: list / run / table / plot / bench / export. Parses, then calls the package.
+"""The command line: list / run / table / plot / bench / export / predict / evaluate. Parses, then calls the package.
 
 User mistakes (ConfigError, DataError, ...) end as one line on stderr and exit code 2."""
 from __future__ import annotations
@@ -100,6 +100,30 @@ def cmd_export(args) -> None:
     check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
     record, step, weights = kept_run(args, args.data)
     print(export(record, step, weights, Path(args.to), args.format))
+
+
+def cmd_predict(args) -> None:
+    from .predict import predict, prediction_line
+    from .train import Dist, pick_device
+    from .weights import load_kept
+
+    record, _, weights = kept_run(args, args.data)
+    predictions = predict(load_kept(record, weights), record, args.images, pick_device(args.device, Dist()))
+    print(json.dumps(predictions, indent=1) if args.json else "\n".join(map(prediction_line, predictions)))
+
+
+def cmd_evaluate(args) -> None:
+    from .predict import evaluate
+    from .train import Dist, pick_device
+    from .weights import load_kept
+
+    record, _, weights = kept_run(args, args.trained_on)
+    root = args.root or (record["config"]["data"]["root"] if args.data == record["data"] else None)
+    result = evaluate(load_kept(record, weights), record, args.data, root, pick_device(args.device, Dist()),
+                      eval_subset=args.eval_subset)
+    print(json.dumps(result, indent=1) if args.json else
+          f"{result['step']} seed {result['seed']} on {result['data']}: top-1 {result['top1']:.2f}%, "
+          f"top-5 {result['top5']:.2f}% ({result['images']} images)")
 
 
 # bench defaults: the issue's GPU setting, or one a CPU finishes in minutes.
@@ -218,6 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, metavar="PATH", help="the file to write")
     p.add_argument("--format", choices=FORMATS, default="native")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="top-5 classes of image files by a run's kept weights")
+    add_run_choice(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
+    p.add_argument("--json", action="store_true", help="one JSON list instead of a line per image")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="top-1/top-5 of a run's kept weights on a dataset with the same classes")
+    add_run_choice(p, "--trained-on")
+    p.add_argument("--data", required=True, metavar="SPEC", help="the dataset to evaluate on (its eval split)")
+    p.add_argument("--root", help="data.root for that dataset (default: the run's, for its own dataset)")
+    p.add_argument("--eval-subset", type=int, metavar="N", help="only this many evaluation images")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

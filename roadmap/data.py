@@ -467,12 +467,38 @@ def pixels_to_tensor(pixels: np.ndarray, size: int, chunk: int = 4096) -> torch.
     return out
 
 
-def decode_file(path: str, size: int) -> np.ndarray | str:
-    """A file as a (size, size, 3) array (shorter side resized, center crop), or why it cannot be read."""
+def decode_file(path: str, size: int | None) -> np.ndarray | str:
+    """A file as a (size, size, 3) array (shorter side resized, center crop; size None: the center square at
+    the file's own resolution), or why it cannot be read."""
     try:
-        return np.asarray(ImageOps.fit(open_rgb(path, size), (size, size), Image.Resampling.BICUBIC))
+        image = open_rgb(path, size)
+        if size is None:
+            side = min(image.size)
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            return np.asarray(image.crop((left, top, left + side, top + side)))
+        return np.asarray(ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         return f"{path} ({err})"
+
+
+def read_eval_images(paths: list[str], image_size: int, crop: str,
+                     from_files: bool) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Image files as a run's eval path saw its own images: resized to the stored size by PIL (bicubic) as an
+    image folder's are, or else as tensors (bilinear, antialiased) as an array dataset's (Fashion-MNIST, CIFAR,
+    synthetic) are; grayscale -> 3 channels, center crop, normalisation. Returns (images, the paths read,
+    'path (reason)' of those that could not be)."""
+    size = stored_size(crop, image_size)
+    images, read, failures = [], [], []
+    for path in paths:
+        pixels = decode_file(path, size if from_files else None)
+        if isinstance(pixels, str):
+            failures.append(pixels)
+            continue
+        images.append(pixels_to_tensor(pixels[None].copy(), size))   # a copy: PIL's arrays are read-only
+        read.append(path)
+    if not images:
+        return torch.zeros(0, 3, image_size, image_size), read, failures
+    return Normalize(torch.device("cpu"))(center_crop(torch.cat(images), image_size)), read, failures
 
 
 def decode_files(split: Split, size: int, workers: int) -> Split:
@@ -719,19 +745,24 @@ def build_data(spec: str, *, root: str | None, image_size: int, batch_size: int,
                eval_subset: int | None, recipe: dict, crop: str, device: torch.device, rank: int = 0,
                world_size: int = 1, seed: int = 0, workers: int = 4, in_memory: bool | None = None,
                strict: bool = False, synthetic_size: int = 512, synthetic_classes: int = 10,
-               drop_last: bool = True) -> Data:
-    """The run's data, validated before any training: every mistake is a one-line DataError."""
+               drop_last: bool = True, eval_only: bool = False) -> Data:
+    """The run's data, validated before any training: every mistake is a one-line DataError.
+
+    `eval_only` (evaluating kept weights) leaves the training split empty: nothing of it is decoded."""
     check_arguments(image_size, batch_size, crop, train_subset, eval_subset, rank, world_size)
     source = load_source(spec, root, image_size, synthetic_size, synthetic_classes)
-    source.train, source.eval = source.train.subset(train_subset), source.eval.subset(eval_subset)
-    check_batch_fits(batch_size, world_size, len(source.train))
+    source.train = source.train.subset(0 if eval_only else train_subset)
+    source.eval = source.eval.subset(eval_subset)
+    if not eval_only:
+        check_batch_fits(batch_size, world_size, len(source.train))
     if in_memory is None:
         in_memory = fits_in_memory(source, stored_size(crop, image_size))
     serve = InMemoryData if in_memory else StreamingData
     data = serve(source, image_size=image_size, crop=crop, recipe=recipe or {}, workers=workers, strict=strict,
                  batch_size=batch_size, device=torch.device(device), rank=rank, world_size=world_size, seed=seed,
                  drop_last=drop_last)
-    check_batch_fits(batch_size, world_size, data.train_size)   # unreadable files may have shrunk the set
+    if not eval_only:
+        check_batch_fits(batch_size, world_size, data.train_size)   # unreadable files may have shrunk the set
     return data
 
 

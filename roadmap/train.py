@@ -287,25 +287,37 @@ class Run:
                 raise Diverged(epoch + 1, first_bad_update, values[i - 1] if i else last_finite)
         return values[-1] if values else last_finite
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
         # The bare model, not the DDP wrapper: ranks may hold different numbers of eval batches,
         # and DDP's per-forward buffer broadcast would then wait on a rank that has finished.
-        self.model.eval()
-        totals = torch.zeros(4, device=self.device, dtype=torch.float64)   # loss, top1, top5, count
-        for images, targets in self.data.eval_batches():
-            with self.autocast():
-                logits = self.model(self.prepare(images)).float()
-            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits = top5 == targets[:, None]
-            totals += torch.stack([F.cross_entropy(logits, targets, reduction="sum").double(),
-                                   hits[:, 0].sum().double(), hits.any(1).sum().double(),
-                                   torch.tensor(float(len(targets)), device=self.device, dtype=torch.float64)])
+        totals = eval_totals(self.model, self.data.eval_batches(), self.device, self.autocast, self.prepare)
         if self.info.world_size > 1:
             dist.all_reduce(totals)
-        loss, top1, top5, count = totals.tolist()
-        self.last_top1 = f"{100 * top1 / count:.1f}"
-        return {"eval_loss": loss / count, "eval_top1": 100 * top1 / count, "eval_top5": 100 * top5 / count}
+        stats = eval_stats(totals)
+        self.last_top1 = f"{stats['eval_top1']:.1f}"
+        return stats
+
+
+@torch.no_grad()
+def eval_totals(model: torch.nn.Module, batches, device: torch.device, autocast=nullcontext,
+                prepare=lambda images: images) -> torch.Tensor:
+    """Summed (loss, top-1 hits, top-5 hits, count) of `model` in eval mode over `batches` (this rank's)."""
+    model.eval()
+    totals = torch.zeros(4, device=device, dtype=torch.float64)
+    for images, targets in batches:
+        with autocast():
+            logits = model(prepare(images)).float()
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top5 == targets[:, None]
+        totals += torch.stack([F.cross_entropy(logits, targets, reduction="sum").double(),
+                               hits[:, 0].sum().double(), hits.any(1).sum().double(),
+                               torch.tensor(float(len(targets)), device=device, dtype=torch.float64)])
+    return totals
+
+
+def eval_stats(totals: torch.Tensor) -> dict:
+    loss, top1, top5, count = totals.tolist()
+    return {"eval_loss": loss / count, "eval_top1": 100 * top1 / count, "eval_top5": 100 * top5 / count}
 
 
 # ---------------------------------------------------------------------------- records

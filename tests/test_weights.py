@@ -1,8 +1,9 @@
 """Trained models are kept and usable: weights and classes in the record, export to roadmap / timm /
-torchvision. One tiny run (trained once) serves most tests."""
+torchvision, predict and evaluate. One tiny run (trained once) serves most tests."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -11,8 +12,9 @@ from PIL import Image
 
 from roadmap import cli
 from roadmap.config import ModelConfig, build_run_config, to_dict, update_dataclass
-from roadmap.data import FASHION_MNIST_CLASSES, load_source
+from roadmap.data import FASHION_MNIST_CLASSES, build_data, load_source, read_eval_images
 from roadmap.results import SCHEMA_VERSION, RunKey, read_record, write_record
+from roadmap.predict import label_map
 from roadmap.steps import build_model
 from roadmap.weights import keep_weights, load_kept, load_native, sha256_of
 
@@ -166,3 +168,82 @@ def test_a_demo_width_resnet_cannot_be_torchvisions(tmp_path, capsys):
                      "--to", str(tmp_path / "r.pt"), "--format", "torchvision"]) == 2
     one_error_line(capsys, "torchvision's ResNet has widths (64, 128, 256, 512) and stem stride 4")
     assert not (tmp_path / "r.pt").exists()
+
+
+# ---------------------------------------------------------------------------- predict and evaluate
+def test_predict_sees_an_image_as_the_runs_evaluation_did(run, tmp_path, capsys):
+    root, record = run
+    data = build_data("synthetic", root=None, image_size=32, batch_size=8, train_subset=None, eval_subset=None,
+                      recipe={}, crop="pad", device=torch.device("cpu"), workers=0, synthetic_size=64,
+                      eval_only=True)
+    images, _ = next(iter(data.eval_batches()))
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(data.eval_images[0].permute(1, 2, 0).contiguous().numpy()).save(tmp_path / "imgs" / "a.png")
+    Image.fromarray(np.full((40, 30), 128, np.uint8), "L").save(tmp_path / "imgs" / "gray.png")
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    capsys.readouterr()
+    assert use(root, "predict", "--json", str(tmp_path / "imgs")) == 0
+    out = capsys.readouterr()
+    predictions = {Path(p["image"]).name: p["top5"] for p in json.loads(out.out)}
+    assert set(predictions) == {"a.png", "gray.png"}
+    assert out.err.count("warning:") == 1 and "broken.jpg" in out.err
+    with torch.no_grad():
+        expected = load_kept(record, root / "weights")(images[:1]).softmax(1)[0]
+    top = expected.topk(5)
+    assert [c["class"] for c in predictions["a.png"]] == [record["classes"][i] for i in top.indices]
+    assert [c["prob"] for c in predictions["a.png"]] == pytest.approx(top.values.tolist(), abs=1e-6)
+    assert use(root, "predict", str(tmp_path / "imgs" / "gray.png")) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(str(tmp_path / "imgs" / "gray.png") + ": class") and line.count("%") == 5
+
+
+@pytest.mark.skipif(not FASHION_MNIST.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_a_file_is_resized_as_an_array_datasets_eval_path_resizes(tmp_path):
+    data = build_data("fashion-mnist", root=None, image_size=32, batch_size=4, train_subset=None, eval_subset=4,
+                      recipe={}, crop="pad", device=torch.device("cpu"), workers=0, eval_only=True)
+    images, _ = next(iter(data.eval_batches()))
+    raw = load_source("fashion-mnist", None, 32, 8, 3).eval.subset(4).pixels[0, ..., 0]   # 28 x 28, as stored
+    Image.fromarray(np.ascontiguousarray(raw), "L").save(tmp_path / "item.png")
+    ours, read, failures = read_eval_images([str(tmp_path / "item.png")], 32, "pad", from_files=False)
+    assert read == [str(tmp_path / "item.png")] and not failures
+    torch.testing.assert_close(ours, images[:1], atol=0, rtol=0)
+
+
+def test_a_file_is_resized_as_an_image_folders_eval_path_resizes(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (30, 41, 3), dtype=np.uint8)).save(tmp_path / split / name / "0.png")
+    data = build_data(f"imagefolder:{tmp_path}", root=None, image_size=16, batch_size=2, train_subset=None,
+                      eval_subset=None, recipe={}, crop="rrc", device=torch.device("cpu"), workers=0, eval_only=True)
+    images, _ = next(iter(data.eval_batches()))
+    ours, _, _ = read_eval_images([str(tmp_path / "val" / "a" / "0.png")], 16, "rrc", from_files=True)
+    torch.testing.assert_close(ours, images[:1], atol=0, rtol=0)
+
+
+def test_evaluate_gives_the_runs_own_accuracy_on_its_own_data(run, capsys):
+    root, record = run
+    capsys.readouterr()
+    assert use(root, "evaluate", "--data", "synthetic", "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    one_image = 100 / record["eval_images"]
+    assert result["images"] == record["eval_images"]
+    assert result["top1"] == pytest.approx(record["top1"], abs=one_image)
+    assert result["top5"] == pytest.approx(record["top5"], abs=one_image)
+
+
+def test_evaluate_refuses_data_with_other_classes(run, tmp_path, capsys):
+    root, _ = run
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / name / "0.png")
+    capsys.readouterr()
+    assert use(root, "evaluate", "--data", f"imagefolder:{tmp_path}") == 2
+    one_error_line(capsys, "other classes than the run was trained on")
+
+
+def test_evaluate_matches_classes_by_name():
+    record = {"classes": ["T-shirt/top", "Trouser", "Bag"]}
+    assert label_map(record, "imagefolder:x", ["Bag", "T-shirt_top", "Trouser"]).tolist() == [2, 0, 1]
