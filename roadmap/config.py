@@ -116,6 +116,7 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = False
     eval_every: int = 1
+    init_from: str | None = None            # fine-tune: start from these weights (runner.py export, timm, torchvision)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A run already complete (or diverged, which would diverge again) is skipped; an interrupted one
 resumes from its checkpoint; one that crashes is recorded as failed and the roadmap goes on
 (timm's bulk_runner). A complete run keeps its final weights (weights.py). Nothing is written
-before every config, the data and the results folder have been checked.
+before every config, the data, the results folder and any weights to start from have been checked.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from .config import ConfigError, to_dict
 from .data import DataError
 from .plan import RunPlan, plan_runs
 from .results import RunLock, check_writable, finished_status, read_record
+from .steps import build_model
 from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, open_data, pick_device, \
     record_result, train_run
-from .weights import missing_weights
+from .weights import fit_state, missing_weights
 
 
 def check_data(run: RunPlan, info: Dist):
@@ -33,6 +34,15 @@ def check_data(run: RunPlan, info: Dist):
     file now rather than in the middle of a roadmap. Returns the opened data (its sizes)."""
     amp_dtype(run.cfg.train.amp, pick_device(run.cfg.train.device, info))  # a device that is not there fails here
     return open_data(run.cfg, run.recipe, run.micro, pick_device("cpu", info), info, augment=False, workers=0)
+
+
+def check_init_from(planned: list[RunPlan], num_classes: int) -> None:
+    """Fine-tuning (train.init_from): a file that does not fit a step stops here, naming the first tensor."""
+    checked = set()
+    for run in planned:
+        if run.cfg.train.init_from and run.step.id not in checked:
+            fit_state(Path(run.cfg.train.init_from), build_model(run.cfg.model, num_classes), run.step, run.cfg.model)
+            checked.add(run.step.id)
 
 
 # Keys that may change between a run and its resumption without changing what it computes.
@@ -156,6 +166,7 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
     opened = check_data(planned[0], info)
+    check_init_from(planned, opened.num_classes)
     if dry_run:
         print_plan(planned, opened.train_size, info, dry_run == "json")
         return {"planned": len(planned)}

@@ -38,7 +38,7 @@ from .model import count_gflops, count_params
 from .plan import RunPlan
 from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, write_record
 from .steps import build_model
-from .weights import keep_weights
+from .weights import fit_state, keep_weights
 
 SYNC_EVERY = 10  # updates between looks at the loss on the host
 
@@ -171,6 +171,10 @@ class Run:
         # drop path) differ by rank, the data order and augmentation are seeded per batch (data.py).
         torch.manual_seed(derive_seed(cfg.train.seed, MODEL_STREAM))
         self.model = build_model(cfg.model, self.data.num_classes)
+        self.init_from = None           # where the starting weights came from (fine-tuning), for the record
+        if cfg.train.init_from:
+            state, self.init_from = fit_state(Path(cfg.train.init_from), self.model, plan.step, cfg.model)
+            self.model.load_state_dict(state, strict=False)   # strict but for a re-initialised head
         self.params = count_params(self.model)
         self.gflops = count_gflops(self.model, cfg.scale.image_size)
         self.model = self.model.to(self.device)
@@ -421,7 +425,7 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, in
         "peak_mem_mb": peak_memory_mb(run.device), "device": device_name(run.device),
         "world_size": info.world_size, "micro_batch": run.micro, "accum_steps": run.accum,
         "amp": str(run.amp).replace("torch.", "") if run.amp else "off", "channels_last": run.channels_last,
-        "compile": cfg.train.compile, "classes": run.data.classes, **kept,
+        "compile": cfg.train.compile, "classes": run.data.classes, "init_from": run.init_from, **kept,
     }
 
 

@@ -7,7 +7,8 @@ file and its sha256. From there:
 - `load_kept` rebuilds the run's RoadmapNet with them (predict, evaluate, export);
 - `export` writes them as a native file ({state_dict, config, classes}; `load_native` rebuilds the
   network from it), or under timm's ConvNeXt / torchvision's ResNet key names for a step whose file
-  says it `equals` that model.
+  says it `equals` that model;
+- `fit_state` fits a weights file onto a step's network for fine-tuning (train.init_from).
 
 Our parameter registration order is timm's and torchvision's (tests/test_model.py), so their key
 names are translated by order, every shape checked.
@@ -27,6 +28,7 @@ from .results import ResultsError, RunKey, atomic_write_bytes, data_slug, load_r
 from .steps import build_model
 
 FORMATS = ("native", "timm", "torchvision")
+HEAD = ("fc.weight", "fc.bias")   # the classifier: re-initialised when a file's class count differs
 # What must be as the step file says for a library model to compute what ours does; widths, depths,
 # stem stride, kernel size and layer scale are passed to the library model, init and drop path do
 # not change a trained network's outputs.
@@ -204,3 +206,37 @@ def export(record: dict, step: Step, root: Path, to: Path, fmt: str) -> Path:
         raise ResultsError(f"cannot write {to} ({err.strerror}); pick another --to") from None
     return Path(to)
 
+
+# ---------------------------------------------------------------------------- fine-tuning
+def fit_state(path: Path, model: RoadmapNet, step: Step, model_cfg: ModelConfig) -> tuple[dict, dict]:
+    """A weights file's tensors under this network's names, for load_state_dict(strict=False), and what the
+    record says about it. Our own names match by name; a library's (timm/torchvision, for a step that
+    equals one) through `library_names`. The classifier stays freshly initialised when the class count
+    differs; any other tensor that does not fit is a ConfigError naming it."""
+    where = f"train.init_from {path}"
+    theirs, ours = read_state(path), model.state_dict()
+    names = {name: name for name in ours}
+    kind = library_kind(step.equals)
+    if not set(ours) <= set(theirs) and kind:
+        try:
+            names = library_names(kind, model_cfg, ours)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    fitted, head = {}, "loaded"
+    for name, tensor in ours.items():
+        source = names[name]
+        if source not in theirs:
+            raise ConfigError(f"{where}: has no tensor '{source}' (its names are neither this network's nor "
+                              f"{step.equals or 'a library model it equals'}'s)")
+        found = theirs[source]
+        if name in HEAD and found.shape[1:] == tensor.shape[1:] and found.shape[0] != tensor.shape[0]:
+            head = f"re-initialised ({found.shape[0]} classes in the file, {tensor.shape[0]} here)"
+            continue
+        if found.shape != tensor.shape:
+            raise ConfigError(f"{where}: tensor '{source}' has shape {tuple(found.shape)}, step {step.id} needs "
+                              f"{tuple(tensor.shape)} for '{name}'")
+        fitted[name] = found
+    extra = sorted(set(theirs) - set(names.values()))
+    if extra:
+        raise ConfigError(f"{where}: tensor '{extra[0]}' has no place in step {step.id}'s network")
+    return fitted, {"path": str(path), "sha256": sha256_of(Path(path)), "head": head}

@@ -1,5 +1,6 @@
 """Trained models are kept and usable: weights and classes in the record, export to roadmap / timm /
-torchvision, predict and evaluate. One tiny run (trained once) serves most tests."""
+torchvision, predict and evaluate, fine-tuning from weights. One tiny run (trained once) serves most tests."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torchvision
 from PIL import Image
 
 from roadmap import cli
-from roadmap.config import ModelConfig, build_run_config, to_dict, update_dataclass
+from roadmap.config import ModelConfig, build_run_config, load_step, to_dict, update_dataclass
 from roadmap.data import FASHION_MNIST_CLASSES, build_data, load_source, read_eval_images
 from roadmap.results import SCHEMA_VERSION, RunKey, read_record, write_record
 from roadmap.predict import label_map
@@ -55,7 +56,7 @@ def test_a_complete_run_keeps_its_weights_and_names_them_in_its_record(run):
     path = root / "weights" / record["weights"]
     assert record["weights"] == f"resnet50/demo/synthetic/{STEP}/seed0.pt" and path.is_file()
     assert sha256_of(path) == record["weights_sha256"]
-    assert record["classes"] == [f"class{i}" for i in range(10)]
+    assert record["classes"] == [f"class{i}" for i in range(10)] and record["init_from"] is None
     state = torch.load(path, weights_only=True)
     network = update_dataclass(ModelConfig(), record["config"]["model"], "model")
     assert set(state) == set(build_model(network, 10).state_dict())
@@ -247,3 +248,38 @@ def test_evaluate_refuses_data_with_other_classes(run, tmp_path, capsys):
 def test_evaluate_matches_classes_by_name():
     record = {"classes": ["T-shirt/top", "Trouser", "Bag"]}
     assert label_map(record, "imagefolder:x", ["Bag", "T-shirt_top", "Trouser"]).tolist() == [2, 0, 1]
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+def test_fine_tuning_from_a_timm_state_dict_reinitialises_a_head_of_another_size(run, tmp_path):
+    root, _ = run
+    assert use(root, "export", "--to", str(tmp_path / "timm.pt"), "--format", "timm") == 0
+    start = torch.load(tmp_path / "timm.pt", weights_only=True)
+    assert train(tmp_path, "--set", f"train.init_from={tmp_path / 'timm.pt'}", "--set", "data.synthetic_classes=4",
+                 "--set", "recipe.lr=1e-12") == 0   # a step too small to move the weights
+    record = read_record(RunKey("resnet50", "demo", "synthetic", STEP, 0).record_path(tmp_path / "results"))
+    assert record["init_from"]["path"] == str(tmp_path / "timm.pt")
+    assert record["init_from"]["head"].startswith("re-initialised (10 classes in the file, 4 here)")
+    tuned = torch.load(tmp_path / "weights" / record["weights"], weights_only=True)
+    torch.testing.assert_close(tuned["stem.0.weight"], start["stem.0.weight"], atol=1e-6, rtol=0)
+    assert tuned["fc.weight"].shape[0] == 4
+
+
+def test_weights_that_do_not_fit_the_step_stop_before_anything_is_written(tmp_path, capsys):
+    wrong, resnet = tmp_path / "resnet.pt", load_step("resnet50", "resnet50").model
+    torch.save(build_model(dataclasses.replace(resnet, widths=(8, 16, 32, 64), depths=(1, 1, 1, 1)), 10).state_dict(),
+               wrong)
+    capsys.readouterr()
+    assert train(tmp_path, "--set", f"train.init_from={wrong}") == 2
+    one_error_line(capsys, "train.init_from")
+    assert not (tmp_path / "results").exists() and not (tmp_path / "weights").exists()
+
+
+def test_weights_of_the_same_step_at_another_width_name_the_first_tensor(tmp_path, capsys):
+    step = load_step("resnet50", STEP)
+    wide = build_model(dataclasses.replace(step.model, widths=(16, 32, 64, 128), depths=(1, 1, 3, 1)), 10)
+    torch.save(wide.state_dict(), tmp_path / "wide.pt")
+    capsys.readouterr()
+    assert train(tmp_path, "--set", f"train.init_from={tmp_path / 'wide.pt'}") == 2
+    one_error_line(capsys, "tensor 'stem.0.weight' has shape (16, 3, 4, 4)")
+    assert not (tmp_path / "results").exists()
