@@ -20,7 +20,7 @@ import yaml
 
 # Your own steps and scales can live elsewhere: ROADMAP_STEPS_DIR=/my/steps runner.py ...
 STEPS_DIR = Path(os.environ.get("ROADMAP_STEPS_DIR") or Path(__file__).resolve().parent.parent / "steps")
-ROADMAPS = ("resnet50", "resnet200", "reverse")
+ROADMAPS = ("resnet50", "resnet200", "reverse", "convnext")
 
 
 class ConfigError(ValueError):
