@@ -1,4 +1,4 @@
-"""The command line: list / run / table / plot / bench. Parses, then calls the package.
+"""The command line: list / run / table / plot / bench / export / predict / evaluate. Parses, then calls the package.
 
 User mistakes (ConfigError, DataError, ...) end as one line on stderr and exit code 2."""
 from __future__ import annotations
@@ -11,9 +11,10 @@ import tempfile
 
 from pathlib import Path
 
-from .config import ROADMAPS, ConfigError, load_roadmap, load_scale, parse_overrides
+from .config import ROADMAPS, ConfigError, Step, load_roadmap, load_scale, load_step, parse_overrides
 from .data import DataError
 from .results import ResultsError
+from .weights import FORMATS
 
 USER_ERRORS = (ConfigError, DataError, ResultsError)
 
@@ -62,8 +63,9 @@ def cmd_run(args) -> int:
     seeds = args.seed if args.seed is not None else list(range(args.seeds))
     if args.json and not args.dry_run:
         raise ConfigError("--json goes with --dry-run")
+    weights = Path(args.weights) if args.weights else Path(args.checkpoints).parent / "weights"
     counts = run_command(args.roadmap, None if args.all else args.step, args.scale, args.data, seeds, overrides,
-                         Path(args.results), Path(args.checkpoints), progress=not args.no_progress,
+                         Path(args.results), Path(args.checkpoints), weights, progress=not args.no_progress,
                          dry_run=("json" if args.json else "yaml") if args.dry_run else None)
     return 1 if counts.get("failed") else 0  # diverged runs are results; crashed ones are not
 
@@ -81,6 +83,47 @@ def cmd_plot(args) -> None:
 
     for path in make_plot(args.roadmap, args.scale, args.data, Path(args.results), Path(args.out)):
         print(path)
+
+
+def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
+    """(record, step, weights folder) of the complete run that --step/--roadmap/--scale/--seed name."""
+    from .weights import find_record
+
+    step = load_step(args.roadmap, args.step)
+    record = find_record(Path(args.results), args.roadmap, step, args.scale, data, args.seed)
+    return record, step, Path(args.weights) if args.weights else Path(args.results).parent / "weights"
+
+
+def cmd_export(args) -> None:
+    from .weights import check_format, export
+
+    check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
+    record, step, weights = kept_run(args, args.data)
+    print(export(record, step, weights, Path(args.to), args.format))
+
+
+def cmd_predict(args) -> None:
+    from .predict import predict, prediction_line
+    from .train import Dist, pick_device
+    from .weights import load_kept
+
+    record, _, weights = kept_run(args, args.data)
+    predictions = predict(load_kept(record, weights), record, args.images, pick_device(args.device, Dist()))
+    print(json.dumps(predictions, indent=1) if args.json else "\n".join(map(prediction_line, predictions)))
+
+
+def cmd_evaluate(args) -> None:
+    from .predict import evaluate
+    from .train import Dist, pick_device
+    from .weights import load_kept
+
+    record, _, weights = kept_run(args, args.trained_on)
+    root = args.root or (record["config"]["data"]["root"] if args.data == record["data"] else None)
+    result = evaluate(load_kept(record, weights), record, args.data, root, pick_device(args.device, Dist()),
+                      eval_subset=args.eval_subset)
+    print(json.dumps(result, indent=1) if args.json else
+          f"{result['step']} seed {result['seed']} on {result['data']}: top-1 {result['top1']:.2f}%, "
+          f"top-5 {result['top5']:.2f}% ({result['images']} images)")
 
 
 # bench defaults: the issue's GPU setting, or one a CPU finishes in minutes.
@@ -126,6 +169,18 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="report", help="output folder (default report/)")
 
 
+def add_run_choice(p: argparse.ArgumentParser, data_flag: str = "--data") -> None:
+    """The options that name one complete run and where its record and weights are."""
+    p.add_argument("--step", required=True, metavar="ID", help="the step whose run to use")
+    p.add_argument("--roadmap", default="resnet50", help="a folder of steps/")
+    p.add_argument("--scale", default="demo", help="the scale it was trained at (default demo)")
+    p.add_argument(data_flag, dest=data_flag.lstrip("-").replace("-", "_"),
+                   help="the dataset it was trained on (default: the only one with a record of that step)")
+    p.add_argument("--seed", type=int, default=0, metavar="K", help="its seed (default 0)")
+    p.add_argument("--results", default="results", help="results folder (default results/)")
+    p.add_argument("--weights", help="weights folder (default: weights/ beside the results folder)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="runner.py", description="ResNet-50 -> ConvNeXt roadmap, step by step.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -152,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any config key, e.g. model.kernel_size=5, scale.epochs=10, data.root=DIR")
     p.add_argument("--results", default="results", help="results folder (default results/)")
     p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default checkpoints/)")
+    p.add_argument("--weights", help="folder for complete runs' final weights (default: weights/ beside the "
+                                     "checkpoint folder)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -211,6 +268,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "roadmap-bench"),
                    help="folder for the JSON evidence (default: outside the tree; commit evidence with --out results/bench)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="write a run's kept weights for roadmap, timm or torchvision",
+                       description="native: {state_dict, config, classes}, rebuilt by roadmap.weights.load_native; "
+                                   "timm / torchvision: a state_dict under their key names, for a step whose file "
+                                   "says it equals their model (timm: ConvNeXt at any width; torchvision: ResNet "
+                                   "at full width, stem stride 4).")
+    add_run_choice(p)
+    p.add_argument("--to", required=True, metavar="PATH", help="the file to write")
+    p.add_argument("--format", choices=FORMATS, default="native")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="top-5 classes of image files by a run's kept weights")
+    add_run_choice(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them")
+    p.add_argument("--json", action="store_true", help="one JSON list instead of a line per image")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="top-1/top-5 of a run's kept weights on a dataset with the same classes")
+    add_run_choice(p, "--trained-on")
+    p.add_argument("--data", required=True, metavar="SPEC", help="the dataset to evaluate on (its eval split)")
+    p.add_argument("--root", help="data.root for that dataset (default: the run's, for its own dataset)")
+    p.add_argument("--eval-subset", type=int, metavar="N", help="only this many evaluation images")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -20,7 +20,7 @@ import yaml
 
 # Your own steps and scales can live elsewhere: ROADMAP_STEPS_DIR=/my/steps runner.py ...
 STEPS_DIR = Path(os.environ.get("ROADMAP_STEPS_DIR") or Path(__file__).resolve().parent.parent / "steps")
-ROADMAPS = ("resnet50", "resnet200", "reverse")
+ROADMAPS = ("resnet50", "resnet200", "reverse", "convnext")
 
 
 class ConfigError(ValueError):
@@ -116,6 +116,7 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = False
     eval_every: int = 1
+    init_from: str | None = None            # fine-tune: start from these weights (runner.py export, timm, torchvision)
 
 
 @dataclass

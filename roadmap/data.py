@@ -40,6 +40,8 @@ from torchvision.transforms import v2
 SPECS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic")
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_DOWNLOAD_DIR = Path.home() / ".cache" / "roadmap"
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")        # label order of the idx files (Xiao et al., 2017)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 IN_MEMORY_LIMIT_BYTES = 2 * 1024 ** 3   # decoded train + eval sets below this stay in memory
 EVAL_CROP_PCT = 0.875                   # timm's default: resize to size / 0.875, center crop size
@@ -93,9 +95,13 @@ class Split:
 @dataclass
 class Source:
     name: str
-    num_classes: int
+    classes: list[str]      # label i is classes[i]; kept in the record so weights can name what they predict
     train: Split
     eval: Split
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
 
 def load_source(spec: str, root: str | None, image_size: int, synthetic_size: int, synthetic_classes: int) -> Source:
@@ -157,7 +163,8 @@ def load_fashion_mnist(root: str | None) -> Source:
         return Split(read_idx(files[labels]).astype(np.int64), pixels, where=where)
 
     where = str(files["train-images-idx3-ubyte"].parent)
-    return Source("fashion-mnist", 10, split("train-images-idx3-ubyte", "train-labels-idx1-ubyte", where),
+    return Source("fashion-mnist", list(FASHION_MNIST_CLASSES),
+                  split("train-images-idx3-ubyte", "train-labels-idx1-ubyte", where),
                   split("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", where))
 
 
@@ -174,20 +181,23 @@ def download_fashion_mnist(root: Path) -> dict[str, Path] | None:
 
 def load_cifar(spec: str, root: str | None) -> Source:
     from torchvision.datasets import CIFAR10, CIFAR100
-    dataset_class, classes, title = (CIFAR10, 10, "CIFAR-10") if spec == "cifar10" else (CIFAR100, 100, "CIFAR-100")
+    dataset_class, title = (CIFAR10, "CIFAR-10") if spec == "cifar10" else (CIFAR100, "CIFAR-100")
     folder = root or str(DEFAULT_DOWNLOAD_DIR)
 
-    def split(train: bool) -> Split:
+    def open_split(train: bool):
         try:
-            dataset = dataset_class(folder, train=train, download=False)
+            return dataset_class(folder, train=train, download=False)
         except RuntimeError:
             if not (root and reachable(dataset_class.url)):
                 raise DataError(f"{title} not found in {folder} (expected {dataset_class.base_folder}/ there); "
                                 f"pass --set data.root=DIR holding it (with network access it is downloaded there)") from None
-            dataset = dataset_class(folder, train=train, download=True)
+            return dataset_class(folder, train=train, download=True)
+
+    def split(dataset) -> Split:
         return Split(np.asarray(dataset.targets, np.int64), dataset.data, where=folder)  # data: (N, 32, 32, 3)
 
-    return Source(spec, classes, split(True), split(False))
+    train, evals = open_split(True), open_split(False)
+    return Source(spec, list(train.classes), split(train), split(evals))
 
 
 def make_synthetic(size: int, classes: int, image_size: int) -> Source:
@@ -204,7 +214,7 @@ def make_synthetic(size: int, classes: int, image_size: int) -> Source:
         pixels = np.clip(colors[targets][:, None, None, :] + noise, 0, 255).astype(np.uint8)
         return Split(targets.astype(np.int64), pixels, where="synthetic")
 
-    return Source("synthetic", classes, split(size), split(max(1, size // 4)))
+    return Source("synthetic", [f"class{i}" for i in range(classes)], split(size), split(max(1, size // 4)))
 
 
 # ---------------------------------------------------------------------------- image folders
@@ -222,7 +232,7 @@ def scan_image_folder(path: str) -> Source:
     train_classes, eval_classes = class_folders(train_dir), class_folders(eval_dir)
     check_same_classes(train_dir, train_classes, eval_dir, eval_classes)
     index = {name: i for i, name in enumerate(train_classes)}
-    return Source(f"imagefolder:{folder}", len(index), list_images(train_dir, index), list_images(eval_dir, index))
+    return Source(f"imagefolder:{folder}", train_classes, list_images(train_dir, index), list_images(eval_dir, index))
 
 
 def class_folders(split_dir: Path) -> list[str]:
@@ -457,12 +467,38 @@ def pixels_to_tensor(pixels: np.ndarray, size: int, chunk: int = 4096) -> torch.
     return out
 
 
-def decode_file(path: str, size: int) -> np.ndarray | str:
-    """A file as a (size, size, 3) array (shorter side resized, center crop), or why it cannot be read."""
+def decode_file(path: str, size: int | None) -> np.ndarray | str:
+    """A file as a (size, size, 3) array (shorter side resized, center crop; size None: the center square at
+    the file's own resolution), or why it cannot be read."""
     try:
-        return np.asarray(ImageOps.fit(open_rgb(path, size), (size, size), Image.Resampling.BICUBIC))
+        image = open_rgb(path, size)
+        if size is None:
+            side = min(image.size)
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            return np.asarray(image.crop((left, top, left + side, top + side)))
+        return np.asarray(ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         return f"{path} ({err})"
+
+
+def read_eval_images(paths: list[str], image_size: int, crop: str,
+                     from_files: bool) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Image files as a run's eval path saw its own images: resized to the stored size by PIL (bicubic) as an
+    image folder's are, or else as tensors (bilinear, antialiased) as an array dataset's (Fashion-MNIST, CIFAR,
+    synthetic) are; grayscale -> 3 channels, center crop, normalisation. Returns (images, the paths read,
+    'path (reason)' of those that could not be)."""
+    size = stored_size(crop, image_size)
+    images, read, failures = [], [], []
+    for path in paths:
+        pixels = decode_file(path, size if from_files else None)
+        if isinstance(pixels, str):
+            failures.append(pixels)
+            continue
+        images.append(pixels_to_tensor(pixels[None].copy(), size))   # a copy: PIL's arrays are read-only
+        read.append(path)
+    if not images:
+        return torch.zeros(0, 3, image_size, image_size), read, failures
+    return Normalize(torch.device("cpu"))(center_crop(torch.cat(images), image_size)), read, failures
 
 
 def decode_files(split: Split, size: int, workers: int) -> Split:
@@ -505,11 +541,15 @@ class Data:
     are strided too but nothing is dropped or padded, so summed counts cover every eval image once."""
     in_memory: bool
 
-    def __init__(self, *, num_classes: int, train_size: int, eval_size: int, batch_size: int, skipped: int,
+    def __init__(self, *, classes: list[str], train_size: int, eval_size: int, batch_size: int, skipped: int,
                  device: torch.device, rank: int, world_size: int, seed: int, drop_last: bool):
-        self.num_classes, self.train_size, self.eval_size = num_classes, train_size, eval_size
+        self.classes, self.train_size, self.eval_size = classes, train_size, eval_size
         self.batch_size, self.skipped, self.device = batch_size, skipped, device
         self.rank, self.world_size, self.seed, self.drop_last = rank, world_size, seed, drop_last
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
     def train_order(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
@@ -549,7 +589,7 @@ class InMemoryData(Data):
         size = stored_size(crop, image_size)
         train, evals = (self.decoded(split, size, workers, strict, common["rank"])
                         for split in (source.train, source.eval))
-        super().__init__(num_classes=source.num_classes, train_size=len(train), eval_size=len(evals),
+        super().__init__(classes=source.classes, train_size=len(train), eval_size=len(evals),
                          skipped=len(train.skipped) + len(evals.skipped), **common)
         device = self.device
         self.train_images = pixels_to_tensor(train.pixels, size).to(device)
@@ -660,7 +700,7 @@ class StreamingData(Data):
                  **common):
         for split in (source.train, source.eval):
             report_unreadable(split, strict, common["rank"])
-        super().__init__(num_classes=source.num_classes, train_size=len(source.train), eval_size=len(source.eval),
+        super().__init__(classes=source.classes, train_size=len(source.train), eval_size=len(source.eval),
                          skipped=len(source.train.skipped) + len(source.eval.skipped), **common)
         self.strict, self.unreadable = strict, set()
         train_transform, eval_transform = streaming_transforms(crop, image_size, recipe)
@@ -705,19 +745,24 @@ def build_data(spec: str, *, root: str | None, image_size: int, batch_size: int,
                eval_subset: int | None, recipe: dict, crop: str, device: torch.device, rank: int = 0,
                world_size: int = 1, seed: int = 0, workers: int = 4, in_memory: bool | None = None,
                strict: bool = False, synthetic_size: int = 512, synthetic_classes: int = 10,
-               drop_last: bool = True) -> Data:
-    """The run's data, validated before any training: every mistake is a one-line DataError."""
+               drop_last: bool = True, eval_only: bool = False) -> Data:
+    """The run's data, validated before any training: every mistake is a one-line DataError.
+
+    `eval_only` (evaluating kept weights) leaves the training split empty: nothing of it is decoded."""
     check_arguments(image_size, batch_size, crop, train_subset, eval_subset, rank, world_size)
     source = load_source(spec, root, image_size, synthetic_size, synthetic_classes)
-    source.train, source.eval = source.train.subset(train_subset), source.eval.subset(eval_subset)
-    check_batch_fits(batch_size, world_size, len(source.train))
+    source.train = source.train.subset(0 if eval_only else train_subset)
+    source.eval = source.eval.subset(eval_subset)
+    if not eval_only:
+        check_batch_fits(batch_size, world_size, len(source.train))
     if in_memory is None:
         in_memory = fits_in_memory(source, stored_size(crop, image_size))
     serve = InMemoryData if in_memory else StreamingData
     data = serve(source, image_size=image_size, crop=crop, recipe=recipe or {}, workers=workers, strict=strict,
                  batch_size=batch_size, device=torch.device(device), rank=rank, world_size=world_size, seed=seed,
                  drop_last=drop_last)
-    check_batch_fits(batch_size, world_size, data.train_size)   # unreadable files may have shrunk the set
+    if not eval_only:
+        check_batch_fits(batch_size, world_size, data.train_size)   # unreadable files may have shrunk the set
     return data
 
 

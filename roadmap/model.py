@@ -165,7 +165,8 @@ class RoadmapNet(nn.Module):
         if separate:
             # "one [LN] after the stem" (Sec. 2.6), with the LNs of the downsampling layers.
             self.stem.append(LayerNorm2d(widths[0], eps=1e-6))
-        drop_rates = torch.linspace(0, drop_path, sum(depths)).tolist()  # linear decay rule (timm, official)
+        # Linear decay rule (timm, official); on the cpu, as timm, so a network builds on the meta device too.
+        drop_rates = torch.linspace(0, drop_path, sum(depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
         in_dim = widths[0]
         for i, depth in enumerate(depths):

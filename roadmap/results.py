@@ -4,6 +4,7 @@ Layout:  <results>/<roadmap>/<scale>/<data>/<step>/seed<k>.json   the record (wr
                                                   seed<k>.csv    per-epoch log (rewritten each epoch)
                                                   seed<k>.yaml   the resolved config
          <checkpoints>/<same path>/seed<k>.pt                    last epoch's state, for resume
+         <weights>/<same path>/seed<k>.pt                        a complete run's final weights, kept
 
 A record's `status` is `complete`, `failed` (crash; `reason`) or `diverged` (NaN/inf loss;
 `divergence` holds epoch, step and the last finite loss). Records are never half-written: every
@@ -53,6 +54,10 @@ class RunKey:
 
     def checkpoint_path(self, checkpoint_root: Path) -> Path:
         return self.folder(checkpoint_root) / f"seed{self.seed}.pt"
+
+    def weights_path(self, weights_root: Path = Path()) -> Path:
+        """Without a root: the path relative to any weights folder, as the record names it."""
+        return self.folder(weights_root) / f"seed{self.seed}.pt"
 
 
 def data_slug(spec: str) -> str:
@@ -129,15 +134,15 @@ def load_records(root: Path, roadmap: str | None = None, scale: str | None = Non
     return records
 
 
-def check_writable(root: Path) -> None:
-    """Fail early, before any training, if results cannot be written."""
+def check_writable(root: Path, what: str = "results") -> None:
+    """Fail early, before any training, if a folder (results, checkpoints, weights) cannot be written."""
     root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
             pass
     except OSError as err:
-        raise ResultsError(f"results folder '{root}' cannot be written ({err.strerror}); pass --results DIR") from None
+        raise ResultsError(f"{what} folder '{root}' cannot be written ({err.strerror}); pass --{what} DIR") from None
 
 
 # ---------------------------------------------------------------------------- run locks

@@ -2,8 +2,8 @@
 
 A run already complete (or diverged, which would diverge again) is skipped; an interrupted one
 resumes from its checkpoint; one that crashes is recorded as failed and the roadmap goes on
-(timm's bulk_runner). Nothing is written before every config, the data and the results folder
-have been checked.
+(timm's bulk_runner). A complete run keeps its final weights (weights.py). Nothing is written
+before every config, the data, the results folder and any weights to start from have been checked.
 """
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from .config import ConfigError, to_dict
 from .data import DataError
 from .plan import RunPlan, plan_runs
 from .results import RunLock, check_writable, data_slug, finished_status, read_record
+from .steps import build_model
 from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, open_data, pick_device, \
     record_result, train_run
+from .weights import fit_state, missing_weights
 
 
 def check_data(run: RunPlan, info: Dist):
@@ -31,6 +33,15 @@ def check_data(run: RunPlan, info: Dist):
     file now rather than in the middle of a roadmap. Returns the opened data (its sizes)."""
     amp_dtype(run.cfg.train.amp, pick_device(run.cfg.train.device, info))  # a device that is not there fails here
     return open_data(run.cfg, run.recipe, run.micro, pick_device("cpu", info), info, augment=False, workers=0)
+
+
+def check_init_from(planned: list[RunPlan], num_classes: int) -> None:
+    """Fine-tuning (train.init_from): a file that does not fit a step stops here, naming the first tensor."""
+    checked = set()
+    for run in planned:
+        if run.cfg.train.init_from and run.step.id not in checked:
+            fit_state(Path(run.cfg.train.init_from), build_model(run.cfg.model, num_classes), run.step, run.cfg.model)
+            checked.add(run.step.id)
 
 
 # Keys that may change between a run and its resumption without changing what it computes.
@@ -75,7 +86,8 @@ def check_same_config(planned: list[RunPlan], results: Path) -> None:
                         f"{run.key.folder(results)}")
 
 
-def execute(planned: list[RunPlan], results: Path, checkpoints: Path, info: Dist, progress: bool = True) -> dict:
+def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
+            progress: bool = True) -> dict:
     """Train every planned run not yet finished; returns counts by outcome."""
     counts = {"complete": 0, "skipped": 0, "failed": 0, "diverged": 0}
     for i, run in enumerate(planned, 1):
@@ -84,15 +96,21 @@ def execute(planned: list[RunPlan], results: Path, checkpoints: Path, info: Dist
         if status:
             counts["skipped"] += 1
             say(info, f"{label}: already {status}, skipped")
+            record = read_record(run.key.record_path(results))
+            missing = missing_weights(record, weights) if status == "complete" and record else None
+            if missing:  # not retrained: the record stands; only deleting it trains the run again
+                say(info, f"warning: {run.step.id} seed {run.key.seed} is complete but {missing}; "
+                          f"delete {run.key.record_path(results)} to train it again")
             if info.is_main:  # left behind by a kill between writing the record and cleaning up
                 run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
             continue
-        outcome = run_one(run, results, checkpoints, info, progress, label)
+        outcome = run_one(run, results, checkpoints, weights, info, progress, label)
         counts[outcome] += 1
     return counts
 
 
-def run_one(run: RunPlan, results: Path, checkpoints: Path, info: Dist, progress: bool, label: str) -> str:
+def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist, progress: bool,
+            label: str) -> str:
     lock = RunLock(results, run.key)
     if info.is_main:
         lock.acquire()  # a second process on the same run stops here with a clear message
@@ -102,7 +120,7 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, info: Dist, progress
             return "skipped"
     start = time.perf_counter()
     try:
-        record = train_run(run, results, checkpoints, info, progress)
+        record = train_run(run, results, checkpoints, weights, info, progress)
         bound = f", input-bound: {100 * record['data_time_share']:.0f}% waiting for data" if record["input_bound"] else ""
         say(info, f"{label}: top-1 {record['top1']:.2f}%  ({record['wall_s']:.0f} s, "
                   f"{record['images_per_s']:.0f} img/s{bound})")
@@ -155,23 +173,26 @@ def say(info: Dist, message: str) -> None:
 
 
 def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: list[int],
-                overrides: dict, results: Path, checkpoints: Path, progress: bool, dry_run: str | None = None) -> dict:
+                overrides: dict, results: Path, checkpoints: Path, weights: Path, progress: bool,
+                dry_run: str | None = None) -> dict:
     """The whole of `runner.py run`: plan, check, then train (or, with `dry_run`, print the plan)."""
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
     opened = check_data(planned[0], info)
     check_same_data(planned, results, opened)
+    check_init_from(planned, opened.num_classes)
     if dry_run:
         print_plan(planned, opened.train_size, info, dry_run == "json")
         return {"planned": len(planned)}
     git_commit()  # the code this roadmap runs, recorded as it is now
     check_same_config(planned, results)
     check_writable(results)
-    check_writable(checkpoints)
+    check_writable(checkpoints, "checkpoints")
+    check_writable(weights, "weights")
     info = init_distributed(pick_device(planned[0].cfg.train.device, info).type)
     say(info, describe_plan(planned, results))
     start = time.perf_counter()
-    counts = execute(planned, results, checkpoints, info, progress)
+    counts = execute(planned, results, checkpoints, weights, info, progress)
     say(info, f"done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if info.world_size > 1:
         dist.destroy_process_group()

@@ -39,6 +39,7 @@ from .model import count_gflops, count_params
 from .plan import RunPlan
 from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, write_record
 from .steps import build_model
+from .weights import fit_state, keep_weights
 
 SYNC_EVERY = 10  # updates between looks at the loss on the host
 
@@ -172,6 +173,10 @@ class Run:
         # drop path) differ by rank, the data order and augmentation are seeded per batch (data.py).
         torch.manual_seed(derive_seed(cfg.train.seed, MODEL_STREAM))
         self.model = build_model(cfg.model, self.data.num_classes)
+        self.init_from = None           # where the starting weights came from (fine-tuning), for the record
+        if cfg.train.init_from:
+            state, self.init_from = fit_state(Path(cfg.train.init_from), self.model, plan.step, cfg.model)
+            self.model.load_state_dict(state, strict=False)   # strict but for a re-initialised head
         self.params = count_params(self.model)
         self.gflops = count_gflops(self.model, cfg.scale.image_size)
         self.model = self.model.to(self.device)
@@ -288,25 +293,37 @@ class Run:
                 raise Diverged(epoch + 1, first_bad_update, values[i - 1] if i else last_finite)
         return values[-1] if values else last_finite
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
         # The bare model, not the DDP wrapper: ranks may hold different numbers of eval batches,
         # and DDP's per-forward buffer broadcast would then wait on a rank that has finished.
-        self.model.eval()
-        totals = torch.zeros(4, device=self.device, dtype=torch.float64)   # loss, top1, top5, count
-        for images, targets in self.data.eval_batches():
-            with self.autocast():
-                logits = self.model(self.prepare(images)).float()
-            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits = top5 == targets[:, None]
-            totals += torch.stack([F.cross_entropy(logits, targets, reduction="sum").double(),
-                                   hits[:, 0].sum().double(), hits.any(1).sum().double(),
-                                   torch.tensor(float(len(targets)), device=self.device, dtype=torch.float64)])
+        totals = eval_totals(self.model, self.data.eval_batches(), self.device, self.autocast, self.prepare)
         if self.info.world_size > 1:
             dist.all_reduce(totals)
-        loss, top1, top5, count = totals.tolist()
-        self.last_top1 = f"{100 * top1 / count:.1f}"
-        return {"eval_loss": loss / count, "eval_top1": 100 * top1 / count, "eval_top5": 100 * top5 / count}
+        stats = eval_stats(totals)
+        self.last_top1 = f"{stats['eval_top1']:.1f}"
+        return stats
+
+
+@torch.no_grad()
+def eval_totals(model: torch.nn.Module, batches, device: torch.device, autocast=nullcontext,
+                prepare=lambda images: images) -> torch.Tensor:
+    """Summed (loss, top-1 hits, top-5 hits, count) of `model` in eval mode over `batches` (this rank's)."""
+    model.eval()
+    totals = torch.zeros(4, device=device, dtype=torch.float64)
+    for images, targets in batches:
+        with autocast():
+            logits = model(prepare(images)).float()
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top5 == targets[:, None]
+        totals += torch.stack([F.cross_entropy(logits, targets, reduction="sum").double(),
+                               hits[:, 0].sum().double(), hits.any(1).sum().double(),
+                               torch.tensor(float(len(targets)), device=device, dtype=torch.float64)])
+    return totals
+
+
+def eval_stats(totals: torch.Tensor) -> dict:
+    loss, top1, top5, count = totals.tolist()
+    return {"eval_loss": loss / count, "eval_top1": 100 * top1 / count, "eval_top5": 100 * top5 / count}
 
 
 # ---------------------------------------------------------------------------- records
@@ -370,8 +387,10 @@ def write_epoch_log(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, out.getvalue())
 
 
-def train_run(plan: RunPlan, results: Path, checkpoints: Path, info: Dist, progress: bool = True) -> dict:
-    """Train one run to the end (resuming from its checkpoint) and return its complete record.
+def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist,
+              progress: bool = True) -> dict:
+    """Train one run to the end (resuming from its checkpoint), keep its final weights and return its
+    complete record.
 
     Raises Diverged on a NaN/inf loss; other exceptions are the caller's to record."""
     session_start = time.perf_counter()
@@ -400,6 +419,7 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, info: Dist, progr
                 print(epoch_line(step.id, key.seed, stats, run.recipe.epochs, run.state.wall_s), file=sys.stderr,
                       flush=True)
     last = run.state.history[-1]
+    kept = keep_weights(weights, key, run.model) if info.is_main else {}   # before the record that names them
     data_share = sum(h["data_s"] for h in run.state.history) / max(run.state.train_s, 1e-9)
     return {
         **base_record(plan), "status": "complete", "reason": None, "divergence": None,
@@ -413,6 +433,7 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, info: Dist, progr
         "world_size": info.world_size, "micro_batch": run.micro, "accum_steps": run.accum,
         "amp": str(run.amp).replace("torch.", "") if run.amp else "off", "channels_last": run.channels_last,
         "compile": cfg.train.compile, "started": run.state.started, "finished": utc_now(),
+        "classes": run.data.classes, "init_from": run.init_from, **kept,
     }
 
 

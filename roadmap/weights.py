@@ -1,0 +1,242 @@
+"""Kept weights: a complete run's final state_dict, and what can be done with it.
+
+A complete run writes <weights>/<roadmap>/<scale>/<data>/<step>/seed<k>.pt, a plain state_dict
+(torch.save; read back with weights_only=True, so no pickled code runs), and its record names that
+file and its sha256. From there:
+
+- `load_kept` rebuilds the run's RoadmapNet with them (predict, evaluate, export);
+- `export` writes them as a native file ({state_dict, config, classes}; `load_native` rebuilds the
+  network from it), or under timm's ConvNeXt / torchvision's ResNet key names for a step whose file
+  says it `equals` that model;
+- `fit_state` fits a weights file onto a step's network for fine-tuning (train.init_from).
+
+Our parameter registration order is timm's and torchvision's (tests/test_model.py), so their key
+names are translated by order, every shape checked.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import ConfigError, ModelConfig, Step, update_dataclass
+from .model import RoadmapNet
+from .results import ResultsError, RunKey, atomic_write_bytes, data_slug, load_records
+from .steps import build_model
+
+FORMATS = ("native", "timm", "torchvision")
+HEAD = ("fc.weight", "fc.bias")   # the classifier: re-initialised when a file's class count differs
+# What must be as the step file says for a library model to compute what ours does; widths, depths,
+# stem stride, kernel size and layer scale are passed to the library model, init and drop path do
+# not change a trained network's outputs.
+STRUCTURE = ("stem", "bottleneck", "ratio", "spatial_first", "depthwise", "groups", "act", "acts", "norm", "norms",
+             "downsample")
+
+
+# ---------------------------------------------------------------------------- keeping
+def state_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({name: t.detach().cpu().contiguous() for name, t in state.items()}, buffer)  # channels_last -> plain
+    return buffer.getvalue()
+
+
+def keep_weights(root: Path, key: RunKey, model: nn.Module) -> dict:
+    """Write a run's final weights atomically; returns the record's keys that name them."""
+    data = state_bytes(model.state_dict())
+    atomic_write_bytes(key.weights_path(root), data)
+    return {"weights": key.weights_path().as_posix(), "weights_sha256": hashlib.sha256(data).hexdigest()}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def missing_weights(record: dict, root: Path) -> str | None:
+    """Why a complete run's weights cannot be used, or None when its file is there."""
+    if not record.get("weights"):
+        return "its record names no weights (it was trained before weights were kept)"
+    path = Path(root) / record["weights"]
+    return None if path.is_file() else f"its weights {path} are missing"
+
+
+# ---------------------------------------------------------------------------- finding and loading
+def find_record(results: Path, roadmap: str, step: Step, scale: str, data: str | None, seed: int) -> dict:
+    """The complete record of one run; `data` None means the only dataset that step was trained on."""
+    found = [r for r in load_records(results, roadmap, scale, data) if r["step"] == step.id and r["seed"] == seed]
+    where = f"{roadmap}/{step.id} seed {seed} at scale {scale}" + (f" on {data}" if data else "")
+    if not found:
+        raise ResultsError(f"no record of {where} under {results}; train it with "
+                           f"'runner.py run --step {step.id} --scale {scale} --seed {seed}' or pass --results DIR")
+    if len(found) > 1:
+        raise ConfigError(f"{where} was trained on several datasets "
+                          f"({', '.join(sorted(data_slug(r['data']) for r in found))}); pick one with --data")
+    if found[0]["status"] != "complete":
+        raise ResultsError(f"{where} is {found[0]['status']}, not complete: it has no weights")
+    return found[0]
+
+
+def model_config(record: dict) -> ModelConfig:
+    return update_dataclass(ModelConfig(), record["config"]["model"], "model", "record: ")
+
+
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: a state_dict (.pt/.pth/.bin or .safetensors), or a native export."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            blob = load_file(path)
+        else:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - whatever the reason, one line: this is no weights file
+        raise ConfigError(f"{path} is not a weights file torch can read safely ({type(err).__name__})") from None
+    if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
+        blob = blob["state_dict"]   # a native export, or a training checkpoint
+    if not isinstance(blob, dict) or not blob or not all(isinstance(t, torch.Tensor) for t in blob.values()):
+        raise ConfigError(f"{path} holds no state_dict (a mapping of names to tensors)")
+    return blob
+
+
+def load_kept(record: dict, root: Path) -> RoadmapNet:
+    """The network a complete run trained, with its kept weights, in eval mode."""
+    why = missing_weights(record, root)
+    if why:
+        raise ResultsError(f"{record['step']} seed {record['seed']}: {why}; pass --weights DIR "
+                           f"(the folder beside the run's checkpoints)")
+    path = Path(root) / record["weights"]
+    if sha256_of(path) != record["weights_sha256"]:
+        raise ResultsError(f"{path} is not the file its record names (sha256 differs); it was overwritten")
+    model = build_model(model_config(record), len(record["classes"]))
+    model.load_state_dict(read_state(path))
+    return model.eval()
+
+
+def load_native(path: Path) -> tuple[RoadmapNet, dict, list[str]]:
+    """A native export as (the exact network in eval mode, its run's config dict, its class names)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"{path} is not a weights file torch can read safely ({type(err).__name__})") from None
+    if not isinstance(blob, dict) or not {"state_dict", "config", "classes"} <= set(blob):
+        raise ConfigError(f"{path} is not a native export (runner.py export --format native)")
+    model = build_model(update_dataclass(ModelConfig(), blob["config"]["model"], "model", f"{path}: "),
+                        len(blob["classes"]))
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), blob["config"], list(blob["classes"])
+
+
+# ---------------------------------------------------------------------------- library models
+def library_kind(equals: str | None) -> str | None:
+    """'timm' or 'torchvision' for a step whose file says it equals one of their models."""
+    if equals and equals.startswith("timm/convnext"):
+        return "timm"
+    if equals and equals.startswith("torchvision/resnet"):
+        return "torchvision"
+    return None
+
+
+def library_model(kind: str, model: ModelConfig, num_classes: int) -> nn.Module:
+    """timm's ConvNeXt (any width) or torchvision's ResNet (its widths, stem stride 4) with this network's shapes."""
+    if kind == "timm":
+        from timm.models.convnext import ConvNeXt
+        return ConvNeXt(depths=model.depths, dims=model.widths, num_classes=num_classes, patch_size=model.stem_stride,
+                        kernel_sizes=model.kernel_size, ls_init_value=model.layer_scale or None)
+    from torchvision.models.resnet import Bottleneck, ResNet
+    if tuple(model.widths) != (64, 128, 256, 512) or model.stem_stride != 4:
+        raise ConfigError(f"torchvision's ResNet has widths (64, 128, 256, 512) and stem stride 4, this run "
+                          f"{tuple(model.widths)} and {model.stem_stride} (a scale with width_mult 1 and no "
+                          f"stem_stride keeps them); use --format native")
+    return ResNet(Bottleneck, list(model.depths), num_classes=num_classes)
+
+
+def library_names(kind: str, model: ModelConfig, ours: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{our tensor name: the library's}, paired by registration order, every shape checked."""
+    theirs = library_model(kind, model, ours["fc.weight"].shape[0]).state_dict()
+    if len(theirs) != len(ours):
+        raise ConfigError(f"this network has {len(ours)} tensors, {kind}'s {len(theirs)}: it is not that model")
+    for (name, tensor), (their_name, their_tensor) in zip(ours.items(), theirs.items()):
+        if tensor.shape != their_tensor.shape:
+            raise ConfigError(f"'{name}' {tuple(tensor.shape)} does not fit {kind}'s '{their_name}' "
+                              f"{tuple(their_tensor.shape)}: this network is not that model")
+    return dict(zip(ours, theirs))
+
+
+def check_format(fmt: str, step: Step) -> None:
+    """A library format only for a step that equals that library's model (checked before any record is read)."""
+    if fmt != "native" and library_kind(step.equals) != fmt:
+        said = f"says it equals {step.equals}" if step.equals else "names no library model it equals"
+        other = f" or --format {library_kind(step.equals)}" if library_kind(step.equals) else ""
+        raise ConfigError(f"step {step.id} is not a {fmt} model (its step file {said}); use --format native{other}")
+
+
+def check_exportable(kind: str, step: Step, model: ModelConfig) -> None:
+    """A library format only for a step that equals that library's model, with the step's structure."""
+    check_format(kind, step)
+    for key in STRUCTURE:
+        if getattr(model, key) != getattr(step.model, key):
+            raise ConfigError(f"this run set model.{key}={getattr(model, key)!r} (the step file: "
+                              f"{getattr(step.model, key)!r}), which {step.equals} cannot express; use --format native")
+
+
+def export(record: dict, step: Step, root: Path, to: Path, fmt: str) -> Path:
+    """Write a run's kept weights to `to` in `fmt`; nothing is written when the format does not fit."""
+    model = model_config(record)
+    if fmt != "native":
+        check_exportable(fmt, step, model)
+    state = load_kept(record, root).state_dict()
+    if fmt == "native":
+        blob = {"state_dict": state, "config": record["config"], "classes": record["classes"]}
+    else:
+        names = library_names(fmt, model, state)
+        blob = {names[name]: tensor for name, tensor in state.items()}
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    try:
+        atomic_write_bytes(to, buffer.getvalue())
+    except OSError as err:
+        raise ResultsError(f"cannot write {to} ({err.strerror}); pick another --to") from None
+    return Path(to)
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+def fit_state(path: Path, model: RoadmapNet, step: Step, model_cfg: ModelConfig) -> tuple[dict, dict]:
+    """A weights file's tensors under this network's names, for load_state_dict(strict=False), and what the
+    record says about it. Our own names match by name; a library's (timm/torchvision, for a step that
+    equals one) through `library_names`. The classifier stays freshly initialised when the class count
+    differs; any other tensor that does not fit is a ConfigError naming it."""
+    where = f"train.init_from {path}"
+    theirs, ours = read_state(path), model.state_dict()
+    names = {name: name for name in ours}
+    kind = library_kind(step.equals)
+    if not set(ours) <= set(theirs) and kind:
+        try:
+            names = library_names(kind, model_cfg, ours)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    fitted, head = {}, "loaded"
+    for name, tensor in ours.items():
+        source = names[name]
+        if source not in theirs:
+            raise ConfigError(f"{where}: has no tensor '{source}' (its names are neither this network's nor "
+                              f"{step.equals or 'a library model it equals'}'s)")
+        found = theirs[source]
+        if name in HEAD and found.shape[1:] == tensor.shape[1:] and found.shape[0] != tensor.shape[0]:
+            head = f"re-initialised ({found.shape[0]} classes in the file, {tensor.shape[0]} here)"
+            continue
+        if found.shape != tensor.shape:
+            raise ConfigError(f"{where}: tensor '{source}' has shape {tuple(found.shape)}, step {step.id} needs "
+                              f"{tuple(tensor.shape)} for '{name}'")
+        fitted[name] = found
+    extra = sorted(set(theirs) - set(names.values()))
+    if extra:
+        raise ConfigError(f"{where}: tensor '{extra[0]}' has no place in step {step.id}'s network")
+    return fitted, {"path": str(path), "sha256": sha256_of(Path(path)), "head": head}

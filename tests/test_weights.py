@@ -1,0 +1,285 @@
+"""Trained models are kept and usable: weights and classes in the record, export to roadmap / timm /
+torchvision, predict and evaluate, fine-tuning from weights. One tiny run (trained once) serves most tests."""
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torchvision
+from PIL import Image
+
+from roadmap import cli
+from roadmap.config import ModelConfig, build_run_config, load_step, to_dict, update_dataclass
+from roadmap.data import FASHION_MNIST_CLASSES, build_data, load_source, read_eval_images
+from roadmap.results import SCHEMA_VERSION, RunKey, read_record, write_record
+from roadmap.predict import label_map
+from roadmap.steps import build_model
+from roadmap.weights import keep_weights, load_kept, load_native, sha256_of
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+# ConvNeXt at 1/8 width, stem stride 4 (timm's default patch size), 32 px, 64 synthetic images, one epoch.
+TINY = ["--data", "synthetic", "--no-progress", "--set", "scale.epochs=1", "--set", "scale.batch_size=32",
+        "--set", "scale.micro_batch=32", "--set", "data.synthetic_size=64", "--set", "scale.image_size=32",
+        "--set", "scale.stem_stride=4"]
+STEP = "separate_downsampling"
+
+
+def train(root: Path, *args) -> int:
+    return cli.main(["run", "--step", STEP, "--results", str(root / "results"), "--checkpoints", str(root / "ckpt"),
+                     *TINY, *args])
+
+
+def use(root: Path, command: str, *args) -> int:
+    return cli.main([command, "--step", STEP, "--results", str(root / "results"), *args])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One complete tiny run: (folder, record); its weights are in folder/weights (beside folder/ckpt)."""
+    root = tmp_path_factory.mktemp("run")
+    assert train(root) == 0
+    return root, read_record(RunKey("resnet50", "demo", "synthetic", STEP, 0).record_path(root / "results"))
+
+
+def one_error_line(capsys, expect: str) -> None:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and expect in lines[0] and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------------------- kept weights
+def test_a_complete_run_keeps_its_weights_and_names_them_in_its_record(run):
+    root, record = run
+    path = root / "weights" / record["weights"]
+    assert record["weights"] == f"resnet50/demo/synthetic/{STEP}/seed0.pt" and path.is_file()
+    assert sha256_of(path) == record["weights_sha256"]
+    assert record["classes"] == [f"class{i}" for i in range(10)] and record["init_from"] is None
+    state = torch.load(path, weights_only=True)
+    network = update_dataclass(ModelConfig(), record["config"]["model"], "model")
+    assert set(state) == set(build_model(network, 10).state_dict())
+    assert not list((root / "ckpt").rglob("*.pt")), "the checkpoint goes, the weights stay"
+
+
+def test_a_rerun_warns_when_a_complete_runs_weights_are_missing(run, capsys):
+    root, record = run
+    capsys.readouterr()
+    assert train(root, "--weights", str(root / "elsewhere")) == 0
+    err = capsys.readouterr().err
+    assert "already complete, skipped" in err and "warning:" in err and "weights" in err and "missing" in err
+    assert read_record(RunKey("resnet50", "demo", "synthetic", STEP, 0).record_path(root / "results")) == record
+    assert not (root / "elsewhere" / record["weights"]).exists(), "a warning, not a silent retraining"
+
+
+def test_every_source_knows_its_class_names(tmp_path):
+    assert load_source("synthetic", None, 16, 8, 3).classes == ["class0", "class1", "class2"]
+    for split in ("train", "val"):
+        for name in ("dog", "cat"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / name / "0.png")
+    assert load_source(f"imagefolder:{tmp_path}", None, 16, 8, 3).classes == ["cat", "dog"]
+    if FASHION_MNIST.exists():
+        assert load_source("fashion-mnist", None, 28, 8, 3).classes == list(FASHION_MNIST_CLASSES)
+    assert FASHION_MNIST_CLASSES[0] == "T-shirt/top" and FASHION_MNIST_CLASSES[-1] == "Ankle boot"
+
+
+# ---------------------------------------------------------------------------- export
+def test_native_export_rebuilds_the_exact_network(run, tmp_path):
+    root, record = run
+    assert use(root, "export", "--to", str(tmp_path / "native.pt")) == 0
+    model, config, classes = load_native(tmp_path / "native.pt")
+    assert classes == record["classes"] and config == record["config"]
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), load_kept(record, root / "weights")(x), atol=0, rtol=0)
+
+
+def test_timm_export_at_the_runs_width_loads_into_timms_convnext(run, tmp_path):
+    root, record = run
+    assert use(root, "export", "--to", str(tmp_path / "timm.pt"), "--format", "timm") == 0
+    model = record["config"]["model"]
+    theirs = timm.models.convnext.ConvNeXt(depths=model["depths"], dims=model["widths"], num_classes=10).eval()
+    theirs.load_state_dict(torch.load(tmp_path / "timm.pt", weights_only=True))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), load_kept(record, root / "weights")(x), atol=1e-5, rtol=1e-5)
+
+
+def fake_run(root: Path, roadmap: str, step_id: str, classes: int = 10, **scale) -> torch.nn.Module:
+    """A freshly built network (full size, unless `scale` says otherwise) saved as a complete run's weights, with
+    its record."""
+    cfg = build_run_config(roadmap, step_id, "paper", "synthetic", 0, {"scale": {"image_size": 64, **scale}})
+    torch.manual_seed(0)
+    net = build_model(cfg.model, classes).eval()
+    for m in net.modules():  # not the init: make norms and layer scale matter in the comparison
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+        if getattr(m, "gamma", None) is not None:
+            m.gamma.data.uniform_(0.5, 1.5)
+    key = RunKey(roadmap, "paper", "synthetic", step_id, 0)
+    write_record(root / "results", key, {
+        "schema": SCHEMA_VERSION, "roadmap": roadmap, "step": step_id, "scale": "paper", "data": "synthetic",
+        "seed": 0, "status": "complete", "config": json.loads(json.dumps(to_dict(cfg))),
+        "classes": [f"class{i}" for i in range(classes)], **keep_weights(root / "weights", key, net)})
+    return net
+
+
+def test_full_width_convnext_t_exports_to_timm_create_model(tmp_path):
+    ours = fake_run(tmp_path, "resnet50", STEP)
+    assert use(tmp_path, "export", "--scale", "paper", "--to", str(tmp_path / "t.pt"), "--format", "timm") == 0
+    theirs = timm.create_model("convnext_tiny", num_classes=10, checkpoint_path=str(tmp_path / "t.pt")).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), ours(x), atol=1e-5, rtol=1e-5)
+
+
+def test_step_0_exports_to_torchvisions_resnet50(tmp_path):
+    ours = fake_run(tmp_path, "resnet50", "resnet50")
+    assert cli.main(["export", "--step", "resnet50", "--scale", "paper", "--results", str(tmp_path / "results"),
+                     "--to", str(tmp_path / "r.pt"), "--format", "torchvision"]) == 0
+    theirs = torchvision.models.resnet50(num_classes=10).eval()
+    theirs.load_state_dict(torch.load(tmp_path / "r.pt", weights_only=True))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), ours(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--format", "torchvision"], "not a torchvision model"),
+    (["--step", "gelu", "--format", "timm"], "step gelu is not a timm model"),
+    (["--seed", "7"], "no record of resnet50/separate_downsampling seed 7"),
+    (["--step", "separate_downsamplin"], "did you mean 'separate_downsampling'"),
+    (["--weights", "/no/such/folder"], "are missing"),
+])
+def test_export_mistakes_are_one_line_and_write_nothing(run, tmp_path, capsys, args, expect):
+    root, _ = run
+    capsys.readouterr()
+    step = [] if "--step" in args else ["--step", STEP]
+    assert cli.main(["export", *step, "--results", str(root / "results"), "--to", str(tmp_path / "out.pt"), *args]) == 2
+    one_error_line(capsys, expect)
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_demo_width_resnet_cannot_be_torchvisions(tmp_path, capsys):
+    fake_run(tmp_path, "resnet50", "resnet50", width_mult=0.125, stem_stride=2)   # as the demo scale trains it
+    assert cli.main(["export", "--step", "resnet50", "--scale", "paper", "--results", str(tmp_path / "results"),
+                     "--to", str(tmp_path / "r.pt"), "--format", "torchvision"]) == 2
+    one_error_line(capsys, "torchvision's ResNet has widths (64, 128, 256, 512) and stem stride 4")
+    assert not (tmp_path / "r.pt").exists()
+
+
+# ---------------------------------------------------------------------------- predict and evaluate
+def test_predict_sees_an_image_as_the_runs_evaluation_did(run, tmp_path, capsys):
+    root, record = run
+    data = build_data("synthetic", root=None, image_size=32, batch_size=8, train_subset=None, eval_subset=None,
+                      recipe={}, crop="pad", device=torch.device("cpu"), workers=0, synthetic_size=64,
+                      eval_only=True)
+    images, _ = next(iter(data.eval_batches()))
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(data.eval_images[0].permute(1, 2, 0).contiguous().numpy()).save(tmp_path / "imgs" / "a.png")
+    Image.fromarray(np.full((40, 30), 128, np.uint8), "L").save(tmp_path / "imgs" / "gray.png")
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    capsys.readouterr()
+    assert use(root, "predict", "--json", str(tmp_path / "imgs")) == 0
+    out = capsys.readouterr()
+    predictions = {Path(p["image"]).name: p["top5"] for p in json.loads(out.out)}
+    assert set(predictions) == {"a.png", "gray.png"}
+    assert out.err.count("warning:") == 1 and "broken.jpg" in out.err
+    with torch.no_grad():
+        expected = load_kept(record, root / "weights")(images[:1]).softmax(1)[0]
+    top = expected.topk(5)
+    assert [c["class"] for c in predictions["a.png"]] == [record["classes"][i] for i in top.indices]
+    assert [c["prob"] for c in predictions["a.png"]] == pytest.approx(top.values.tolist(), abs=1e-6)
+    assert use(root, "predict", str(tmp_path / "imgs" / "gray.png")) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(str(tmp_path / "imgs" / "gray.png") + ": class") and line.count("%") == 5
+
+
+@pytest.mark.skipif(not FASHION_MNIST.exists(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_a_file_is_resized_as_an_array_datasets_eval_path_resizes(tmp_path):
+    data = build_data("fashion-mnist", root=None, image_size=32, batch_size=4, train_subset=None, eval_subset=4,
+                      recipe={}, crop="pad", device=torch.device("cpu"), workers=0, eval_only=True)
+    images, _ = next(iter(data.eval_batches()))
+    raw = load_source("fashion-mnist", None, 32, 8, 3).eval.subset(4).pixels[0, ..., 0]   # 28 x 28, as stored
+    Image.fromarray(np.ascontiguousarray(raw), "L").save(tmp_path / "item.png")
+    ours, read, failures = read_eval_images([str(tmp_path / "item.png")], 32, "pad", from_files=False)
+    assert read == [str(tmp_path / "item.png")] and not failures
+    torch.testing.assert_close(ours, images[:1], atol=0, rtol=0)
+
+
+def test_a_file_is_resized_as_an_image_folders_eval_path_resizes(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (30, 41, 3), dtype=np.uint8)).save(tmp_path / split / name / "0.png")
+    data = build_data(f"imagefolder:{tmp_path}", root=None, image_size=16, batch_size=2, train_subset=None,
+                      eval_subset=None, recipe={}, crop="rrc", device=torch.device("cpu"), workers=0, eval_only=True)
+    images, _ = next(iter(data.eval_batches()))
+    ours, _, _ = read_eval_images([str(tmp_path / "val" / "a" / "0.png")], 16, "rrc", from_files=True)
+    torch.testing.assert_close(ours, images[:1], atol=0, rtol=0)
+
+
+def test_evaluate_gives_the_runs_own_accuracy_on_its_own_data(run, capsys):
+    root, record = run
+    capsys.readouterr()
+    assert use(root, "evaluate", "--data", "synthetic", "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    one_image = 100 / record["eval_images"]
+    assert result["images"] == record["eval_images"]
+    assert result["top1"] == pytest.approx(record["top1"], abs=one_image)
+    assert result["top5"] == pytest.approx(record["top5"], abs=one_image)
+
+
+def test_evaluate_refuses_data_with_other_classes(run, tmp_path, capsys):
+    root, _ = run
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / name / "0.png")
+    capsys.readouterr()
+    assert use(root, "evaluate", "--data", f"imagefolder:{tmp_path}") == 2
+    one_error_line(capsys, "other classes than the run was trained on")
+
+
+def test_evaluate_matches_classes_by_name():
+    record = {"classes": ["T-shirt/top", "Trouser", "Bag"]}
+    assert label_map(record, "imagefolder:x", ["Bag", "T-shirt_top", "Trouser"]).tolist() == [2, 0, 1]
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+def test_fine_tuning_from_a_timm_state_dict_reinitialises_a_head_of_another_size(run, tmp_path):
+    root, _ = run
+    assert use(root, "export", "--to", str(tmp_path / "timm.pt"), "--format", "timm") == 0
+    start = torch.load(tmp_path / "timm.pt", weights_only=True)
+    assert train(tmp_path, "--set", f"train.init_from={tmp_path / 'timm.pt'}", "--set", "data.synthetic_classes=4",
+                 "--set", "recipe.lr=1e-12") == 0   # a step too small to move the weights
+    record = read_record(RunKey("resnet50", "demo", "synthetic", STEP, 0).record_path(tmp_path / "results"))
+    assert record["init_from"]["path"] == str(tmp_path / "timm.pt")
+    assert record["init_from"]["head"].startswith("re-initialised (10 classes in the file, 4 here)")
+    tuned = torch.load(tmp_path / "weights" / record["weights"], weights_only=True)
+    torch.testing.assert_close(tuned["stem.0.weight"], start["stem.0.weight"], atol=1e-6, rtol=0)
+    assert tuned["fc.weight"].shape[0] == 4
+
+
+def test_weights_that_do_not_fit_the_step_stop_before_anything_is_written(tmp_path, capsys):
+    wrong, resnet = tmp_path / "resnet.pt", load_step("resnet50", "resnet50").model
+    torch.save(build_model(dataclasses.replace(resnet, widths=(8, 16, 32, 64), depths=(1, 1, 1, 1)), 10).state_dict(),
+               wrong)
+    capsys.readouterr()
+    assert train(tmp_path, "--set", f"train.init_from={wrong}") == 2
+    one_error_line(capsys, "train.init_from")
+    assert not (tmp_path / "results").exists() and not (tmp_path / "weights").exists()
+
+
+def test_weights_of_the_same_step_at_another_width_name_the_first_tensor(tmp_path, capsys):
+    step = load_step("resnet50", STEP)
+    wide = build_model(dataclasses.replace(step.model, widths=(16, 32, 64, 128), depths=(1, 1, 3, 1)), 10)
+    torch.save(wide.state_dict(), tmp_path / "wide.pt")
+    capsys.readouterr()
+    assert train(tmp_path, "--set", f"train.init_from={tmp_path / 'wide.pt'}") == 2
+    one_error_line(capsys, "tensor 'stem.0.weight' has shape (16, 3, 4, 4)")
+    assert not (tmp_path / "results").exists()
