@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -190,14 +191,21 @@ def coerce(value, annotation, where: str):
             raise ConfigError(f"{where} must be a list, not {value!r}")
         return tuple(coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return finite(float(value), where)
     if annotation is float and isinstance(value, str) and FLOAT_RE.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads '1e-3' (no dot) as a string
+        return finite(float(value), where)  # YAML 1.1 reads '1e-3' (no dot) as a string
     if annotation is bool and isinstance(value, bool):
         return value
     if annotation in (int, str) and isinstance(value, annotation) and not isinstance(value, bool):
         return value
     raise ConfigError(f"{where} must be {getattr(annotation, '__name__', annotation)}, not {value!r}")
+
+
+def finite(value: float, where: str) -> float:
+    """No config number means anything as NaN or infinity (YAML's .nan, .inf, or 1e999)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, not {value}")
+    return value
 
 
 def update_dataclass(obj, values: dict, section: str, origin: str = ""):
@@ -388,7 +396,9 @@ VALUE_RANGES = [
     ("recipe", "lr", 0, None, False), ("recipe", "weight_decay", 0, None, True),
     ("recipe", "warmup_epochs", 0, None, True), ("recipe", "label_smoothing", 0, 1, True),
     ("recipe", "mixup", 0, None, True), ("recipe", "cutmix", 0, None, True),
-    ("recipe", "random_erasing", 0, 1, True),
+    ("recipe", "random_erasing", 0, 1, True), ("recipe", "lr_batch", 1, None, True),
+    ("recipe", "momentum", 0, 1, True), ("recipe", "beta2", 0, 1, True), ("recipe", "step_every", 0, None, False),
+    ("recipe", "step_gamma", 0, None, False), ("recipe", "epochs", 1, None, True),
 ]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import math
+import os
 import random
 import re
 import socket
@@ -195,6 +196,7 @@ def make_synthetic(size: int, classes: int, image_size: int) -> Source:
     if size < 1 or classes < 2:
         raise DataError(f"synthetic data needs data.synthetic_size >= 1 and data.synthetic_classes >= 2, "
                         f"got {size} and {classes}")
+    check_memory(size + max(1, size // 4), image_size, 0, in_memory=True)   # made at the run's size: check first
     rng = np.random.default_rng(SYNTHETIC_SEED)
     colors = rng.integers(40, 216, (classes, 3))
 
@@ -713,6 +715,7 @@ def build_data(spec: str, *, root: str | None, image_size: int, batch_size: int,
     check_batch_fits(batch_size, world_size, len(source.train))
     if in_memory is None:
         in_memory = fits_in_memory(source, stored_size(crop, image_size))
+    check_memory(len(source.train) + len(source.eval), stored_size(crop, image_size), batch_size, in_memory)
     serve = InMemoryData if in_memory else StreamingData
     data = serve(source, image_size=image_size, crop=crop, recipe=recipe or {}, workers=workers, strict=strict,
                  batch_size=batch_size, device=torch.device(device), rank=rank, world_size=world_size, seed=seed,
@@ -739,6 +742,26 @@ def check_batch_fits(batch_size: int, world_size: int, train_size: int) -> None:
     if batch_size * world_size > train_size:
         raise DataError(f"batch size {batch_size} x {world_size} ranks exceeds the {train_size} training images; "
                         f"lower scale.batch_size/micro_batch or use more data")
+
+
+def check_memory(images: int, size: int, batch_size: int, in_memory: bool) -> None:
+    """Refuse, before any of it is allocated, data no run could hold: in memory the decoded set is
+    images x 3 x size^2 bytes; streaming, a batch is batch x 3 x size^2 float32. Compared with the
+    machine's physical memory, not with what is free now (that moves with the page cache)."""
+    need = images * 3 * size * size if in_memory else batch_size * 3 * size * size * 4
+    have = physical_memory()
+    if have is not None and need > have:
+        what = f"{images} images held in memory" if in_memory else f"a streamed batch of {batch_size}"
+        raise DataError(f"{size} px images need {need / 2**30:,.0f} GiB for {what}, more than this machine's "
+                        f"{have / 2**30:,.0f} GiB; lower scale.image_size")
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def fits_in_memory(source: Source, size: int) -> bool:

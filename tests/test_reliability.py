@@ -1,0 +1,140 @@
+"""Reliability by class: non-finite and absurd values, empty paths, damaged dataset files, damaged results
+and saved configs, output paths, checkpoints of another config, interrupts and stale locks, 16-bit images.
+
+Every user mistake is one line on stderr, exit 2, no traceback, nothing written; every damaged file a
+program finds on its own is one warning that names it, and the program goes on."""
+import gzip
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import typing
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from roadmap import cli, config, data as data_module, runs
+from roadmap.config import SECTIONS, ConfigError, build_run_config, parse_overrides, update_dataclass
+from roadmap.data import DataError, build_data, open_rgb
+from roadmap.results import ResultsError, RunKey, RunLock, atomic_write_text, finished_status, load_records, \
+    read_record, write_record
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--data", "synthetic", "--no-progress", "--set", "scale.epochs=1", "--set", "scale.classic_epochs=1",
+        "--set", "scale.batch_size=16", "--set", "scale.micro_batch=16", "--set", "data.synthetic_size=48",
+        "--set", "scale.image_size=16", "--set", "train.deterministic=true"]
+
+
+def main(capsys, *args) -> tuple[int, str]:
+    """cli.main as the console script runs it: (exit code, stderr)."""
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def assert_refused(code, err, expect, folder: Path | None = None):
+    """One line, exit 2, no traceback, no file written under `folder`."""
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert expect in lines[0], lines[0]
+    assert folder is None or not folder.exists() or not [p for p in folder.rglob("*") if p.is_file()]
+
+
+def float_keys():
+    """(section, key) of every float config key, whatever its Optional wrapping."""
+    out = []
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if float in (typing.get_args(hints[f.name]) or (hints[f.name],)):
+                out.append((section, f.name))
+    return out
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    raw = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+
+
+def fashion_files(root: Path, ext: str = ".gz", train: int = 24, test: int = 12) -> Path:
+    """A tiny Fashion-MNIST in the idx format: random 28 x 28 images, labels 0..9."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", train), ("t10k", test)):
+        write_idx(root / f"{prefix}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte{ext}", rng.integers(0, 10, n))
+    return root
+
+
+def build(spec="synthetic", **overrides):
+    args = dict(root=None, image_size=16, batch_size=8, train_subset=None, eval_subset=None,
+                recipe={"rand_augment": "", "random_erasing": 0.0}, crop="pad", device="cpu", workers=0)
+    args.update(overrides)
+    return build_data(spec, **args)
+
+
+def good_record(step: str, seed: int = 0, **extra) -> dict:
+    return {"schema": 1, "status": "complete", "reason": None, "divergence": None, "roadmap": "resnet50",
+            "scale": "demo", "data": "synthetic", "step": step, "seed": seed, "top1": 50.0 + seed, "top5": 90.0,
+            **extra}
+
+
+def good_results(root: Path) -> Path:
+    """Two complete runs of the demo scale on synthetic data."""
+    for step in ("resnet50", "modern_recipe"):
+        write_record(root, RunKey("resnet50", "demo", "synthetic", step, 0), good_record(step))
+    return root
+
+
+# ---------------------------------------------------------------------------- 1. non-finite and absurd values
+@pytest.mark.parametrize("raw", [".nan", ".inf", "-.inf", "1e999", "-1e999"])
+def test_every_float_key_refuses_non_finite_values(raw):
+    keys = float_keys()
+    assert ("recipe", "lr") in keys and ("scale", "width_mult") in keys and len(keys) >= 18
+    for section, key in keys:
+        overrides = parse_overrides([f"{section}.{key}={raw}"])
+        with pytest.raises(ConfigError, match=f"{section}.{key} must be a finite number"):
+            update_dataclass(SECTIONS[section](), overrides[section], section)
+
+
+def test_a_nan_lr_never_reaches_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runs, "train_run", lambda *a, **k: pytest.fail("training was reached"))
+    results = tmp_path / "results"
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--set", "recipe.lr=.nan", "--results", str(results))
+    assert_refused(code, err, "recipe.lr must be a finite number", results)
+    # Finite keys that multiply to infinity are caught where the recipe is resolved.
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--set", "recipe.lr=1e300", "--set", "scale.lr_mult=1e300",
+                     "--results", str(results))
+    assert_refused(code, err, "lr comes to inf", results)
+
+
+def test_ranges_cover_the_optimizer_keys():
+    for pair, expect in ((["recipe.momentum=1.5"], "recipe.momentum must be"), (["recipe.step_gamma=0"], "step_gamma"),
+                         (["recipe.lr_batch=0"], "recipe.lr_batch must be"), (["recipe.epochs=0"], "recipe.epochs")):
+        cfg = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, parse_overrides(pair))
+        with pytest.raises(ConfigError, match=expect):
+            config.check_ranges(cfg)
+
+
+def test_an_image_size_no_memory_holds_is_refused_before_anything_is_allocated(tmp_path, capsys):
+    results = tmp_path / "results"
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--set", "scale.image_size=100000",
+                     "--results", str(results))
+    assert_refused(code, err, "more than this machine's", results)
+
+
+@pytest.mark.parametrize("in_memory", [None, True, False])
+def test_the_memory_estimate_covers_both_serving_paths(tmp_path, in_memory):
+    root = fashion_files(tmp_path / "fm")
+    with pytest.raises(DataError, match="lower scale.image_size"):
+        build("fashion-mnist", root=str(root), image_size=100000, in_memory=in_memory)
