@@ -19,9 +19,12 @@ USER_ERRORS = (ConfigError, DataError, ResultsError)
 
 
 def cmd_list(args) -> None:
-    from .report import markdown_table
+    from .report import markdown_table, marked_text, replace_between_markers, steps_markers
     from .steps import describe
 
+    markers = steps_markers(args.roadmap)
+    if args.readme:
+        marked_text(Path(args.readme), *markers)   # a README that cannot take the table fails before any work
     rows = [describe(step) for step in load_roadmap(args.roadmap)]
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -32,14 +35,9 @@ def cmd_list(args) -> None:
                                     for r in rows])
     print(table, end="")
     if args.readme:
-        from .report import replace_between_markers
-        begin, end = f"<!-- steps-{args.roadmap}:begin -->", f"<!-- steps-{args.roadmap}:end -->"
         block = (f"`python runner.py list --roadmap {args.roadmap} --readme` wrote this table: params and GFLOPs "
                  "(MACs of convs and linear layers) at 224 px and 1000 classes.\n\n" + table)
-        try:
-            replace_between_markers(Path(args.readme), begin, end, block)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        replace_between_markers(Path(args.readme), *markers, block)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -47,6 +45,13 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def path_arg(text: str) -> str:
+    """A folder or file option: an empty one ('') would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names nothing; give a folder or file")
+    return text
 
 
 def cmd_run(args) -> int:
@@ -107,8 +112,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roadmap", default="resnet50", help="a folder of steps/")
     p.add_argument("--scale", default="demo", help="the scale whose results to report")
     p.add_argument("--data", help="the dataset whose results to report (default: the only one present)")
-    p.add_argument("--results", default="results", help="results folder (default results/)")
-    p.add_argument("--out", default="report", help="output folder (default report/)")
+    p.add_argument("--results", default="results", type=path_arg, help="results folder (default results/)")
+    p.add_argument("--out", default="report", type=path_arg, help="output folder (default report/)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="every step in roadmap order with params and GFLOPs (224 px, 1000 classes)")
     p.add_argument("--roadmap", default="resnet50", help=f"a folder of steps/ ({', '.join(ROADMAPS)}, or your own)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.add_argument("--readme", nargs="?", const="README.md", help="also refresh this README's steps table")
+    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
+                   help="also refresh this README's steps table")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="train one step, several, or the whole roadmap",
@@ -135,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seed", type=int, nargs="+", metavar="K", help="train these seeds, e.g. --seed 3 4")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config key, e.g. model.kernel_size=5, scale.epochs=10, data.root=DIR")
-    p.add_argument("--results", default="results", help="results folder (default results/)")
-    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default checkpoints/)")
+    p.add_argument("--results", default="results", type=path_arg, help="results folder (default results/)")
+    p.add_argument("--checkpoints", default="checkpoints", type=path_arg,
+                   help="checkpoint folder (default checkpoints/)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -148,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table", help="markdown + csv table of results, one row per step (--readme: README.md too)")
     add_report_arguments(p)
-    p.add_argument("--readme", nargs="?", const="README.md",
+    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
                    help="also refresh this README's results section (default README.md); without it no README is touched")
     p.set_defaults(func=cmd_table)
 
@@ -172,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="training steps per timed window (default 20; CPU 3)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-reference", action="store_true", help="skip timm's reference models")
-    p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "roadmap-bench"),
+    p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "roadmap-bench"), type=path_arg,
                    help="folder for the JSON evidence (default: outside the tree; commit evidence with --out results/bench)")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import yaml
 
-# Your own steps and scales can live elsewhere: ROADMAP_STEPS_DIR=/my/steps runner.py ...
-STEPS_DIR = Path(os.environ.get("ROADMAP_STEPS_DIR") or Path(__file__).resolve().parent.parent / "steps")
+# The steps and scales shipped with the project; ROADMAP_STEPS_DIR=/my/steps runner.py ... points
+# elsewhere, read (and checked) where it is used: see steps_root.
+STEPS_DIR = Path(__file__).resolve().parent.parent / "steps"
 ROADMAPS = ("resnet50", "resnet200", "reverse")
 
 
@@ -260,8 +261,26 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
+def steps_root(steps_dir: Path | None = None) -> Path:
+    """The folder of roadmaps and scales: `steps_dir`, else ROADMAP_STEPS_DIR, else the project's steps/.
+
+    Checked here, where it is used, so that a mistake in the variable is one line, not an import-time crash."""
+    if steps_dir is not None:
+        return Path(steps_dir)
+    named = os.environ.get("ROADMAP_STEPS_DIR")
+    if not named:  # unset or empty: the shipped steps
+        return STEPS_DIR
+    root = Path(named).expanduser()
+    if not root.is_dir():
+        what = "is a file" if root.exists() else "does not exist"
+        raise ConfigError(f"ROADMAP_STEPS_DIR={named} {what}; point it at a folder of roadmaps "
+                          f"(<roadmap>/NN_<id>.yaml) and scales/, or unset it")
+    return root
+
+
 def step_files(roadmap: str, steps_dir: Path | None = None) -> dict[str, Path]:
     """{step id: file} in roadmap order; the id is the file name after its NN_ order prefix."""
+    steps_dir = steps_root(steps_dir)
     if roadmap not in available_roadmaps(steps_dir):
         raise ConfigError(f"unknown roadmap '{roadmap}'; choose from {', '.join(available_roadmaps(steps_dir))}"
                           f"{_closest(roadmap, available_roadmaps(steps_dir))}")
@@ -276,20 +295,21 @@ def step_files(roadmap: str, steps_dir: Path | None = None) -> dict[str, Path]:
     return files
 
 
-def available_roadmaps(steps_dir: Path = STEPS_DIR) -> list[str]:
+def available_roadmaps(steps_dir: Path | None = None) -> list[str]:
+    steps_dir = steps_root(steps_dir)
     return sorted(p.name for p in steps_dir.iterdir() if p.is_dir() and p.name != "scales" and any(p.glob("*.yaml")))
 
 
-def load_roadmap(roadmap: str, steps_dir: Path = STEPS_DIR) -> list[Step]:
+def load_roadmap(roadmap: str, steps_dir: Path | None = None) -> list[Step]:
     """Every step of a roadmap, in order, with bases resolved."""
-    steps_dir = steps_dir or STEPS_DIR
+    steps_dir = steps_root(steps_dir)
     files = step_files(roadmap, steps_dir)
     raw = {step_id: read_yaml(path) for step_id, path in files.items()}
     return [_resolve(step_id, order, raw, files, roadmap) for order, step_id in enumerate(files)]
 
 
 def load_step(roadmap: str, step_id: str, steps_dir: Path | None = None) -> Step:
-    steps_dir = steps_dir or STEPS_DIR
+    steps_dir = steps_root(steps_dir)
     for step in load_roadmap(roadmap, steps_dir):
         if step.id == step_id:
             return step
@@ -340,7 +360,7 @@ def _resolve(step_id: str, order: int, raw: dict, files: dict, roadmap: str) -> 
 
 
 def load_scale(name: str, steps_dir: Path | None = None) -> ScaleConfig:
-    steps_dir = steps_dir or STEPS_DIR
+    steps_dir = steps_root(steps_dir)
     path = steps_dir / "scales" / f"{name}.yaml"
     if not path.is_file():
         names = sorted(p.stem for p in (steps_dir / "scales").glob("*.yaml"))
@@ -365,7 +385,7 @@ def scaled_model(model: ModelConfig, scale: ScaleConfig) -> ModelConfig:
 def build_run_config(roadmap: str, step_id: str, scale_name: str, data_spec: str | None,
                      seed: int, overrides: dict[str, dict], steps_dir: Path | None = None) -> RunConfig:
     """Step + scale + data + overrides, resolved into the exact config of one run."""
-    steps_dir = steps_dir or STEPS_DIR
+    steps_dir = steps_root(steps_dir)
     step = load_step(roadmap, step_id, steps_dir)
     scale = load_scale(scale_name, steps_dir)
     update_dataclass(scale, overrides.get("scale", {}), "scale")

@@ -129,15 +129,16 @@ def load_records(root: Path, roadmap: str | None = None, scale: str | None = Non
     return records
 
 
-def check_writable(root: Path) -> None:
-    """Fail early, before any training, if results cannot be written."""
+def check_writable(root: Path, option: str = "--results") -> None:
+    """Fail early, before any training or writing, if `root` (given by `option`) cannot be written."""
     root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
             pass
     except OSError as err:
-        raise ResultsError(f"results folder '{root}' cannot be written ({err.strerror}); pass --results DIR") from None
+        raise ResultsError(f"folder '{root}' cannot be written ({err.strerror or type(err).__name__}); "
+                           f"pass another {option}") from None
 
 
 # ---------------------------------------------------------------------------- run locks

@@ -152,8 +152,8 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
         return {"planned": len(planned)}
     git_commit()  # the code this roadmap runs, recorded as it is now
     check_same_config(planned, results)
-    check_writable(results)
-    check_writable(checkpoints)
+    check_writable(results, "--results")
+    check_writable(checkpoints, "--checkpoints")
     info = init_distributed(pick_device(planned[0].cfg.train.device, info).type)
     say(info, describe_plan(planned, results))
     start = time.perf_counter()

@@ -138,3 +138,50 @@ def test_the_memory_estimate_covers_both_serving_paths(tmp_path, in_memory):
     root = fashion_files(tmp_path / "fm")
     with pytest.raises(DataError, match="lower scale.image_size"):
         build("fashion-mnist", root=str(root), image_size=100000, in_memory=in_memory)
+
+
+# ---------------------------------------------------------------------------- 2. empty and missing paths
+@pytest.mark.parametrize("args", [
+    ["run", "--step", "gelu", "--results", ""], ["run", "--step", "gelu", "--checkpoints", " "],
+    ["table", "--out", ""], ["table", "--results", ""], ["plot", "--out", ""], ["list", "--readme", ""],
+    ["bench", "--out", ""],
+])
+def test_an_empty_path_is_one_line(args, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # '' would have meant this folder
+    code, err = main(capsys, *args)
+    assert_refused(code, err, "an empty path names nothing", tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_steps_dir_that_is_not_a_folder_is_one_line(kind, tmp_path, capsys, monkeypatch):
+    target = tmp_path / "steps"
+    if kind == "file":
+        target.write_text("not a folder")
+    monkeypatch.setenv("ROADMAP_STEPS_DIR", str(target))
+    code, err = main(capsys, "list")
+    assert_refused(code, err, f"ROADMAP_STEPS_DIR={target}")
+
+
+# ---------------------------------------------------------------------------- 5. output paths
+def test_table_into_an_unwritable_place_is_one_line(tmp_path, capsys):
+    root = good_results(tmp_path / "results")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for command in ("table", "plot"):
+        code, err = main(capsys, command, "--data", "synthetic", "--results", str(root), "--out", str(blocker / "out"))
+        assert_refused(code, err, "cannot be written (Not a directory); pass another --out")
+
+
+def test_readme_without_markers_is_one_line_and_nothing_is_written(tmp_path, capsys):
+    root = good_results(tmp_path / "results")
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    out = tmp_path / "out"
+    code, err = main(capsys, "table", "--data", "synthetic", "--results", str(root), "--out", str(out),
+                     "--readme", str(readme))
+    assert_refused(code, err, "results:begin", out)
+    assert readme.read_text() == "# no markers here\n"
+    code, err = main(capsys, "list", "--readme", str(readme))
+    assert_refused(code, err, "steps-resnet50:begin")
+    code, err = main(capsys, "list", "--readme", str(tmp_path / "missing.md"))
+    assert_refused(code, err, "cannot be read")
