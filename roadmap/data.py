@@ -22,6 +22,7 @@ import socket
 import struct
 import sys
 import urllib.parse
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,9 @@ from torchvision.transforms import v2
 
 SPECS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic")
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = 10
 DEFAULT_DOWNLOAD_DIR = Path.home() / ".cache" / "roadmap"
+DEEP_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}   # PIL modes of grayscale above 8 bits
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 IN_MEMORY_LIMIT_BYTES = 2 * 1024 ** 3   # decoded train + eval sets below this stay in memory
 EVAL_CROP_PCT = 0.875                   # timm's default: resize to size / 0.875, center crop size
@@ -111,17 +114,38 @@ def load_source(spec: str, root: str | None, image_size: int, synthetic_size: in
     raise DataError(f"unknown dataset '{spec}'; choose one of {', '.join(SPECS)}")
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An idx file (the MNIST format), gzipped or not, as a uint8 array."""
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An idx file (the MNIST format) of `ndim` dimensions, gzipped or not, as a uint8 array.
+
+    A damaged file (truncated, corrupt, another header) is a DataError that names it: numpy would
+    otherwise fail on it with a traceback, or read a short label file as misaligned pairs."""
     try:
-        raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    except (OSError, EOFError) as err:
-        raise DataError(f"cannot read {path} ({err}); re-download the dataset") from None
-    zero, dtype, ndim = raw[0:2], raw[2], raw[3]
-    if zero != b"\0\0" or dtype != 0x08:
-        raise DataError(f"{path} is not a uint8 idx file; re-download the dataset")
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:   # a truncated or corrupt gzip stream
+        raise DataError(f"{path}: cannot be read ({err}); re-download the dataset") from None
+    problem = idx_problem(raw, ndim)
+    if problem:
+        raise DataError(f"{path}: {problem}; re-download the dataset")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     return np.frombuffer(bytearray(raw), np.uint8, offset=4 + 4 * ndim).reshape(dims)   # bytearray: writable
+
+
+def idx_problem(raw: bytes, ndim: int) -> str | None:
+    """What is wrong with an idx file's bytes: its header (magic 0 0 8 ndim, then the dims) and its size."""
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        return f"{len(raw)} bytes, too short for an idx header"
+    if raw[:3] != b"\0\0\x08":
+        return "not a uint8 idx file (wrong magic number)"
+    if raw[3] != ndim:
+        return f"{raw[3]} dimensions where {ndim} belong"
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + math.prod(dims)
+    if len(raw) != expected:
+        cut = "truncated" if len(raw) < expected else "trailing bytes"
+        return f"{len(raw)} bytes where its header ({' x '.join(map(str, dims))}) needs {expected} ({cut})"
+    return None
 
 
 def find_idx_files(folder: Path) -> dict[str, Path] | None:
@@ -154,11 +178,19 @@ def load_fashion_mnist(root: str | None) -> Source:
                         f"install Debian's dataset-fashion-mnist or pass --set data.root=DIR")
 
     def split(images: str, labels: str, where: str) -> Split:
-        pixels = read_idx(files[images])[..., None]                        # (N, 28, 28, 1)
-        return Split(read_idx(files[labels]).astype(np.int64), pixels, where=where)
+        pixels = read_idx(files[images], 3)[..., None]                     # (N, 28, 28, 1)
+        targets = read_idx(files[labels], 1).astype(np.int64)
+        if len(targets) != len(pixels):   # pairs would be misaligned, silently
+            raise DataError(f"{files[labels]}: {len(targets)} labels for the {len(pixels)} images of "
+                            f"{files[images].name}; re-download the dataset")
+        if len(targets) and targets.max() >= FASHION_MNIST_CLASSES:
+            raise DataError(f"{files[labels]}: label {targets.max()} outside 0..{FASHION_MNIST_CLASSES - 1}; "
+                            f"re-download the dataset")
+        return Split(targets, pixels, where=where)
 
     where = str(files["train-images-idx3-ubyte"].parent)
-    return Source("fashion-mnist", 10, split("train-images-idx3-ubyte", "train-labels-idx1-ubyte", where),
+    return Source("fashion-mnist", FASHION_MNIST_CLASSES,
+                  split("train-images-idx3-ubyte", "train-labels-idx1-ubyte", where),
                   split("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", where))
 
 
@@ -265,7 +297,18 @@ def open_rgb(path: str, draft_size: int | None = None) -> Image.Image:
     with Image.open(path) as image:
         if draft_size:
             image.draft("RGB", (draft_size, draft_size))   # JPEG: decode at a reduced scale, much faster
-        return image.convert("RGB")
+        return (to_8_bit(image) if image.mode in DEEP_GRAY_MODES else image).convert("RGB")
+
+
+def to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float grayscale scaled to 8 bits by the image's own range (min..max).
+
+    PIL's own conversion clips them at 255, so a 16-bit scan becomes nearly white. A flat image has
+    no range to scale: it becomes black."""
+    pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    low, high = pixels.min(), pixels.max()
+    scaled = (pixels - low) * (255 / (high - low)) if high > low else np.zeros_like(pixels)
+    return Image.fromarray(np.round(scaled).astype(np.uint8))
 
 
 def report_unreadable(split: Split, strict: bool, rank: int) -> None:

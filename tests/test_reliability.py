@@ -162,6 +162,54 @@ def test_a_steps_dir_that_is_not_a_folder_is_one_line(kind, tmp_path, capsys, mo
     assert_refused(code, err, f"ROADMAP_STEPS_DIR={target}")
 
 
+# ---------------------------------------------------------------------------- 3. damaged dataset files
+def cut(path: Path, keep: float) -> None:
+    path.write_bytes(path.read_bytes()[:int(len(path.read_bytes()) * keep)])
+
+
+def flip_middle(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    for i in range(len(raw) // 3, len(raw) // 3 + 16):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+DAMAGE = {  # name: (extension, file, how, what the message says)
+    "truncated gzip": (".gz", "train-images-idx3-ubyte", lambda p: cut(p, 0.5), "cannot be read"),
+    "corrupt gzip": (".gz", "train-images-idx3-ubyte", flip_middle, "cannot be read"),
+    "truncated raw": ("", "train-images-idx3-ubyte", lambda p: cut(p, 0.7), "truncated"),
+    "trailing bytes": ("", "t10k-images-idx3-ubyte", lambda p: p.write_bytes(p.read_bytes() + b"xx"), "trailing"),
+    "empty": ("", "t10k-labels-idx1-ubyte", lambda p: p.write_bytes(b""), "too short"),
+    "bad magic": ("", "train-labels-idx1-ubyte", lambda p: p.write_bytes(b"\0\0\x09" + p.read_bytes()[3:]),
+                  "wrong magic"),
+    "labels as images": (".gz", "train-labels-idx1-ubyte",
+                         lambda p: write_idx(p, np.zeros((24, 2, 2))), "3 dimensions where 1 belong"),
+    "fewer labels": (".gz", "train-labels-idx1-ubyte", lambda p: write_idx(p, np.zeros(20)), "20 labels for the 24"),
+    "label out of range": ("", "t10k-labels-idx1-ubyte", lambda p: write_idx(p, np.full(12, 10)), "label 10"),
+}
+
+
+@pytest.mark.parametrize("name", list(DAMAGE))
+def test_a_damaged_idx_file_is_one_line_that_names_it(name, tmp_path):
+    ext, stem, damage, expect = DAMAGE[name]
+    root = fashion_files(tmp_path / "fm", ext)
+    assert build("fashion-mnist", root=str(root)).train_size == 24   # intact, it loads
+    damage(root / f"{stem}{ext}")
+    with pytest.raises(DataError) as err:
+        build("fashion-mnist", root=str(root))
+    message = str(err.value)
+    assert f"{stem}{ext}" in message and expect in message and "\n" not in message, message
+
+
+def test_a_damaged_idx_file_through_the_cli(tmp_path, capsys):
+    root = fashion_files(tmp_path / "fm")
+    cut(root / "t10k-images-idx3-ubyte.gz", 0.5)
+    results = tmp_path / "results"
+    args = [a for a in TINY if a not in ("--data", "synthetic")]
+    code, err = main(capsys, "run", "--step", "gelu", *args, "--set", f"data.root={root}", "--results", str(results))
+    assert_refused(code, err, "t10k-images-idx3-ubyte.gz", results)
+
+
 # ---------------------------------------------------------------------------- 5. output paths
 def test_table_into_an_unwritable_place_is_one_line(tmp_path, capsys):
     root = good_results(tmp_path / "results")
@@ -185,3 +233,24 @@ def test_readme_without_markers_is_one_line_and_nothing_is_written(tmp_path, cap
     assert_refused(code, err, "steps-resnet50:begin")
     code, err = main(capsys, "list", "--readme", str(tmp_path / "missing.md"))
     assert_refused(code, err, "cannot be read")
+
+
+# ---------------------------------------------------------------------------- 8. 16-bit images
+@pytest.mark.parametrize("fmt,mode", [("PNG", "I;16"), ("TIFF", "I;16"), ("TIFF", "I")])
+def test_deep_grayscale_is_scaled_by_its_own_range(tmp_path, fmt, mode):
+    ramp = np.linspace(1000, 3000, 64).round().astype(np.uint16 if mode == "I;16" else np.int32)
+    path = tmp_path / f"scan.{fmt.lower()}"
+    image = Image.fromarray(np.tile(ramp, (8, 1)))
+    image.save(path, fmt)
+    with Image.open(path) as saved:
+        assert saved.mode in data_module.DEEP_GRAY_MODES
+    pixels = np.asarray(open_rgb(str(path)))
+    assert pixels.shape == (8, 64, 3) and (pixels[..., 0] == pixels[..., 2]).all()
+    row = pixels[0, :, 0].astype(int)
+    assert row[0] == 0 and row[-1] == 255 and (np.diff(row) >= 0).all() and 120 <= row[32] <= 135
+
+
+def test_a_flat_16_bit_image_is_black_not_white(tmp_path):
+    path = tmp_path / "flat.png"
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(path)
+    assert np.asarray(open_rgb(str(path))).max() == 0
