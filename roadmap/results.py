@@ -15,6 +15,7 @@ import json
 import os
 import re
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -98,28 +99,92 @@ def write_record(root: Path, key: RunKey, record: dict) -> Path:
     return path
 
 
+# What `table` reads from a record and of which type: a record that lacks one, or holds another type, is damaged.
+NUMBER = (int, float)
+REQUIRED_FIELDS = {"schema": int, "status": str, "roadmap": str, "scale": str, "data": str, "step": str, "seed": int}
+OPTIONAL_FIELDS = {"top1": NUMBER, "top5": NUMBER, "wall_s": NUMBER, "images_per_s": NUMBER, "gflops": NUMBER,
+                   "params": NUMBER, "image_size": int, "num_classes": int, "world_size": int, "reason": str,
+                   "divergence": dict}
+_WARNED: set[Path] = set()
+
+
 def read_record(path: Path) -> dict | None:
+    """The record at `path` if it is usable, else None: absent, or damaged (one warning naming the file).
+
+    The one judge of a record: `run` redoes a run whose record is not usable, `table` leaves it out."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(path.read_bytes().decode())
+    except (FileNotFoundError, NotADirectoryError):   # no such file, or a file stands where a folder belongs
         return None
+    except OSError as err:
+        return _damaged(path, err.strerror or type(err).__name__)
+    except UnicodeDecodeError:
+        return _damaged(path, "not UTF-8 text")
+    except json.JSONDecodeError as err:
+        return _damaged(path, f"not JSON: {err.msg} at line {err.lineno}")
+    problem = record_problem(record, path)
+    return _damaged(path, problem) if problem else record
+
+
+def record_problem(record, path: Path) -> str | None:
+    """Why `record` cannot be used, or None: not an object, another schema, missing or mistyped fields, or
+    a run other than the one its path names."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    if record.get("schema") != SCHEMA_VERSION:
+        return f"schema {record.get('schema')!r}, not {SCHEMA_VERSION}: written by another version of the runner"
+    for name, kind in REQUIRED_FIELDS.items():
+        if not _is(record.get(name), kind):
+            return f"no {name}" if name not in record else f"{name} {record[name]!r} is not {_kind_name(kind)}"
+    for name, kind in OPTIONAL_FIELDS.items():
+        if record.get(name) is not None and not _is(record[name], kind):
+            return f"{name} {record[name]!r} is not {_kind_name(kind)}"
+    if record["status"] not in STATUSES:
+        return f"status {record['status']!r}, not one of {', '.join(STATUSES)}"
+    if record["status"] == "complete" and record.get("top1") is None:
+        return "complete without a top-1"
+    key = RunKey(record["roadmap"], record["scale"], record["data"], record["step"], record["seed"])
+    if Path(path).parts[-5:] != key.record_path(Path()).parts:   # counted twice, or under the wrong step
+        return f"it holds {key.step} seed {key.seed} of {key.roadmap}/{key.scale}/{key.data}, another run than its path"
+    return None
+
+
+def _is(value, kind) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _kind_name(kind) -> str:
+    return {NUMBER: "a number", int: "an integer", str: "a string", dict: "a JSON object"}[kind]
+
+
+def _damaged(path: Path, problem: str) -> None:
+    warn_damaged(path, problem, "`run` redoes its run, `table` leaves it out")
+    return None
+
+
+def warn_damaged(path: Path, problem: str, consequence: str) -> None:
+    """One warning per damaged file and process (a runner asks about a run more than once)."""
+    if path not in _WARNED:
+        _WARNED.add(path)
+        print(f"warning: {path} is damaged ({problem}); {consequence}", file=sys.stderr)
 
 
 def finished_status(root: Path, key: RunKey) -> str | None:
     """'complete' or 'diverged' when the run needs no more training (a diverged run would diverge
-    again); None when it has no record or failed (a crash may be transient: retry it)."""
+    again); None when it has no usable record or failed (a crash may be transient: retry it)."""
     record = read_record(key.record_path(root))
-    status = record.get("status") if record else None
+    status = record["status"] if record else None
     return status if status in ("complete", "diverged") else None
 
 
 def load_records(root: Path, roadmap: str | None = None, scale: str | None = None,
                  data: str | None = None) -> list[dict]:
-    """Every readable record under `root`, optionally filtered; sorted for stable output."""
+    """Every usable record under `root`, optionally filtered; sorted for stable output."""
     records = []
     for path in sorted(Path(root).glob("*/*/*/*/seed*.json")):
         record = read_record(path)
-        if record is None or record.get("schema") != SCHEMA_VERSION:
+        if record is None:
             continue
         if roadmap and record["roadmap"] != roadmap or scale and record["scale"] != scale:
             continue

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch.distributed as dist
 import yaml
 
-from .config import ConfigError, to_dict
+from .config import SECTIONS, ConfigError, to_dict
 from .data import DataError
 from .plan import RunPlan, plan_runs
-from .results import RunLock, check_writable, finished_status
+from .results import RunLock, check_writable, finished_status, warn_damaged
 from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, open_data, pick_device, \
     record_result, train_run
 
@@ -42,24 +42,40 @@ RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train",
 def check_same_config(planned: list[RunPlan], results: Path) -> None:
     """A finished or interrupted run under another config must not be skipped or resumed as if it were this one."""
     for run in planned:
-        path = run.key.config_path(results)
-        if not path.is_file():
+        saved = saved_config(run.key.config_path(results))
+        if saved is None:
             continue
-        try:
-            saved = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
-            continue  # unreadable: the run will be redone and the file rewritten
         wanted = json.loads(json.dumps(to_dict(run.cfg)))  # tuples -> lists, as saved
         for section, values in wanted.items():
             if not isinstance(values, dict):
                 continue
             for key, value in values.items():
-                old = (saved.get(section) or {}).get(key) if isinstance(saved, dict) else None
+                old = saved[section].get(key)
                 if old != value and (section, key) not in RESUMABLE_CHANGES:
                     raise ConfigError(
                         f"{run.step.id} seed {run.key.seed} in {results} was run with {section}.{key}={old!r}, "
                         f"not {value!r}; use another --results folder for this variant, or delete "
                         f"{run.key.folder(results)}")
+
+
+def saved_config(path: Path) -> dict | None:
+    """The config a run was saved with (seed<k>.yaml); None when absent or damaged (with a warning)."""
+    try:
+        saved = yaml.safe_load(path.read_bytes().decode())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        problem = err.strerror or type(err).__name__
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text"
+    except yaml.YAMLError as err:
+        problem = f"not YAML: {type(err).__name__}"
+    else:
+        if isinstance(saved, dict) and all(isinstance(saved.get(section), dict) for section in SECTIONS):
+            return saved
+        problem = "not a mapping of config sections"
+    warn_damaged(path, problem, "it cannot be compared with this run's config, and is rewritten if the run trains")
+    return None
 
 
 def execute(planned: list[RunPlan], results: Path, checkpoints: Path, info: Dist, progress: bool = True) -> dict:

@@ -210,6 +210,66 @@ def test_a_damaged_idx_file_through_the_cli(tmp_path, capsys):
     assert_refused(code, err, "t10k-images-idx3-ubyte.gz", results)
 
 
+# ---------------------------------------------------------------------------- 4. damaged results and state
+DAMAGED_RECORDS = {  # step: the bytes of its record
+    "stage_ratio": b"[1, 2, 3]\n",
+    "patchify_stem": b'{"schema": 1, "step": "\xff\xfe"}',
+    "depthwise": b'{"schema": 1, "status": "complete", "roadmap": "resnet50"',
+    "widen": json.dumps({k: v for k, v in good_record("widen").items() if k != "seed"}).encode(),
+    "inverted_bottleneck": json.dumps(good_record("inverted_bottleneck", schema=2)).encode(),
+    "move_up_dwconv": json.dumps(good_record("kernel7")).encode(),   # another run than its path
+    "kernel7": json.dumps(good_record("kernel7", top1="high")).encode(),
+    "gelu": json.dumps(good_record("gelu", top1=None)).encode(),
+    "layernorm": json.dumps(good_record("layernorm", status="finished")).encode(),
+}
+
+
+def damaged_results(root: Path) -> Path:
+    good_results(root)
+    for step, raw in DAMAGED_RECORDS.items():
+        path = RunKey("resnet50", "demo", "synthetic", step, 0).record_path(root)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(raw)
+    return root
+
+
+def test_one_judge_decides_whether_a_record_counts(tmp_path, capsys):
+    root = damaged_results(tmp_path / "results")
+    assert {r["step"] for r in load_records(root)} == {"resnet50", "modern_recipe"}
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == len(DAMAGED_RECORDS)
+    assert all(any(f"/{step}/seed0.json" in w for w in warnings) for step in DAMAGED_RECORDS)
+    for step in DAMAGED_RECORDS:  # what `table` cannot show, `run` does not count as finished
+        assert finished_status(root, RunKey("resnet50", "demo", "synthetic", step, 0)) is None
+    assert finished_status(root, RunKey("resnet50", "demo", "synthetic", "resnet50", 0)) == "complete"
+
+
+def test_table_reports_damaged_records_and_goes_on(tmp_path, capsys):
+    root = damaged_results(tmp_path / "results")
+    code, err = main(capsys, "table", "--data", "synthetic", "--results", str(root), "--out", str(tmp_path / "out"))
+    assert code == 0 and "Traceback" not in err, err
+    assert err.count("is damaged") == len(DAMAGED_RECORDS)
+    table = (tmp_path / "out" / "resnet50-demo-synthetic.md").read_text()
+    assert "| gelu |" in table and "| missing |" in table
+
+
+def test_run_redoes_a_damaged_record_and_survives_a_damaged_config(tmp_path, capsys):
+    results = tmp_path / "results"
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    key.record_path(results).parent.mkdir(parents=True)
+    key.record_path(results).write_text(json.dumps(good_record("gelu", schema=99)))
+    key.config_path(results).write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--results", str(results))
+    assert code == 0, err
+    assert f"{key.record_path(results)} is damaged (schema 99" in err
+    assert f"{key.config_path(results)} is damaged (not UTF-8" in err
+    assert read_record(key.record_path(results))["status"] == "complete"
+    assert config.read_yaml(key.config_path(results))["model"]["act"] == "gelu"   # rewritten
+    for text in ("- a list\n", "model: [1, 2]\n", "key: [unclosed\n"):
+        key.config_path(results).write_text(text)
+        assert runs.saved_config(key.config_path(results)) is None
+
+
 # ---------------------------------------------------------------------------- 5. output paths
 def test_table_into_an_unwritable_place_is_one_line(tmp_path, capsys):
     root = good_results(tmp_path / "results")
