@@ -55,6 +55,7 @@ def path_arg(text: str) -> str:
 
 
 def cmd_run(args) -> int:
+    from .results import default_checkpoints
     from .runs import run_command
 
     overrides = parse_overrides(args.set)
@@ -68,7 +69,8 @@ def cmd_run(args) -> int:
     if args.json and not args.dry_run:
         raise ConfigError("--json goes with --dry-run")
     counts = run_command(args.roadmap, None if args.all else args.step, args.scale, args.data, seeds, overrides,
-                         Path(args.results), Path(args.checkpoints), progress=not args.no_progress,
+                         Path(args.results), Path(args.checkpoints or default_checkpoints(args.results)),
+                         progress=not args.no_progress,
                          dry_run=("json" if args.json else "yaml") if args.dry_run else None)
     return 1 if counts.get("failed") else 0  # diverged runs are results; crashed ones are not
 
@@ -142,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config key, e.g. model.kernel_size=5, scale.epochs=10, data.root=DIR")
     p.add_argument("--results", default="results", type=path_arg, help="results folder (default results/)")
-    p.add_argument("--checkpoints", default="checkpoints", type=path_arg,
-                   help="checkpoint folder (default checkpoints/)")
+    p.add_argument("--checkpoints", type=path_arg,
+                   help="checkpoint folder (default: checkpoints/ inside the results folder)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

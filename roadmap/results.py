@@ -63,6 +63,12 @@ def data_slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
+def default_checkpoints(results: Path) -> Path:
+    """Checkpoints live inside their results folder unless --checkpoints says otherwise: a fresh
+    results folder never meets another folder's checkpoints."""
+    return Path(results) / "checkpoints"
+
+
 # ---------------------------------------------------------------------------- atomic files
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync it, rename it over `path`.

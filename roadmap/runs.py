@@ -19,7 +19,7 @@ import yaml
 
 from .config import SECTIONS, ConfigError, to_dict
 from .data import DataError
-from .plan import RunPlan, plan_runs
+from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs
 from .results import RunLock, check_writable, finished_status, warn_damaged
 from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, open_data, pick_device, \
     record_result, train_run
@@ -32,11 +32,6 @@ def check_data(run: RunPlan, info: Dist):
     file now rather than in the middle of a roadmap. Returns the opened data (its sizes)."""
     amp_dtype(run.cfg.train.amp, pick_device(run.cfg.train.device, info))  # a device that is not there fails here
     return open_data(run.cfg, run.recipe, run.micro, pick_device("cpu", info), info, augment=False, workers=0)
-
-
-# Keys that may change between a run and its resumption without changing what it computes.
-RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train", "device"), ("data", "workers"),
-                     ("data", "root")}
 
 
 def check_same_config(planned: list[RunPlan], results: Path) -> None:

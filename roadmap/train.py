@@ -152,7 +152,7 @@ class Run:
 
     def __init__(self, plan: RunPlan, info: Dist, progress: bool):
         cfg = plan.cfg
-        self.cfg, self.step, self.info = cfg, plan.step, info
+        self.cfg, self.step, self.info, self.fingerprint = cfg, plan.step, info, plan.fingerprint
         self.progress = progress and info.is_main and sys.stderr.isatty()
         self.device = pick_device(cfg.train.device, info)
         self.amp = amp_dtype(cfg.train.amp, self.device)
@@ -197,7 +197,8 @@ class Run:
         if not self.info.is_main:
             return
         buffer = io.BytesIO()
-        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        torch.save({"fingerprint": self.fingerprint,
+                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                     "state": dataclasses.asdict(self.state), "rng": rng_state()}, buffer)
         atomic_write_bytes(path, buffer.getvalue())
@@ -209,6 +210,11 @@ class Run:
             ckpt = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as err:  # a checkpoint from an older version or a broken disk: start over
             print(f"warning: ignoring unreadable checkpoint {path} ({type(err).__name__})", file=sys.stderr)
+            return False
+        if not isinstance(ckpt, dict) or ckpt.get("fingerprint") != self.fingerprint:
+            # Saved under another config (or by a runner without fingerprints): resuming it would mix two runs.
+            print(f"warning: checkpoint {path} was saved under another config; starting {self.step.id} over",
+                  file=sys.stderr)
             return False
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])

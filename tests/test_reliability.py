@@ -23,6 +23,7 @@ from PIL import Image
 from roadmap import cli, config, data as data_module, runs
 from roadmap.config import SECTIONS, ConfigError, build_run_config, parse_overrides, update_dataclass
 from roadmap.data import DataError, build_data, open_rgb
+from roadmap.plan import RESUMABLE_CHANGES, config_fingerprint
 from roadmap.results import ResultsError, RunKey, RunLock, atomic_write_text, finished_status, load_records, \
     read_record, write_record
 
@@ -293,6 +294,47 @@ def test_readme_without_markers_is_one_line_and_nothing_is_written(tmp_path, cap
     assert_refused(code, err, "steps-resnet50:begin")
     code, err = main(capsys, "list", "--readme", str(tmp_path / "missing.md"))
     assert_refused(code, err, "cannot be read")
+
+
+# ---------------------------------------------------------------------------- 6. checkpoints of another config
+def test_the_fingerprint_ignores_exactly_the_resumable_keys():
+    base = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, {})
+    changes = {"compile": True, "channels_last": True, "device": "cpu", "workers": 0, "root": "/elsewhere"}
+    overrides = {}
+    for section, key in RESUMABLE_CHANGES:
+        overrides.setdefault(section, {})[key] = changes[key]
+    same = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, overrides)
+    assert config_fingerprint(base) == config_fingerprint(same)
+    for pair in ("recipe.lr=0.3", "scale.epochs=7", "model.kernel_size=5"):
+        other = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, parse_overrides([pair]))
+        assert config_fingerprint(other) != config_fingerprint(base), pair
+    assert config_fingerprint(build_run_config("resnet50", "gelu", "demo", "synthetic", 1, {})) != \
+        config_fingerprint(base)
+
+
+def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path, capsys, monkeypatch):
+    original = runs.train_run.__globals__["Run"].train_epoch
+
+    def interrupted_in_epoch_2(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(runs.train_run.__globals__["Run"], "train_epoch", interrupted_in_epoch_2)
+    results = tmp_path / "results"
+    args = ["run", "--step", "gelu", *TINY, "--set", "scale.epochs=2", "--results", str(results)]
+    assert main(capsys, *args)[0] == 130
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    checkpoint = key.checkpoint_path(results / "checkpoints")   # by default inside the results folder
+    assert checkpoint.is_file() and key.config_path(results).is_file()
+    # The saved config is gone (as after a cleanup), so only the checkpoint knows what it was trained under.
+    key.config_path(results).unlink()
+    monkeypatch.setattr(runs.train_run.__globals__["Run"], "train_epoch", original)
+    code, err = main(capsys, *args, "--set", "recipe.lr=0.01")
+    assert code == 0, err
+    assert f"checkpoint {checkpoint} was saved under another config; starting gelu over" in err
+    assert "resuming" not in err
+    assert len(read_record(key.record_path(results))["epochs"]) == 2
 
 
 # ---------------------------------------------------------------------------- 8. 16-bit images
