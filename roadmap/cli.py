@@ -1,6 +1,8 @@
 """The command line: list / run / table / plot / bench. Parses, then calls the package.
 
-User mistakes (ConfigError, DataError, ...) end as one line on stderr and exit code 2."""
+User mistakes (ConfigError, DataError, ...) end as one line on stderr and exit code 2; Ctrl-C ends
+with 130, imports included: this module imports only the standard library at the top, the package
+(and torch, which takes seconds) inside `main`."""
 from __future__ import annotations
 
 import argparse
@@ -11,14 +13,9 @@ import tempfile
 
 from pathlib import Path
 
-from .config import ROADMAPS, ConfigError, load_roadmap, parse_overrides
-from .data import DataError
-from .results import ResultsError
-
-USER_ERRORS = (ConfigError, DataError, ResultsError)
-
 
 def cmd_list(args) -> None:
+    from .config import load_roadmap
     from .report import markdown_table, marked_text, replace_between_markers, steps_markers
     from .steps import describe
 
@@ -55,6 +52,7 @@ def path_arg(text: str) -> str:
 
 
 def cmd_run(args) -> int:
+    from .config import ConfigError, parse_overrides
     from .results import default_checkpoints
     from .runs import run_command
 
@@ -119,6 +117,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import ROADMAPS
+
     parser = OneLineParser(prog="runner.py", description="ResNet-50 -> ConvNeXt roadmap, step by step.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
@@ -195,16 +195,24 @@ def stop_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run_cli(argv)
+    except KeyboardInterrupt:   # at any point: while torch imports, while parsing, while training
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run_cli(argv: list[str] | None) -> int:
+    from .config import ConfigError
+    from .data import DataError
+    from .results import ResultsError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "run":
         stop_on_sigterm()
     try:
-        code = args.func(args) or 0
-    except USER_ERRORS as err:
+        return args.func(args) or 0
+    except (ConfigError, DataError, ResultsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return code

@@ -213,11 +213,23 @@ def check_writable(root: Path, option: str = "--results") -> None:
 
 
 # ---------------------------------------------------------------------------- run locks
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, field 22 of /proc/<pid>/stat): a pid and its
+    start time name one process, where a pid alone may be reused. None where /proc does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])   # fields after 'pid (comm)' start at field 3
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class RunLock:
-    """An exclusive lock on one run, held by a live process: seed<k>.lock holds host and pid.
+    """An exclusive lock on one run, held by a live process: seed<k>.lock holds host, pid and the
+    process's start time.
 
     A lock left by a dead process is taken over, so a kill -9 never leaves a run stuck: on this
-    host the pid tells; for another host (a requeued cluster job lands elsewhere) the holder's
+    host the pid tells, with its start time, so that a new process that reuses the pid does not
+    pass for the holder; for another host (a requeued cluster job lands elsewhere) the holder's
     heartbeat does, the lock's mtime, refreshed every HEARTBEAT_S while it is held."""
 
     HEARTBEAT_S = 60
@@ -231,7 +243,7 @@ class RunLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()} {os.getpid()}"
+        me = f"{socket.gethostname()} {os.getpid()} {process_start(os.getpid())}"
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -252,7 +264,8 @@ class RunLock:
 
     def _holder_alive(self) -> bool:
         try:
-            host, pid = self.path.read_text().split()
+            host, pid, *start = self.path.read_text().split()
+            pid = int(pid)
         except (OSError, ValueError):
             return False
         if host != socket.gethostname():
@@ -261,12 +274,14 @@ class RunLock:
             except OSError:
                 return False
         try:
-            os.kill(int(pid), 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
-        return True
+            pass
+        # Without a start time on either side (an older runner's lock, no /proc) the pid alone must do.
+        now = process_start(pid)
+        return not start or start[0] == "None" or now is None or start[0] == str(now)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.HEARTBEAT_S):

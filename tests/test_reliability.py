@@ -25,7 +25,7 @@ from roadmap.config import SECTIONS, ConfigError, build_run_config, parse_overri
 from roadmap.data import DataError, build_data, open_rgb
 from roadmap.plan import RESUMABLE_CHANGES, config_fingerprint
 from roadmap.results import ResultsError, RunKey, RunLock, atomic_write_text, finished_status, load_records, \
-    read_record, write_record
+    process_start, read_record, write_record
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--data", "synthetic", "--no-progress", "--set", "scale.epochs=1", "--set", "scale.classic_epochs=1",
@@ -335,6 +335,39 @@ def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path, capsys, monke
     assert f"checkpoint {checkpoint} was saved under another config; starting gelu over" in err
     assert "resuming" not in err
     assert len(read_record(key.record_path(results))["epochs"]) == 2
+
+
+# ---------------------------------------------------------------------------- 7. interrupts and stale locks
+def test_ctrl_c_while_starting_up_exits_130_without_a_traceback(tmp_path):
+    # -X importtime reports each import as it ends: once roadmap.config is in, torch (seconds) comes next.
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", str(ROOT / "runner.py"), "table"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.rstrip().endswith("| roadmap.config"):
+            proc.send_signal(signal.SIGINT)
+            break
+    err = "".join(seen) + proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-2000:]
+    assert "| torch\n" not in "".join(seen)   # the interrupt came before torch was in
+
+
+def test_a_lock_whose_pid_was_reused_is_stale(tmp_path):
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_path = key.folder(tmp_path) / "seed0.lock"
+        started = process_start(holder.pid)
+        atomic_write_text(lock_path, f"{socket.gethostname()} {holder.pid} {started}\n")
+        with pytest.raises(ResultsError, match="being trained by another process"):
+            RunLock(tmp_path, key).acquire()      # the live holder itself
+        atomic_write_text(lock_path, f"{socket.gethostname()} {holder.pid} {started - 1}\n")
+        with RunLock(tmp_path, key) as lock:      # the pid lives, but it is another process now
+            assert lock.path.read_text().split()[1] == str(os.getpid())
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 # ---------------------------------------------------------------------------- 8. 16-bit images
