@@ -87,6 +87,9 @@ def execute(planned: list[RunPlan], results: Path, checkpoints: Path, info: Dist
             continue
         outcome = run_one(run, results, checkpoints, info, progress, label)
         counts[outcome] += 1
+        if outcome == "failed" and info.world_size > 1:
+            say(info, "the processes cannot train together after a failure; stopping (run the command again)")
+            break
     return counts
 
 
@@ -98,32 +101,52 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, info: Dist, progress
             lock.release()
             say(info, f"{label}: finished by another process, skipped")
             return "skipped"
+    try:
+        record = attempt(run, results, checkpoints, info, progress, label)
+        record_result(results, run.key, record, info)
+        if info.is_main and record["status"] == "complete":
+            # Only now: a kill before the record is written must still find the checkpoint.
+            run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
+    finally:
+        lock.release()  # after the record: whoever takes the lock next finds it
+    if info.world_size > 1 and record["status"] == "failed":
+        wait_for_release(lock)
+    elif info.world_size > 1:
+        dist.barrier()
+    return record["status"]
+
+
+def attempt(run: RunPlan, results: Path, checkpoints: Path, info: Dist, progress: bool, label: str) -> dict:
+    """Train one run; its record, complete, diverged or failed. User mistakes and interrupts go up."""
     start = time.perf_counter()
     try:
         record = train_run(run, results, checkpoints, info, progress)
         bound = f", input-bound: {100 * record['data_time_share']:.0f}% waiting for data" if record["input_bound"] else ""
         say(info, f"{label}: top-1 {record['top1']:.2f}%  ({record['wall_s']:.0f} s, "
                   f"{record['images_per_s']:.0f} img/s{bound})")
+        return record
     except Diverged as err:
-        record = failure_record(run, "diverged", str(err), err.info,
-                                time.perf_counter() - start)
         say(info, f"{label}: DIVERGED ({err}); going on")
+        return failure_record(run, "diverged", str(err), err.info, time.perf_counter() - start)
     except (ConfigError, DataError, KeyboardInterrupt):
         raise
     except Exception as err:  # a crash of one step must not stop the roadmap
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
         traceback.print_exc(file=sys.stderr)
-        record = failure_record(run, "failed", reason, None, time.perf_counter() - start)
-        say(info, f"{label}: FAILED ({reason}); going on")
-    finally:
-        lock.release()
-    record_result(results, run.key, record, info)
-    if info.is_main and record["status"] == "complete":
-        # Only now: a kill before the record is written must still find the checkpoint.
-        run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
-    if info.world_size > 1:
-        dist.barrier()
-    return record["status"]
+        if info.world_size > 1:
+            # The other processes wait in a collective this one will never join: leaving the group ends
+            # it for them at once (gloo; NCCL after the group's timeout), and rank 0 records the failure.
+            dist.destroy_process_group()
+        say(info, f"{label}: FAILED ({reason})" + ("" if info.world_size > 1 else "; going on"))
+        return failure_record(run, "failed", reason, None, time.perf_counter() - start)
+
+
+def wait_for_release(lock: RunLock, timeout_s: float = 60.0) -> None:
+    """After a failure under torchrun, a rank other than 0 waits (boundedly) until rank 0 has recorded it
+    and released the run's lock: torchrun stops every process as soon as one of them ends."""
+    deadline = time.monotonic() + timeout_s
+    while lock.path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def describe_plan(planned: list[RunPlan], results: Path) -> str:
@@ -170,6 +193,6 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     start = time.perf_counter()
     counts = execute(planned, results, checkpoints, info, progress)
     say(info, f"done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    if info.world_size > 1:
+    if dist.is_initialized():   # not after a failure: it has left the group already
         dist.destroy_process_group()
     return counts

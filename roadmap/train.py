@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import functools
 import io
 import math
@@ -66,13 +67,18 @@ class Dist:
                    int(os.environ.get("WORLD_SIZE", 1)))
 
 
+# A collective that waits longer than this ends the run as failed: a process that hangs or dies
+# cannot keep the others waiting for ever. Checkpoint writes and evaluation fit well inside it.
+DIST_TIMEOUT = datetime.timedelta(minutes=10)
+
+
 def init_distributed(device_kind: str) -> Dist:
     """Join torchrun's process group when launched by it: NCCL on GPUs, gloo on CPUs."""
     info = Dist.from_env()
     if info.world_size > 1 and not dist.is_initialized():
         if device_kind == "cuda":
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo", timeout=DIST_TIMEOUT)
     return info
 
 
@@ -380,8 +386,6 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, info: Dist, progr
     ckpt_path = key.checkpoint_path(checkpoints)
     if run.load_checkpoint(ckpt_path) and info.is_main:
         print(f"resuming {step.id} seed {key.seed} after epoch {run.state.epoch}", file=sys.stderr)
-    if info.is_main:
-        atomic_write_text(key.config_path(results), yaml.safe_dump(to_dict(cfg), sort_keys=False))
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
     for epoch in range(run.state.epoch, run.recipe.epochs):
@@ -393,6 +397,9 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, info: Dist, progr
         run.state.wall_s += time.perf_counter() - session_start
         session_start = time.perf_counter()
         if info.is_main:
+            # The config beside the first epoch's log, not before: a run refused while it is being set up
+            # leaves nothing behind.
+            atomic_write_text(key.config_path(results), yaml.safe_dump(to_dict(cfg), sort_keys=False))
             write_epoch_log(key.log_path(results), run.state.history)
             run.save_checkpoint(ckpt_path)
             if not run.progress:  # batch jobs (nohup, Slurm): one line per epoch instead of a bar

@@ -389,3 +389,59 @@ def test_a_flat_16_bit_image_is_black_not_white(tmp_path):
     path = tmp_path / "flat.png"
     Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(path)
     assert np.asarray(open_rgb(str(path))).max() == 0
+
+
+# ---------------------------------------------------------------------------- 9. a refusal writes nothing
+def test_a_refusal_in_the_first_epoch_leaves_no_file(tmp_path, capsys):
+    root = tmp_path / "folder"
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (16, 16), (60 * i, 90, 10)).save(root / split / name / f"{i}.png")
+    for name in ("a", "b"):  # 8 training images in batches of 4: the first epoch reads every one
+        (root / "train" / name / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    results = tmp_path / "results"
+    args = [a for a in TINY if a not in ("--data", "synthetic")]
+    code, err = main(capsys, "run", "--step", "gelu", *args, "--data", f"imagefolder:{root}", "--set",
+                     "data.strict=true", "--set", "data.in_memory=false", "--set", "data.workers=0",
+                     "--set", "scale.batch_size=4", "--set", "scale.micro_batch=4", "--results", str(results))
+    assert code == 2 and "broken.jpg" in err.strip().splitlines()[-1] and "Traceback" not in err, err
+    assert not [p for p in results.rglob("*") if p.is_file()], list(results.rglob("*"))
+
+
+FAILING_RANK = """
+import sys
+sys.path.insert(0, {root!r})
+from roadmap import cli, train
+
+original = train.Run.train_epoch
+
+
+def train_epoch(self, epoch):
+    if epoch == 1 and self.info.rank == 1:
+        raise RuntimeError("simulated failure on rank 1")
+    return original(self, epoch)
+
+
+train.Run.train_epoch = train_epoch
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "torchrun").exists(), reason="no torchrun")
+def test_one_failing_rank_ends_every_rank_and_the_run_is_recorded_failed_once(tmp_path):
+    script = tmp_path / "failing_rank.py"
+    script.write_text(FAILING_RANK.format(root=str(ROOT)))
+    results = tmp_path / "results"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", str(script), "run",
+         "--step", "gelu", "layernorm", "--device", "cpu", "--results", str(results), *TINY,
+         "--set", "scale.epochs=2"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode != 0 and time.monotonic() - start < 240, proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in results.rglob("seed*.json")]
+    assert [(r["step"], r["status"]) for r in records] == [("gelu", "failed")], proc.stderr[-3000:]
+    assert proc.stderr.count(": FAILED (") == 1 and "stopping" in proc.stderr   # rank 0 alone reports
+    assert not list(results.rglob("*.lock"))
