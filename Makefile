@@ -45,4 +45,4 @@ reference: $(VENV)/.installed data
 	$(PY) runner.py table --scale cpu --readme
 
 clean:
-	rm -rf $(VENV) .pytest_cache checkpoints $(DEMO_DIR)
+	rm -rf $(VENV) .pytest_cache checkpoints results/checkpoints $(DEMO_DIR)

@@ -33,7 +33,7 @@ from .config import ConfigError, RecipeConfig, ScaleConfig, Step, load_roadmap, 
 from .model import count_gflops, count_params
 from .plan import check_image_size
 from .report import markdown_table
-from .results import atomic_write_text
+from .results import atomic_write_text, check_writable
 from .steps import build_model
 from .train import Dist, device_name, pick_device
 
@@ -393,6 +393,7 @@ def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_si
     if compile and (problem := compile_problem(target)):
         raise ConfigError(f"--compile cannot be used here: {problem}")
     steps = select_steps(roadmap, step_ids)
+    check_writable(Path(out_dir), "--out")   # last of the checks, and before minutes of benchmarking
     settings = BenchSettings(target, batch, image_size, dtype,
                              target.type == "cuda" if channels_last is None else channels_last,
                              compile, repeat, warmup, iters)

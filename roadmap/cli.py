@@ -1,6 +1,8 @@
 """The command line: list / run / table / plot / bench / export / predict / evaluate. Parses, then calls the package.
 
-User mistakes (ConfigError, DataError, ...) end as one line on stderr and exit code 2."""
+User mistakes (ConfigError, DataError, ...) end as one line on stderr and exit code 2; Ctrl-C ends
+with 130, imports included: this module imports only the standard library at the top, the package
+(and torch, which takes seconds) inside `main`."""
 from __future__ import annotations
 
 import argparse
@@ -8,21 +10,21 @@ import json
 import signal
 import sys
 import tempfile
-
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import ROADMAPS, ConfigError, Step, load_roadmap, load_scale, load_step, parse_overrides
-from .data import DataError
-from .results import ResultsError
-from .weights import FORMATS
-
-USER_ERRORS = (ConfigError, DataError, ResultsError)
+if TYPE_CHECKING:
+    from .config import Step
 
 
 def cmd_list(args) -> None:
-    from .report import markdown_table
+    from .config import load_roadmap
+    from .report import markdown_table, marked_text, replace_between_markers, steps_markers
     from .steps import describe
 
+    markers = steps_markers(args.roadmap)
+    if args.readme:
+        marked_text(Path(args.readme), *markers)   # a README that cannot take the table fails before any work
     rows = [describe(step) for step in load_roadmap(args.roadmap)]
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -33,14 +35,9 @@ def cmd_list(args) -> None:
                                     for r in rows])
     print(table, end="")
     if args.readme:
-        from .report import replace_between_markers
-        begin, end = f"<!-- steps-{args.roadmap}:begin -->", f"<!-- steps-{args.roadmap}:end -->"
         block = (f"`python runner.py list --roadmap {args.roadmap} --readme` wrote this table: params and GFLOPs "
                  "(MACs of convs and linear layers) at 224 px and 1000 classes.\n\n" + table)
-        try:
-            replace_between_markers(Path(args.readme), begin, end, block)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        replace_between_markers(Path(args.readme), *markers, block)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -50,7 +47,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
+def path_arg(text: str) -> str:
+    """A folder or file option: an empty one ('') would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names nothing; give a folder or file")
+    return text
+
+
 def cmd_run(args) -> int:
+    from .config import ConfigError, parse_overrides
+    from .results import default_checkpoints, default_weights
     from .runs import run_command
 
     overrides = parse_overrides(args.set)
@@ -63,9 +69,10 @@ def cmd_run(args) -> int:
     seeds = args.seed if args.seed is not None else list(range(args.seeds))
     if args.json and not args.dry_run:
         raise ConfigError("--json goes with --dry-run")
-    weights = Path(args.weights) if args.weights else Path(args.checkpoints).parent / "weights"
+    checkpoints = Path(args.checkpoints or default_checkpoints(args.results))
+    weights = Path(args.weights or default_weights(args.results))
     counts = run_command(args.roadmap, None if args.all else args.step, args.scale, args.data, seeds, overrides,
-                         Path(args.results), Path(args.checkpoints), weights, progress=not args.no_progress,
+                         Path(args.results), checkpoints, weights, progress=not args.no_progress,
                          dry_run=("json" if args.json else "yaml") if args.dry_run else None)
     return 1 if counts.get("failed") else 0  # diverged runs are results; crashed ones are not
 
@@ -87,14 +94,17 @@ def cmd_plot(args) -> None:
 
 def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
     """(record, step, weights folder) of the complete run that --step/--roadmap/--scale/--seed name."""
+    from .config import load_step
+    from .results import default_weights
     from .weights import find_record
 
     step = load_step(args.roadmap, args.step)
     record = find_record(Path(args.results), args.roadmap, step, args.scale, data, args.seed)
-    return record, step, Path(args.weights) if args.weights else Path(args.results).parent / "weights"
+    return record, step, Path(args.weights or default_weights(args.results))
 
 
 def cmd_export(args) -> None:
+    from .config import load_step
     from .weights import check_format, export
 
     check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
@@ -135,6 +145,7 @@ def cmd_bench(args) -> None:
     import torch
 
     from .bench import bench_command
+    from .config import load_scale
 
     on_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if args.scale:  # the scale's own networks at its image size and per-device batch
@@ -152,6 +163,7 @@ def cmd_bench(args) -> None:
 
 def cmd_plan(args) -> None:
     from .compute import plan_costs, render
+    from .config import parse_overrides
     from .plan import plan_runs
 
     seeds = args.seed if args.seed is not None else list(range(args.seeds))
@@ -165,8 +177,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roadmap", default="resnet50", help="a folder of steps/")
     p.add_argument("--scale", default="demo", help="the scale whose results to report")
     p.add_argument("--data", help="the dataset whose results to report (default: the only one present)")
-    p.add_argument("--results", default="results", help="results folder (default results/)")
-    p.add_argument("--out", default="report", help="output folder (default report/)")
+    p.add_argument("--results", default="results", type=path_arg, help="results folder (default results/)")
+    p.add_argument("--out", default="report", type=path_arg, help="output folder (default report/)")
 
 
 def add_run_choice(p: argparse.ArgumentParser, data_flag: str = "--data") -> None:
@@ -177,18 +189,22 @@ def add_run_choice(p: argparse.ArgumentParser, data_flag: str = "--data") -> Non
     p.add_argument(data_flag, dest=data_flag.lstrip("-").replace("-", "_"),
                    help="the dataset it was trained on (default: the only one with a record of that step)")
     p.add_argument("--seed", type=int, default=0, metavar="K", help="its seed (default 0)")
-    p.add_argument("--results", default="results", help="results folder (default results/)")
-    p.add_argument("--weights", help="weights folder (default: weights/ beside the results folder)")
+    p.add_argument("--results", default="results", type=path_arg, help="results folder (default results/)")
+    p.add_argument("--weights", type=path_arg, help="weights folder (default: weights/ inside the results folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import ROADMAPS
+    from .weights import FORMATS
+
     parser = OneLineParser(prog="runner.py", description="ResNet-50 -> ConvNeXt roadmap, step by step.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("list", help="every step in roadmap order with params and GFLOPs (224 px, 1000 classes)")
     p.add_argument("--roadmap", default="resnet50", help=f"a folder of steps/ ({', '.join(ROADMAPS)}, or your own)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.add_argument("--readme", nargs="?", const="README.md", help="also refresh this README's steps table")
+    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
+                   help="also refresh this README's steps table")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="train one step, several, or the whole roadmap",
@@ -205,10 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seed", type=int, nargs="+", metavar="K", help="train these seeds, e.g. --seed 3 4")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any config key, e.g. model.kernel_size=5, scale.epochs=10, data.root=DIR")
-    p.add_argument("--results", default="results", help="results folder (default results/)")
-    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default checkpoints/)")
-    p.add_argument("--weights", help="folder for complete runs' final weights (default: weights/ beside the "
-                                     "checkpoint folder)")
+    p.add_argument("--results", default="results", type=path_arg, help="results folder (default results/)")
+    p.add_argument("--checkpoints", type=path_arg,
+                   help="checkpoint folder (default: checkpoints/ inside the results folder)")
+    p.add_argument("--weights", type=path_arg, help="folder for complete runs' final weights (default: weights/ "
+                                                    "inside the results folder)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -239,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table", help="markdown + csv table of results, one row per step (--readme: README.md too)")
     add_report_arguments(p)
-    p.add_argument("--readme", nargs="?", const="README.md",
+    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
                    help="also refresh this README's results section (default README.md); without it no README is touched")
     p.set_defaults(func=cmd_table)
 
@@ -265,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reference", action="store_true", help="skip timm's reference models")
     p.add_argument("--scale", help="build the steps at this scale (its widths, depths, stem, image size and "
                                    "micro-batch), as `runner.py plan` times that scale's runs")
-    p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "roadmap-bench"),
+    p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "roadmap-bench"), type=path_arg,
                    help="folder for the JSON evidence (default: outside the tree; commit evidence with --out results/bench)")
     p.set_defaults(func=cmd_bench)
 
@@ -305,16 +322,24 @@ def stop_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run_cli(argv)
+    except KeyboardInterrupt:   # at any point: while torch imports, while parsing, while training
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run_cli(argv: list[str] | None) -> int:
+    from .config import ConfigError
+    from .data import DataError
+    from .results import ResultsError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "run":
         stop_on_sigterm()
     try:
-        code = args.func(args) or 0
-    except USER_ERRORS as err:
+        return args.func(args) or 0
+    except (ConfigError, DataError, ResultsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return code

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import yaml
 
-# Your own steps and scales can live elsewhere: ROADMAP_STEPS_DIR=/my/steps runner.py ...
-STEPS_DIR = Path(os.environ.get("ROADMAP_STEPS_DIR") or Path(__file__).resolve().parent.parent / "steps")
+# The steps and scales shipped with the project; ROADMAP_STEPS_DIR=/my/steps runner.py ... points
+# elsewhere, read (and checked) where it is used: see steps_root.
+STEPS_DIR = Path(__file__).resolve().parent.parent / "steps"
 ROADMAPS = ("resnet50", "resnet200", "reverse", "convnext")
 
 
@@ -191,14 +193,21 @@ def coerce(value, annotation, where: str):
             raise ConfigError(f"{where} must be a list, not {value!r}")
         return tuple(coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return finite(float(value), where)
     if annotation is float and isinstance(value, str) and FLOAT_RE.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads '1e-3' (no dot) as a string
+        return finite(float(value), where)  # YAML 1.1 reads '1e-3' (no dot) as a string
     if annotation is bool and isinstance(value, bool):
         return value
     if annotation in (int, str) and isinstance(value, annotation) and not isinstance(value, bool):
         return value
     raise ConfigError(f"{where} must be {getattr(annotation, '__name__', annotation)}, not {value!r}")
+
+
+def finite(value: float, where: str) -> float:
+    """No config number means anything as NaN or infinity (YAML's .nan, .inf, or 1e999)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, not {value}")
+    return value
 
 
 def update_dataclass(obj, values: dict, section: str, origin: str = ""):
@@ -253,8 +262,26 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
+def steps_root(steps_dir: Path | None = None) -> Path:
+    """The folder of roadmaps and scales: `steps_dir`, else ROADMAP_STEPS_DIR, else the project's steps/.
+
+    Checked here, where it is used, so that a mistake in the variable is one line, not an import-time crash."""
+    if steps_dir is not None:
+        return Path(steps_dir)
+    named = os.environ.get("ROADMAP_STEPS_DIR")
+    if not named:  # unset or empty: the shipped steps
+        return STEPS_DIR
+    root = Path(named).expanduser()
+    if not root.is_dir():
+        what = "is a file" if root.exists() else "does not exist"
+        raise ConfigError(f"ROADMAP_STEPS_DIR={named} {what}; point it at a folder of roadmaps "
+                          f"(<roadmap>/NN_<id>.yaml) and scales/, or unset it")
+    return root
+
+
 def step_files(roadmap: str, steps_dir: Path | None = None) -> dict[str, Path]:
     """{step id: file} in roadmap order; the id is the file name after its NN_ order prefix."""
+    steps_dir = steps_root(steps_dir)
     if roadmap not in available_roadmaps(steps_dir):
         raise ConfigError(f"unknown roadmap '{roadmap}'; choose from {', '.join(available_roadmaps(steps_dir))}"
                           f"{_closest(roadmap, available_roadmaps(steps_dir))}")
@@ -269,20 +296,21 @@ def step_files(roadmap: str, steps_dir: Path | None = None) -> dict[str, Path]:
     return files
 
 
-def available_roadmaps(steps_dir: Path = STEPS_DIR) -> list[str]:
+def available_roadmaps(steps_dir: Path | None = None) -> list[str]:
+    steps_dir = steps_root(steps_dir)
     return sorted(p.name for p in steps_dir.iterdir() if p.is_dir() and p.name != "scales" and any(p.glob("*.yaml")))
 
 
-def load_roadmap(roadmap: str, steps_dir: Path = STEPS_DIR) -> list[Step]:
+def load_roadmap(roadmap: str, steps_dir: Path | None = None) -> list[Step]:
     """Every step of a roadmap, in order, with bases resolved."""
-    steps_dir = steps_dir or STEPS_DIR
+    steps_dir = steps_root(steps_dir)
     files = step_files(roadmap, steps_dir)
     raw = {step_id: read_yaml(path) for step_id, path in files.items()}
     return [_resolve(step_id, order, raw, files, roadmap) for order, step_id in enumerate(files)]
 
 
 def load_step(roadmap: str, step_id: str, steps_dir: Path | None = None) -> Step:
-    steps_dir = steps_dir or STEPS_DIR
+    steps_dir = steps_root(steps_dir)
     for step in load_roadmap(roadmap, steps_dir):
         if step.id == step_id:
             return step
@@ -334,7 +362,7 @@ def _resolve(step_id: str, order: int, raw: dict, files: dict, roadmap: str) -> 
 
 
 def load_scale(name: str, steps_dir: Path | None = None) -> ScaleConfig:
-    steps_dir = steps_dir or STEPS_DIR
+    steps_dir = steps_root(steps_dir)
     path = steps_dir / "scales" / f"{name}.yaml"
     if not path.is_file():
         names = sorted(p.stem for p in (steps_dir / "scales").glob("*.yaml"))
@@ -366,7 +394,7 @@ def normalized_data_spec(spec: str | None) -> str | None:
 def build_run_config(roadmap: str, step_id: str, scale_name: str, data_spec: str | None,
                      seed: int, overrides: dict[str, dict], steps_dir: Path | None = None) -> RunConfig:
     """Step + scale + data + overrides, resolved into the exact config of one run."""
-    steps_dir = steps_dir or STEPS_DIR
+    steps_dir = steps_root(steps_dir)
     step = load_step(roadmap, step_id, steps_dir)
     scale = load_scale(scale_name, steps_dir)
     update_dataclass(scale, overrides.get("scale", {}), "scale")
@@ -397,7 +425,9 @@ VALUE_RANGES = [
     ("recipe", "lr", 0, None, False), ("recipe", "weight_decay", 0, None, True),
     ("recipe", "warmup_epochs", 0, None, True), ("recipe", "label_smoothing", 0, 1, True),
     ("recipe", "mixup", 0, None, True), ("recipe", "cutmix", 0, None, True),
-    ("recipe", "random_erasing", 0, 1, True),
+    ("recipe", "random_erasing", 0, 1, True), ("recipe", "lr_batch", 1, None, True),
+    ("recipe", "momentum", 0, 1, True), ("recipe", "beta2", 0, 1, True), ("recipe", "step_every", 0, None, False),
+    ("recipe", "step_gamma", 0, None, False), ("recipe", "epochs", 1, None, True),
 ]
 
 

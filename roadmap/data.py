@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import gzip
 import math
+import os
 import random
 import re
 import socket
 import struct
 import sys
 import urllib.parse
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_DOWNLOAD_DIR = Path.home() / ".cache" / "roadmap"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot")        # label order of the idx files (Xiao et al., 2017)
+DEEP_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}   # PIL modes of grayscale above 8 bits
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 IN_MEMORY_LIMIT_BYTES = 2 * 1024 ** 3   # decoded train + eval sets below this stay in memory
 EVAL_CROP_PCT = 0.875                   # timm's default: resize to size / 0.875, center crop size
@@ -116,17 +119,38 @@ def load_source(spec: str, root: str | None, image_size: int, synthetic_size: in
     raise DataError(f"unknown dataset '{spec}'; choose one of {', '.join(SPECS)}")
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An idx file (the MNIST format), gzipped or not, as a uint8 array."""
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An idx file (the MNIST format) of `ndim` dimensions, gzipped or not, as a uint8 array.
+
+    A damaged file (truncated, corrupt, another header) is a DataError that names it: numpy would
+    otherwise fail on it with a traceback, or read a short label file as misaligned pairs."""
     try:
-        raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    except (OSError, EOFError) as err:
-        raise DataError(f"cannot read {path} ({err}); re-download the dataset") from None
-    zero, dtype, ndim = raw[0:2], raw[2], raw[3]
-    if zero != b"\0\0" or dtype != 0x08:
-        raise DataError(f"{path} is not a uint8 idx file; re-download the dataset")
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:   # a truncated or corrupt gzip stream
+        raise DataError(f"{path}: cannot be read ({err}); re-download the dataset") from None
+    problem = idx_problem(raw, ndim)
+    if problem:
+        raise DataError(f"{path}: {problem}; re-download the dataset")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     return np.frombuffer(bytearray(raw), np.uint8, offset=4 + 4 * ndim).reshape(dims)   # bytearray: writable
+
+
+def idx_problem(raw: bytes, ndim: int) -> str | None:
+    """What is wrong with an idx file's bytes: its header (magic 0 0 8 ndim, then the dims) and its size."""
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        return f"{len(raw)} bytes, too short for an idx header"
+    if raw[:3] != b"\0\0\x08":
+        return "not a uint8 idx file (wrong magic number)"
+    if raw[3] != ndim:
+        return f"{raw[3]} dimensions where {ndim} belong"
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + math.prod(dims)
+    if len(raw) != expected:
+        cut = "truncated" if len(raw) < expected else "trailing bytes"
+        return f"{len(raw)} bytes where its header ({' x '.join(map(str, dims))}) needs {expected} ({cut})"
+    return None
 
 
 def find_idx_files(folder: Path) -> dict[str, Path] | None:
@@ -159,8 +183,15 @@ def load_fashion_mnist(root: str | None) -> Source:
                         f"install Debian's dataset-fashion-mnist or pass --set data.root=DIR")
 
     def split(images: str, labels: str, where: str) -> Split:
-        pixels = read_idx(files[images])[..., None]                        # (N, 28, 28, 1)
-        return Split(read_idx(files[labels]).astype(np.int64), pixels, where=where)
+        pixels = read_idx(files[images], 3)[..., None]                     # (N, 28, 28, 1)
+        targets = read_idx(files[labels], 1).astype(np.int64)
+        if len(targets) != len(pixels):   # pairs would be misaligned, silently
+            raise DataError(f"{files[labels]}: {len(targets)} labels for the {len(pixels)} images of "
+                            f"{files[images].name}; re-download the dataset")
+        if len(targets) and targets.max() >= len(FASHION_MNIST_CLASSES):
+            raise DataError(f"{files[labels]}: label {targets.max()} outside 0..{len(FASHION_MNIST_CLASSES) - 1}; "
+                            f"re-download the dataset")
+        return Split(targets, pixels, where=where)
 
     where = str(files["train-images-idx3-ubyte"].parent)
     return Source("fashion-mnist", list(FASHION_MNIST_CLASSES),
@@ -205,6 +236,7 @@ def make_synthetic(size: int, classes: int, image_size: int) -> Source:
     if size < 1 or classes < 2:
         raise DataError(f"synthetic data needs data.synthetic_size >= 1 and data.synthetic_classes >= 2, "
                         f"got {size} and {classes}")
+    check_memory(size + max(1, size // 4), image_size, 0, in_memory=True)   # made at the run's size: check first
     rng = np.random.default_rng(SYNTHETIC_SEED)
     colors = rng.integers(40, 216, (classes, 3))
 
@@ -273,7 +305,18 @@ def open_rgb(path: str, draft_size: int | None = None) -> Image.Image:
     with Image.open(path) as image:
         if draft_size:
             image.draft("RGB", (draft_size, draft_size))   # JPEG: decode at a reduced scale, much faster
-        return image.convert("RGB")
+        return (to_8_bit(image) if image.mode in DEEP_GRAY_MODES else image).convert("RGB")
+
+
+def to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float grayscale scaled to 8 bits by the image's own range (min..max).
+
+    PIL's own conversion clips them at 255, so a 16-bit scan becomes nearly white. A flat image has
+    no range to scale: it becomes black."""
+    pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    low, high = pixels.min(), pixels.max()
+    scaled = (pixels - low) * (255 / (high - low)) if high > low else np.zeros_like(pixels)
+    return Image.fromarray(np.round(scaled).astype(np.uint8))
 
 
 def report_unreadable(split: Split, strict: bool, rank: int) -> None:
@@ -757,6 +800,7 @@ def build_data(spec: str, *, root: str | None, image_size: int, batch_size: int,
         check_batch_fits(batch_size, world_size, len(source.train))
     if in_memory is None:
         in_memory = fits_in_memory(source, stored_size(crop, image_size))
+    check_memory(len(source.train) + len(source.eval), stored_size(crop, image_size), batch_size, in_memory)
     serve = InMemoryData if in_memory else StreamingData
     data = serve(source, image_size=image_size, crop=crop, recipe=recipe or {}, workers=workers, strict=strict,
                  batch_size=batch_size, device=torch.device(device), rank=rank, world_size=world_size, seed=seed,
@@ -784,6 +828,26 @@ def check_batch_fits(batch_size: int, world_size: int, train_size: int) -> None:
     if batch_size * world_size > train_size:
         raise DataError(f"batch size {batch_size} x {world_size} ranks exceeds the {train_size} training images; "
                         f"lower scale.batch_size/micro_batch or use more data")
+
+
+def check_memory(images: int, size: int, batch_size: int, in_memory: bool) -> None:
+    """Refuse, before any of it is allocated, data no run could hold: in memory the decoded set is
+    images x 3 x size^2 bytes; streaming, a batch is batch x 3 x size^2 float32. Compared with the
+    machine's physical memory, not with what is free now (that moves with the page cache)."""
+    need = images * 3 * size * size if in_memory else batch_size * 3 * size * size * 4
+    have = physical_memory()
+    if have is not None and need > have:
+        what = f"{images} images held in memory" if in_memory else f"a streamed batch of {batch_size}"
+        raise DataError(f"{size} px images need {need / 2**30:,.0f} GiB for {what}, more than this machine's "
+                        f"{have / 2**30:,.0f} GiB; lower scale.image_size")
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def fits_in_memory(source: Source, size: int) -> bool:

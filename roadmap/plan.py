@@ -7,6 +7,8 @@ and what a record keeps as the resolved recipe.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 
@@ -17,6 +19,19 @@ from .results import RunKey
 from .steps import validate_model
 
 
+# Keys that may change between a run and its resumption without changing what it computes.
+RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train", "device"), ("data", "workers"),
+                     ("data", "root")}
+
+
+def config_fingerprint(cfg: RunConfig) -> str:
+    """sha256 of the resolved config less RESUMABLE_CHANGES: a checkpoint resumes only the config it was saved by."""
+    values = json.loads(json.dumps(to_dict(cfg)))   # tuples -> lists: the same bytes as after a YAML round trip
+    for section, key in RESUMABLE_CHANGES:
+        values[section].pop(key, None)
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class RunPlan:
     cfg: RunConfig
@@ -25,6 +40,10 @@ class RunPlan:
     recipe: recipes.Recipe
     micro: int          # images per device and forward pass
     accum: int          # forward passes per optimizer update
+
+    @property
+    def fingerprint(self) -> str:
+        return config_fingerprint(self.cfg)
 
     def describe(self, train_images: int | None = None, world_size: int = 1) -> dict:
         """The fully resolved run; with the training set's size, its updates too."""

@@ -13,6 +13,7 @@ magnitude, Mixup and CutMix alphas and the erasing probability (drop path: confi
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from timm.data import Mixup
@@ -78,7 +79,7 @@ def resolve(recipe: RecipeConfig, scale: ScaleConfig) -> Recipe:
         raise ConfigError(f"the scale gives {epochs} epochs for the {recipe.name} recipe; it needs at least 1")
     share = epochs / values.pop("epochs")
     strength = scale.regularization
-    return Recipe(
+    resolved = Recipe(
         name=recipe.name, epochs=epochs, batch_size=batch,
         lr=values.pop("lr") * batch / values.pop("lr_batch") * lr_mult,
         warmup_epochs=values.pop("warmup_epochs") * share,
@@ -88,6 +89,12 @@ def resolve(recipe: RecipeConfig, scale: ScaleConfig) -> Recipe:
         rand_augment=scaled_rand_augment(values.pop("rand_augment"), strength),
         **values,
     )
+    for name, value in dataclasses.asdict(resolved).items():
+        # Finite keys can still multiply to infinity (lr 1e300 x lr_mult 1e300): it must not reach training.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"the {recipe.name} recipe's {name} comes to {value} at this scale; lower the keys "
+                              f"that multiply into it")
+    return resolved
 
 
 def scaled_rand_augment(spec: str, strength: float) -> str:

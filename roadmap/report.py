@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from .config import ConfigError, Step, load_roadmap
-from .results import atomic_write_bytes, atomic_write_text, data_slug, load_records
+from .results import atomic_write_bytes, atomic_write_text, check_writable, data_slug, load_records
 
 CONFIDENCE = 0.95
 SIGNIFICANCE_TEST = (f"paired t-test over seeds (Student's t on the per-seed differences, two-sided): the delta's "
@@ -370,14 +370,31 @@ def update_readme(readme: Path, table_md: str, figure_rel_path: str, context_lin
     return replace_between_markers(readme, README_BEGIN, README_END, block)
 
 
-def replace_between_markers(readme: Path, begin_marker: str, end_marker: str, block: str) -> bool:
-    """Put `block` between two marker lines of a README (generated, never hand-edited, content)."""
+def steps_markers(roadmap: str) -> tuple[str, str]:
+    """The README markers of `list --readme`'s steps table."""
+    return f"<!-- steps-{roadmap}:begin -->", f"<!-- steps-{roadmap}:end -->"
+
+
+def marked_text(readme: Path, begin_marker: str, end_marker: str) -> tuple[str, int, int]:
+    """README's text and where its markers are; a README that cannot take a generated block is a ConfigError."""
     readme = Path(readme)
-    text = readme.read_text()
+    try:
+        text = readme.read_bytes().decode()
+    except OSError as err:
+        raise ConfigError(f"{readme} cannot be read ({err.strerror or type(err).__name__})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{readme} is not UTF-8 text") from None
     begin, end = text.find(begin_marker), text.find(end_marker)
     if begin < 0 or end < 0 or end < begin:
-        raise ValueError(f"{readme} needs the markers '{begin_marker}' and then '{end_marker}' on their own lines "
-                         "where the generated text goes; add them and rerun")
+        raise ConfigError(f"{readme} needs the markers '{begin_marker}' and then '{end_marker}' on their own lines "
+                          "where the generated text goes; add them and rerun")
+    check_writable(readme.parent, "--readme")   # it is replaced by a rename in its folder
+    return text, begin, end
+
+
+def replace_between_markers(readme: Path, begin_marker: str, end_marker: str, block: str) -> bool:
+    """Put `block` between two marker lines of a README (generated, never hand-edited, content)."""
+    text, begin, end = marked_text(readme, begin_marker, end_marker)
     new_text = text[:begin + len(begin_marker)] + "\n" + block + text[end:]
     if new_text == text:
         return False
@@ -427,6 +444,9 @@ def make_table(roadmap: str, scale: str, data: str | None, results_dir: Path, ou
                readme: Path | None = None) -> list[Path]:
     """Write <out_dir>/<roadmap>-<scale>-<data>.md/.csv; refresh README's results if given. Returns files written."""
     df, context, stem = _selection(roadmap, scale, data, results_dir)
+    if readme is not None:
+        marked_text(readme, README_BEGIN, README_END)   # refused before anything is written
+    check_writable(out_dir, "--out")
     written = write_table(df, out_dir, stem, context)
     if readme is not None:
         figure = Path(out_dir) / f"{stem}.png"
@@ -439,6 +459,7 @@ def make_table(roadmap: str, scale: str, data: str | None, results_dir: Path, ou
 def make_plot(roadmap: str, scale: str, data: str | None, results_dir: Path, out_dir: Path) -> list[Path]:
     """Write <out_dir>/<roadmap>-<scale>-<data>.png/.svg and -cost.png/.svg."""
     df, context, stem = _selection(roadmap, scale, data, results_dir)
+    check_writable(out_dir, "--out")
     return plot(df, out_dir, stem, context)
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -67,6 +68,17 @@ def data_slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
+def default_weights(results: Path) -> Path:
+    """Complete runs' final weights live inside their results folder (git-ignored) unless --weights says otherwise."""
+    return Path(results) / "weights"
+
+
+def default_checkpoints(results: Path) -> Path:
+    """Checkpoints live inside their results folder unless --checkpoints says otherwise: a fresh
+    results folder never meets another folder's checkpoints."""
+    return Path(results) / "checkpoints"
+
+
 # ---------------------------------------------------------------------------- atomic files
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync it, rename it over `path`.
@@ -103,28 +115,92 @@ def write_record(root: Path, key: RunKey, record: dict) -> Path:
     return path
 
 
+# What `table` reads from a record and of which type: a record that lacks one, or holds another type, is damaged.
+NUMBER = (int, float)
+REQUIRED_FIELDS = {"schema": int, "status": str, "roadmap": str, "scale": str, "data": str, "step": str, "seed": int}
+OPTIONAL_FIELDS = {"top1": NUMBER, "top5": NUMBER, "wall_s": NUMBER, "images_per_s": NUMBER, "gflops": NUMBER,
+                   "params": NUMBER, "image_size": int, "num_classes": int, "world_size": int, "reason": str,
+                   "divergence": dict}
+_WARNED: set[Path] = set()
+
+
 def read_record(path: Path) -> dict | None:
+    """The record at `path` if it is usable, else None: absent, or damaged (one warning naming the file).
+
+    The one judge of a record: `run` redoes a run whose record is not usable, `table` leaves it out."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(path.read_bytes().decode())
+    except (FileNotFoundError, NotADirectoryError):   # no such file, or a file stands where a folder belongs
         return None
+    except OSError as err:
+        return _damaged(path, err.strerror or type(err).__name__)
+    except UnicodeDecodeError:
+        return _damaged(path, "not UTF-8 text")
+    except json.JSONDecodeError as err:
+        return _damaged(path, f"not JSON: {err.msg} at line {err.lineno}")
+    problem = record_problem(record, path)
+    return _damaged(path, problem) if problem else record
+
+
+def record_problem(record, path: Path) -> str | None:
+    """Why `record` cannot be used, or None: not an object, another schema, missing or mistyped fields, or
+    a run other than the one its path names."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    if record.get("schema") != SCHEMA_VERSION:
+        return f"schema {record.get('schema')!r}, not {SCHEMA_VERSION}: written by another version of the runner"
+    for name, kind in REQUIRED_FIELDS.items():
+        if not _is(record.get(name), kind):
+            return f"no {name}" if name not in record else f"{name} {record[name]!r} is not {_kind_name(kind)}"
+    for name, kind in OPTIONAL_FIELDS.items():
+        if record.get(name) is not None and not _is(record[name], kind):
+            return f"{name} {record[name]!r} is not {_kind_name(kind)}"
+    if record["status"] not in STATUSES:
+        return f"status {record['status']!r}, not one of {', '.join(STATUSES)}"
+    if record["status"] == "complete" and record.get("top1") is None:
+        return "complete without a top-1"
+    key = RunKey(record["roadmap"], record["scale"], record["data"], record["step"], record["seed"])
+    if Path(path).parts[-5:] != key.record_path(Path()).parts:   # counted twice, or under the wrong step
+        return f"it holds {key.step} seed {key.seed} of {key.roadmap}/{key.scale}/{key.data}, another run than its path"
+    return None
+
+
+def _is(value, kind) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _kind_name(kind) -> str:
+    return {NUMBER: "a number", int: "an integer", str: "a string", dict: "a JSON object"}[kind]
+
+
+def _damaged(path: Path, problem: str) -> None:
+    warn_damaged(path, problem, "`run` redoes its run, `table` leaves it out")
+    return None
+
+
+def warn_damaged(path: Path, problem: str, consequence: str) -> None:
+    """One warning per damaged file and process (a runner asks about a run more than once)."""
+    if path not in _WARNED:
+        _WARNED.add(path)
+        print(f"warning: {path} is damaged ({problem}); {consequence}", file=sys.stderr)
 
 
 def finished_status(root: Path, key: RunKey) -> str | None:
     """'complete' or 'diverged' when the run needs no more training (a diverged run would diverge
-    again); None when it has no record or failed (a crash may be transient: retry it)."""
+    again); None when it has no usable record or failed (a crash may be transient: retry it)."""
     record = read_record(key.record_path(root))
-    status = record.get("status") if record else None
+    status = record["status"] if record else None
     return status if status in ("complete", "diverged") else None
 
 
 def load_records(root: Path, roadmap: str | None = None, scale: str | None = None,
                  data: str | None = None) -> list[dict]:
-    """Every readable record under `root`, optionally filtered; sorted for stable output."""
+    """Every usable record under `root`, optionally filtered; sorted for stable output."""
     records = []
     for path in sorted(Path(root).glob("*/*/*/*/seed*.json")):
         record = read_record(path)
-        if record is None or record.get("schema") != SCHEMA_VERSION:
+        if record is None:
             continue
         if roadmap and record["roadmap"] != roadmap or scale and record["scale"] != scale:
             continue
@@ -134,23 +210,36 @@ def load_records(root: Path, roadmap: str | None = None, scale: str | None = Non
     return records
 
 
-def check_writable(root: Path, what: str = "results") -> None:
-    """Fail early, before any training, if a folder (results, checkpoints, weights) cannot be written."""
+def check_writable(root: Path, option: str = "--results") -> None:
+    """Fail early, before any training or writing, if `root` (given by `option`) cannot be written."""
     root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
             pass
     except OSError as err:
-        raise ResultsError(f"{what} folder '{root}' cannot be written ({err.strerror}); pass --{what} DIR") from None
+        raise ResultsError(f"folder '{root}' cannot be written ({err.strerror or type(err).__name__}); "
+                           f"pass another {option}") from None
 
 
 # ---------------------------------------------------------------------------- run locks
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, field 22 of /proc/<pid>/stat): a pid and its
+    start time name one process, where a pid alone may be reused. None where /proc does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])   # fields after 'pid (comm)' start at field 3
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class RunLock:
-    """An exclusive lock on one run, held by a live process: seed<k>.lock holds host and pid.
+    """An exclusive lock on one run, held by a live process: seed<k>.lock holds host, pid and the
+    process's start time.
 
     A lock left by a dead process is taken over, so a kill -9 never leaves a run stuck: on this
-    host the pid tells; for another host (a requeued cluster job lands elsewhere) the holder's
+    host the pid tells, with its start time, so that a new process that reuses the pid does not
+    pass for the holder; for another host (a requeued cluster job lands elsewhere) the holder's
     heartbeat does, the lock's mtime, refreshed every HEARTBEAT_S while it is held."""
 
     HEARTBEAT_S = 60
@@ -164,7 +253,7 @@ class RunLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()} {os.getpid()}"
+        me = f"{socket.gethostname()} {os.getpid()} {process_start(os.getpid())}"
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -185,7 +274,8 @@ class RunLock:
 
     def _holder_alive(self) -> bool:
         try:
-            host, pid = self.path.read_text().split()
+            host, pid, *start = self.path.read_text().split()
+            pid = int(pid)
         except (OSError, ValueError):
             return False
         if host != socket.gethostname():
@@ -194,12 +284,14 @@ class RunLock:
             except OSError:
                 return False
         try:
-            os.kill(int(pid), 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
-        return True
+            pass
+        # Without a start time on either side (an older runner's lock, no /proc) the pid alone must do.
+        now = process_start(pid)
+        return not start or start[0] == "None" or now is None or start[0] == str(now)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.HEARTBEAT_S):

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch.distributed as dist
 import yaml
 
-from .config import ConfigError, to_dict
+from .config import SECTIONS, ConfigError, to_dict
 from .data import DataError
-from .plan import RunPlan, plan_runs
-from .results import RunLock, check_writable, data_slug, finished_status, read_record
+from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs
+from .results import RunLock, check_writable, data_slug, finished_status, read_record, warn_damaged
 from .steps import build_model
 from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, open_data, pick_device, \
     record_result, train_run
@@ -44,11 +44,6 @@ def check_init_from(planned: list[RunPlan], num_classes: int) -> None:
             checked.add(run.step.id)
 
 
-# Keys that may change between a run and its resumption without changing what it computes.
-RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train", "device"), ("data", "workers"),
-                     ("data", "root")}
-
-
 def check_same_data(planned: list[RunPlan], results: Path, opened) -> None:
     """A dataset is known by what it holds (classes, image counts), not by its path: moved data finds its
     results, and other data under the same name is refused."""
@@ -64,19 +59,15 @@ def check_same_data(planned: list[RunPlan], results: Path, opened) -> None:
 def check_same_config(planned: list[RunPlan], results: Path) -> None:
     """A finished or interrupted run under another config must not be skipped or resumed as if it were this one."""
     for run in planned:
-        path = run.key.config_path(results)
-        if not path.is_file():
+        saved = saved_config(run.key.config_path(results))
+        if saved is None:
             continue
-        try:
-            saved = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
-            continue  # unreadable: the run will be redone and the file rewritten
         wanted = json.loads(json.dumps(to_dict(run.cfg)))  # tuples -> lists, as saved
         for section, values in wanted.items():
             if not isinstance(values, dict):
                 continue
             for key, value in values.items():
-                old = (saved.get(section) or {}).get(key) if isinstance(saved, dict) else None
+                old = saved[section].get(key)
                 if (section, key) == ("data", "spec") and isinstance(old, str):  # moved data: check_same_data
                     old, value = data_slug(old), data_slug(value)
                 if old != value and (section, key) not in RESUMABLE_CHANGES:
@@ -84,6 +75,26 @@ def check_same_config(planned: list[RunPlan], results: Path) -> None:
                         f"{run.step.id} seed {run.key.seed} in {results} was run with {section}.{key}={old!r}, "
                         f"not {value!r}; use another --results folder for this variant, or delete "
                         f"{run.key.folder(results)}")
+
+
+def saved_config(path: Path) -> dict | None:
+    """The config a run was saved with (seed<k>.yaml); None when absent or damaged (with a warning)."""
+    try:
+        saved = yaml.safe_load(path.read_bytes().decode())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        problem = err.strerror or type(err).__name__
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text"
+    except yaml.YAMLError as err:
+        problem = f"not YAML: {type(err).__name__}"
+    else:
+        if isinstance(saved, dict) and all(isinstance(saved.get(section), dict) for section in SECTIONS):
+            return saved
+        problem = "not a mapping of config sections"
+    warn_damaged(path, problem, "it cannot be compared with this run's config, and is rewritten if the run trains")
+    return None
 
 
 def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
@@ -106,6 +117,9 @@ def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: P
             continue
         outcome = run_one(run, results, checkpoints, weights, info, progress, label)
         counts[outcome] += 1
+        if outcome == "failed" and info.world_size > 1:
+            say(info, "the processes cannot train together after a failure; stopping (run the command again)")
+            break
     return counts
 
 
@@ -118,32 +132,53 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info:
             lock.release()
             say(info, f"{label}: finished by another process, skipped")
             return "skipped"
+    try:
+        record = attempt(run, results, checkpoints, weights, info, progress, label)
+        record_result(results, run.key, record, info)
+        if info.is_main and record["status"] == "complete":
+            # Only now: a kill before the record is written must still find the checkpoint.
+            run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
+    finally:
+        lock.release()  # after the record: whoever takes the lock next finds it
+    if info.world_size > 1 and record["status"] == "failed":
+        wait_for_release(lock)
+    elif info.world_size > 1:
+        dist.barrier()
+    return record["status"]
+
+
+def attempt(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist, progress: bool,
+            label: str) -> dict:
+    """Train one run; its record, complete, diverged or failed. User mistakes and interrupts go up."""
     start = time.perf_counter()
     try:
         record = train_run(run, results, checkpoints, weights, info, progress)
         bound = f", input-bound: {100 * record['data_time_share']:.0f}% waiting for data" if record["input_bound"] else ""
         say(info, f"{label}: top-1 {record['top1']:.2f}%  ({record['wall_s']:.0f} s, "
                   f"{record['images_per_s']:.0f} img/s{bound})")
+        return record
     except Diverged as err:
-        record = failure_record(run, "diverged", str(err), err.info,
-                                time.perf_counter() - start)
         say(info, f"{label}: DIVERGED ({err}); going on")
+        return failure_record(run, "diverged", str(err), err.info, time.perf_counter() - start)
     except (ConfigError, DataError, KeyboardInterrupt):
         raise
     except Exception as err:  # a crash of one step must not stop the roadmap
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
         traceback.print_exc(file=sys.stderr)
-        record = failure_record(run, "failed", reason, None, time.perf_counter() - start)
-        say(info, f"{label}: FAILED ({reason}); going on")
-    finally:
-        lock.release()
-    record_result(results, run.key, record, info)
-    if info.is_main and record["status"] == "complete":
-        # Only now: a kill before the record is written must still find the checkpoint.
-        run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
-    if info.world_size > 1:
-        dist.barrier()
-    return record["status"]
+        if info.world_size > 1:
+            # The other processes wait in a collective this one will never join: leaving the group ends
+            # it for them at once (gloo; NCCL after the group's timeout), and rank 0 records the failure.
+            dist.destroy_process_group()
+        say(info, f"{label}: FAILED ({reason})" + ("" if info.world_size > 1 else "; going on"))
+        return failure_record(run, "failed", reason, None, time.perf_counter() - start)
+
+
+def wait_for_release(lock: RunLock, timeout_s: float = 60.0) -> None:
+    """After a failure under torchrun, a rank other than 0 waits (boundedly) until rank 0 has recorded it
+    and released the run's lock: torchrun stops every process as soon as one of them ends."""
+    deadline = time.monotonic() + timeout_s
+    while lock.path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def describe_plan(planned: list[RunPlan], results: Path) -> str:
@@ -186,14 +221,14 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
         return {"planned": len(planned)}
     git_commit()  # the code this roadmap runs, recorded as it is now
     check_same_config(planned, results)
-    check_writable(results)
-    check_writable(checkpoints, "checkpoints")
-    check_writable(weights, "weights")
+    check_writable(results, "--results")
+    check_writable(checkpoints, "--checkpoints")
+    check_writable(weights, "--weights")
     info = init_distributed(pick_device(planned[0].cfg.train.device, info).type)
     say(info, describe_plan(planned, results))
     start = time.perf_counter()
     counts = execute(planned, results, checkpoints, weights, info, progress)
     say(info, f"done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    if info.world_size > 1:
+    if dist.is_initialized():   # not after a failure: it has left the group already
         dist.destroy_process_group()
     return counts

@@ -68,13 +68,18 @@ class Dist:
                    int(os.environ.get("WORLD_SIZE", 1)))
 
 
+# A collective that waits longer than this ends the run as failed: a process that hangs or dies
+# cannot keep the others waiting for ever. Checkpoint writes and evaluation fit well inside it.
+DIST_TIMEOUT = datetime.timedelta(minutes=10)
+
+
 def init_distributed(device_kind: str) -> Dist:
     """Join torchrun's process group when launched by it: NCCL on GPUs, gloo on CPUs."""
     info = Dist.from_env()
     if info.world_size > 1 and not dist.is_initialized():
         if device_kind == "cuda":
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo", timeout=DIST_TIMEOUT)
     return info
 
 
@@ -155,7 +160,7 @@ class Run:
 
     def __init__(self, plan: RunPlan, info: Dist, progress: bool):
         cfg = plan.cfg
-        self.cfg, self.step, self.info = cfg, plan.step, info
+        self.cfg, self.step, self.info, self.fingerprint = cfg, plan.step, info, plan.fingerprint
         self.progress = progress and info.is_main and sys.stderr.isatty()
         self.device = pick_device(cfg.train.device, info)
         self.amp = amp_dtype(cfg.train.amp, self.device)
@@ -204,7 +209,8 @@ class Run:
         if not self.info.is_main:
             return
         buffer = io.BytesIO()
-        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        torch.save({"fingerprint": self.fingerprint,
+                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                     "state": dataclasses.asdict(self.state), "rng": rng_state()}, buffer)
         atomic_write_bytes(path, buffer.getvalue())
@@ -216,6 +222,11 @@ class Run:
             ckpt = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as err:  # a checkpoint from an older version or a broken disk: start over
             print(f"warning: ignoring unreadable checkpoint {path} ({type(err).__name__})", file=sys.stderr)
+            return False
+        if not isinstance(ckpt, dict) or ckpt.get("fingerprint") != self.fingerprint:
+            # Saved under another config (or by a runner without fingerprints): resuming it would mix two runs.
+            print(f"warning: checkpoint {path} was saved under another config; starting {self.step.id} over",
+                  file=sys.stderr)
             return False
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -400,8 +411,6 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, in
     if run.load_checkpoint(ckpt_path) and info.is_main:
         print(f"resuming {step.id} seed {key.seed} after epoch {run.state.epoch}", file=sys.stderr)
     run.state.started = run.state.started or utc_now()
-    if info.is_main:
-        atomic_write_text(key.config_path(results), yaml.safe_dump(to_dict(cfg), sort_keys=False))
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
     for epoch in range(run.state.epoch, run.recipe.epochs):
@@ -413,6 +422,9 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, in
         run.state.wall_s += time.perf_counter() - session_start
         session_start = time.perf_counter()
         if info.is_main:
+            # The config beside the first epoch's log, not before: a run refused while it is being set up
+            # leaves nothing behind.
+            atomic_write_text(key.config_path(results), yaml.safe_dump(to_dict(cfg), sort_keys=False))
             write_epoch_log(key.log_path(results), run.state.history)
             run.save_checkpoint(ckpt_path)
             if not run.progress:  # batch jobs (nohup, Slurm): one line per epoch instead of a bar

@@ -1,0 +1,447 @@
+"""Reliability by class: non-finite and absurd values, empty paths, damaged dataset files, damaged results
+and saved configs, output paths, checkpoints of another config, interrupts and stale locks, 16-bit images.
+
+Every user mistake is one line on stderr, exit 2, no traceback, nothing written; every damaged file a
+program finds on its own is one warning that names it, and the program goes on."""
+import gzip
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import typing
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from roadmap import cli, config, data as data_module, runs
+from roadmap.config import SECTIONS, ConfigError, build_run_config, parse_overrides, update_dataclass
+from roadmap.data import DataError, build_data, open_rgb
+from roadmap.plan import RESUMABLE_CHANGES, config_fingerprint
+from roadmap.results import ResultsError, RunKey, RunLock, atomic_write_text, finished_status, load_records, \
+    process_start, read_record, write_record
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--data", "synthetic", "--no-progress", "--set", "scale.epochs=1", "--set", "scale.classic_epochs=1",
+        "--set", "scale.batch_size=16", "--set", "scale.micro_batch=16", "--set", "data.synthetic_size=48",
+        "--set", "scale.image_size=16", "--set", "train.deterministic=true"]
+
+
+def main(capsys, *args) -> tuple[int, str]:
+    """cli.main as the console script runs it: (exit code, stderr)."""
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def assert_refused(code, err, expect, folder: Path | None = None):
+    """One line, exit 2, no traceback, no file written under `folder`."""
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert expect in lines[0], lines[0]
+    assert folder is None or not folder.exists() or not [p for p in folder.rglob("*") if p.is_file()]
+
+
+def float_keys():
+    """(section, key) of every float config key, whatever its Optional wrapping."""
+    out = []
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if float in (typing.get_args(hints[f.name]) or (hints[f.name],)):
+                out.append((section, f.name))
+    return out
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    raw = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+
+
+def fashion_files(root: Path, ext: str = ".gz", train: int = 24, test: int = 12) -> Path:
+    """A tiny Fashion-MNIST in the idx format: random 28 x 28 images, labels 0..9."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", train), ("t10k", test)):
+        write_idx(root / f"{prefix}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte{ext}", rng.integers(0, 10, n))
+    return root
+
+
+def build(spec="synthetic", **overrides):
+    args = dict(root=None, image_size=16, batch_size=8, train_subset=None, eval_subset=None,
+                recipe={"rand_augment": "", "random_erasing": 0.0}, crop="pad", device="cpu", workers=0)
+    args.update(overrides)
+    return build_data(spec, **args)
+
+
+def good_record(step: str, seed: int = 0, **extra) -> dict:
+    return {"schema": 1, "status": "complete", "reason": None, "divergence": None, "roadmap": "resnet50",
+            "scale": "demo", "data": "synthetic", "step": step, "seed": seed, "top1": 50.0 + seed, "top5": 90.0,
+            **extra}
+
+
+def good_results(root: Path) -> Path:
+    """Two complete runs of the demo scale on synthetic data."""
+    for step in ("resnet50", "modern_recipe"):
+        write_record(root, RunKey("resnet50", "demo", "synthetic", step, 0), good_record(step))
+    return root
+
+
+# ---------------------------------------------------------------------------- 1. non-finite and absurd values
+@pytest.mark.parametrize("raw", [".nan", ".inf", "-.inf", "1e999", "-1e999"])
+def test_every_float_key_refuses_non_finite_values(raw):
+    keys = float_keys()
+    assert ("recipe", "lr") in keys and ("scale", "width_mult") in keys and len(keys) >= 18
+    for section, key in keys:
+        overrides = parse_overrides([f"{section}.{key}={raw}"])
+        with pytest.raises(ConfigError, match=f"{section}.{key} must be a finite number"):
+            update_dataclass(SECTIONS[section](), overrides[section], section)
+
+
+def test_a_nan_lr_never_reaches_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runs, "train_run", lambda *a, **k: pytest.fail("training was reached"))
+    results = tmp_path / "results"
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--set", "recipe.lr=.nan", "--results", str(results))
+    assert_refused(code, err, "recipe.lr must be a finite number", results)
+    # Finite keys that multiply to infinity are caught where the recipe is resolved.
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--set", "recipe.lr=1e300", "--set", "scale.lr_mult=1e300",
+                     "--results", str(results))
+    assert_refused(code, err, "lr comes to inf", results)
+
+
+def test_ranges_cover_the_optimizer_keys():
+    for pair, expect in ((["recipe.momentum=1.5"], "recipe.momentum must be"), (["recipe.step_gamma=0"], "step_gamma"),
+                         (["recipe.lr_batch=0"], "recipe.lr_batch must be"), (["recipe.epochs=0"], "recipe.epochs")):
+        cfg = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, parse_overrides(pair))
+        with pytest.raises(ConfigError, match=expect):
+            config.check_ranges(cfg)
+
+
+def test_an_image_size_no_memory_holds_is_refused_before_anything_is_allocated(tmp_path, capsys):
+    results = tmp_path / "results"
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--set", "scale.image_size=100000",
+                     "--results", str(results))
+    assert_refused(code, err, "more than this machine's", results)
+
+
+@pytest.mark.parametrize("in_memory", [None, True, False])
+def test_the_memory_estimate_covers_both_serving_paths(tmp_path, in_memory):
+    root = fashion_files(tmp_path / "fm")
+    with pytest.raises(DataError, match="lower scale.image_size"):
+        build("fashion-mnist", root=str(root), image_size=100000, in_memory=in_memory)
+
+
+# ---------------------------------------------------------------------------- 2. empty and missing paths
+@pytest.mark.parametrize("args", [
+    ["run", "--step", "gelu", "--results", ""], ["run", "--step", "gelu", "--checkpoints", " "],
+    ["table", "--out", ""], ["table", "--results", ""], ["plot", "--out", ""], ["list", "--readme", ""],
+    ["bench", "--out", ""],
+])
+def test_an_empty_path_is_one_line(args, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # '' would have meant this folder
+    code, err = main(capsys, *args)
+    assert_refused(code, err, "an empty path names nothing", tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_steps_dir_that_is_not_a_folder_is_one_line(kind, tmp_path, capsys, monkeypatch):
+    target = tmp_path / "steps"
+    if kind == "file":
+        target.write_text("not a folder")
+    monkeypatch.setenv("ROADMAP_STEPS_DIR", str(target))
+    code, err = main(capsys, "list")
+    assert_refused(code, err, f"ROADMAP_STEPS_DIR={target}")
+
+
+# ---------------------------------------------------------------------------- 3. damaged dataset files
+def cut(path: Path, keep: float) -> None:
+    path.write_bytes(path.read_bytes()[:int(len(path.read_bytes()) * keep)])
+
+
+def flip_middle(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    for i in range(len(raw) // 3, len(raw) // 3 + 16):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+DAMAGE = {  # name: (extension, file, how, what the message says)
+    "truncated gzip": (".gz", "train-images-idx3-ubyte", lambda p: cut(p, 0.5), "cannot be read"),
+    "corrupt gzip": (".gz", "train-images-idx3-ubyte", flip_middle, "cannot be read"),
+    "truncated raw": ("", "train-images-idx3-ubyte", lambda p: cut(p, 0.7), "truncated"),
+    "trailing bytes": ("", "t10k-images-idx3-ubyte", lambda p: p.write_bytes(p.read_bytes() + b"xx"), "trailing"),
+    "empty": ("", "t10k-labels-idx1-ubyte", lambda p: p.write_bytes(b""), "too short"),
+    "bad magic": ("", "train-labels-idx1-ubyte", lambda p: p.write_bytes(b"\0\0\x09" + p.read_bytes()[3:]),
+                  "wrong magic"),
+    "labels as images": (".gz", "train-labels-idx1-ubyte",
+                         lambda p: write_idx(p, np.zeros((24, 2, 2))), "3 dimensions where 1 belong"),
+    "fewer labels": (".gz", "train-labels-idx1-ubyte", lambda p: write_idx(p, np.zeros(20)), "20 labels for the 24"),
+    "label out of range": ("", "t10k-labels-idx1-ubyte", lambda p: write_idx(p, np.full(12, 10)), "label 10"),
+}
+
+
+@pytest.mark.parametrize("name", list(DAMAGE))
+def test_a_damaged_idx_file_is_one_line_that_names_it(name, tmp_path):
+    ext, stem, damage, expect = DAMAGE[name]
+    root = fashion_files(tmp_path / "fm", ext)
+    assert build("fashion-mnist", root=str(root)).train_size == 24   # intact, it loads
+    damage(root / f"{stem}{ext}")
+    with pytest.raises(DataError) as err:
+        build("fashion-mnist", root=str(root))
+    message = str(err.value)
+    assert f"{stem}{ext}" in message and expect in message and "\n" not in message, message
+
+
+def test_a_damaged_idx_file_through_the_cli(tmp_path, capsys):
+    root = fashion_files(tmp_path / "fm")
+    cut(root / "t10k-images-idx3-ubyte.gz", 0.5)
+    results = tmp_path / "results"
+    args = [a for a in TINY if a not in ("--data", "synthetic")]
+    code, err = main(capsys, "run", "--step", "gelu", *args, "--set", f"data.root={root}", "--results", str(results))
+    assert_refused(code, err, "t10k-images-idx3-ubyte.gz", results)
+
+
+# ---------------------------------------------------------------------------- 4. damaged results and state
+DAMAGED_RECORDS = {  # step: the bytes of its record
+    "stage_ratio": b"[1, 2, 3]\n",
+    "patchify_stem": b'{"schema": 1, "step": "\xff\xfe"}',
+    "depthwise": b'{"schema": 1, "status": "complete", "roadmap": "resnet50"',
+    "widen": json.dumps({k: v for k, v in good_record("widen").items() if k != "seed"}).encode(),
+    "inverted_bottleneck": json.dumps(good_record("inverted_bottleneck", schema=2)).encode(),
+    "move_up_dwconv": json.dumps(good_record("kernel7")).encode(),   # another run than its path
+    "kernel7": json.dumps(good_record("kernel7", top1="high")).encode(),
+    "gelu": json.dumps(good_record("gelu", top1=None)).encode(),
+    "layernorm": json.dumps(good_record("layernorm", status="finished")).encode(),
+}
+
+
+def damaged_results(root: Path) -> Path:
+    good_results(root)
+    for step, raw in DAMAGED_RECORDS.items():
+        path = RunKey("resnet50", "demo", "synthetic", step, 0).record_path(root)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(raw)
+    return root
+
+
+def test_one_judge_decides_whether_a_record_counts(tmp_path, capsys):
+    root = damaged_results(tmp_path / "results")
+    assert {r["step"] for r in load_records(root)} == {"resnet50", "modern_recipe"}
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == len(DAMAGED_RECORDS)
+    assert all(any(f"/{step}/seed0.json" in w for w in warnings) for step in DAMAGED_RECORDS)
+    for step in DAMAGED_RECORDS:  # what `table` cannot show, `run` does not count as finished
+        assert finished_status(root, RunKey("resnet50", "demo", "synthetic", step, 0)) is None
+    assert finished_status(root, RunKey("resnet50", "demo", "synthetic", "resnet50", 0)) == "complete"
+
+
+def test_table_reports_damaged_records_and_goes_on(tmp_path, capsys):
+    root = damaged_results(tmp_path / "results")
+    code, err = main(capsys, "table", "--data", "synthetic", "--results", str(root), "--out", str(tmp_path / "out"))
+    assert code == 0 and "Traceback" not in err, err
+    assert err.count("is damaged") == len(DAMAGED_RECORDS)
+    table = (tmp_path / "out" / "resnet50-demo-synthetic.md").read_text()
+    assert "| gelu |" in table and "| missing |" in table
+
+
+def test_run_redoes_a_damaged_record_and_survives_a_damaged_config(tmp_path, capsys):
+    results = tmp_path / "results"
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    key.record_path(results).parent.mkdir(parents=True)
+    key.record_path(results).write_text(json.dumps(good_record("gelu", schema=99)))
+    key.config_path(results).write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--results", str(results))
+    assert code == 0, err
+    assert f"{key.record_path(results)} is damaged (schema 99" in err
+    assert f"{key.config_path(results)} is damaged (not UTF-8" in err
+    assert read_record(key.record_path(results))["status"] == "complete"
+    assert config.read_yaml(key.config_path(results))["model"]["act"] == "gelu"   # rewritten
+    for text in ("- a list\n", "model: [1, 2]\n", "key: [unclosed\n"):
+        key.config_path(results).write_text(text)
+        assert runs.saved_config(key.config_path(results)) is None
+
+
+# ---------------------------------------------------------------------------- 5. output paths
+def test_table_into_an_unwritable_place_is_one_line(tmp_path, capsys):
+    root = good_results(tmp_path / "results")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for command in ("table", "plot"):
+        code, err = main(capsys, command, "--data", "synthetic", "--results", str(root), "--out", str(blocker / "out"))
+        assert_refused(code, err, "cannot be written (Not a directory); pass another --out")
+
+
+def test_readme_without_markers_is_one_line_and_nothing_is_written(tmp_path, capsys):
+    root = good_results(tmp_path / "results")
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    out = tmp_path / "out"
+    code, err = main(capsys, "table", "--data", "synthetic", "--results", str(root), "--out", str(out),
+                     "--readme", str(readme))
+    assert_refused(code, err, "results:begin", out)
+    assert readme.read_text() == "# no markers here\n"
+    code, err = main(capsys, "list", "--readme", str(readme))
+    assert_refused(code, err, "steps-resnet50:begin")
+    code, err = main(capsys, "list", "--readme", str(tmp_path / "missing.md"))
+    assert_refused(code, err, "cannot be read")
+
+
+# ---------------------------------------------------------------------------- 6. checkpoints of another config
+def test_the_fingerprint_ignores_exactly_the_resumable_keys():
+    base = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, {})
+    changes = {"compile": True, "channels_last": True, "device": "cpu", "workers": 0, "root": "/elsewhere"}
+    overrides = {}
+    for section, key in RESUMABLE_CHANGES:
+        overrides.setdefault(section, {})[key] = changes[key]
+    same = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, overrides)
+    assert config_fingerprint(base) == config_fingerprint(same)
+    for pair in ("recipe.lr=0.3", "scale.epochs=7", "model.kernel_size=5"):
+        other = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, parse_overrides([pair]))
+        assert config_fingerprint(other) != config_fingerprint(base), pair
+    assert config_fingerprint(build_run_config("resnet50", "gelu", "demo", "synthetic", 1, {})) != \
+        config_fingerprint(base)
+
+
+def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path, capsys, monkeypatch):
+    original = runs.train_run.__globals__["Run"].train_epoch
+
+    def interrupted_in_epoch_2(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(runs.train_run.__globals__["Run"], "train_epoch", interrupted_in_epoch_2)
+    results = tmp_path / "results"
+    args = ["run", "--step", "gelu", *TINY, "--set", "scale.epochs=2", "--results", str(results)]
+    assert main(capsys, *args)[0] == 130
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    checkpoint = key.checkpoint_path(results / "checkpoints")   # by default inside the results folder
+    assert checkpoint.is_file() and key.config_path(results).is_file()
+    # The saved config is gone (as after a cleanup), so only the checkpoint knows what it was trained under.
+    key.config_path(results).unlink()
+    monkeypatch.setattr(runs.train_run.__globals__["Run"], "train_epoch", original)
+    code, err = main(capsys, *args, "--set", "recipe.lr=0.01")
+    assert code == 0, err
+    assert f"checkpoint {checkpoint} was saved under another config; starting gelu over" in err
+    assert "resuming" not in err
+    assert len(read_record(key.record_path(results))["epochs"]) == 2
+
+
+# ---------------------------------------------------------------------------- 7. interrupts and stale locks
+def test_ctrl_c_while_starting_up_exits_130_without_a_traceback(tmp_path):
+    # -X importtime reports each import as it ends: once roadmap.config is in, torch (seconds) comes next.
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", str(ROOT / "runner.py"), "table"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.rstrip().endswith("| roadmap.config"):
+            proc.send_signal(signal.SIGINT)
+            break
+    err = "".join(seen) + proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-2000:]
+    assert "| torch\n" not in "".join(seen)   # the interrupt came before torch was in
+
+
+def test_a_lock_whose_pid_was_reused_is_stale(tmp_path):
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_path = key.folder(tmp_path) / "seed0.lock"
+        started = process_start(holder.pid)
+        atomic_write_text(lock_path, f"{socket.gethostname()} {holder.pid} {started}\n")
+        with pytest.raises(ResultsError, match="being trained by another process"):
+            RunLock(tmp_path, key).acquire()      # the live holder itself
+        atomic_write_text(lock_path, f"{socket.gethostname()} {holder.pid} {started - 1}\n")
+        with RunLock(tmp_path, key) as lock:      # the pid lives, but it is another process now
+            assert lock.path.read_text().split()[1] == str(os.getpid())
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---------------------------------------------------------------------------- 8. 16-bit images
+@pytest.mark.parametrize("fmt,mode", [("PNG", "I;16"), ("TIFF", "I;16"), ("TIFF", "I")])
+def test_deep_grayscale_is_scaled_by_its_own_range(tmp_path, fmt, mode):
+    ramp = np.linspace(1000, 3000, 64).round().astype(np.uint16 if mode == "I;16" else np.int32)
+    path = tmp_path / f"scan.{fmt.lower()}"
+    image = Image.fromarray(np.tile(ramp, (8, 1)))
+    image.save(path, fmt)
+    with Image.open(path) as saved:
+        assert saved.mode in data_module.DEEP_GRAY_MODES
+    pixels = np.asarray(open_rgb(str(path)))
+    assert pixels.shape == (8, 64, 3) and (pixels[..., 0] == pixels[..., 2]).all()
+    row = pixels[0, :, 0].astype(int)
+    assert row[0] == 0 and row[-1] == 255 and (np.diff(row) >= 0).all() and 120 <= row[32] <= 135
+
+
+def test_a_flat_16_bit_image_is_black_not_white(tmp_path):
+    path = tmp_path / "flat.png"
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(path)
+    assert np.asarray(open_rgb(str(path))).max() == 0
+
+
+# ---------------------------------------------------------------------------- 9. a refusal writes nothing
+def test_a_refusal_in_the_first_epoch_leaves_no_file(tmp_path, capsys):
+    root = tmp_path / "folder"
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (16, 16), (60 * i, 90, 10)).save(root / split / name / f"{i}.png")
+    for name in ("a", "b"):  # 8 training images in batches of 4: the first epoch reads every one
+        (root / "train" / name / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    results = tmp_path / "results"
+    args = [a for a in TINY if a not in ("--data", "synthetic")]
+    code, err = main(capsys, "run", "--step", "gelu", *args, "--data", f"imagefolder:{root}", "--set",
+                     "data.strict=true", "--set", "data.in_memory=false", "--set", "data.workers=0",
+                     "--set", "scale.batch_size=4", "--set", "scale.micro_batch=4", "--results", str(results))
+    assert code == 2 and "broken.jpg" in err.strip().splitlines()[-1] and "Traceback" not in err, err
+    assert not [p for p in results.rglob("*") if p.is_file()], list(results.rglob("*"))
+
+
+FAILING_RANK = """
+import sys
+sys.path.insert(0, {root!r})
+from roadmap import cli, train
+
+original = train.Run.train_epoch
+
+
+def train_epoch(self, epoch):
+    if epoch == 1 and self.info.rank == 1:
+        raise RuntimeError("simulated failure on rank 1")
+    return original(self, epoch)
+
+
+train.Run.train_epoch = train_epoch
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "torchrun").exists(), reason="no torchrun")
+def test_one_failing_rank_ends_every_rank_and_the_run_is_recorded_failed_once(tmp_path):
+    script = tmp_path / "failing_rank.py"
+    script.write_text(FAILING_RANK.format(root=str(ROOT)))
+    results = tmp_path / "results"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", str(script), "run",
+         "--step", "gelu", "layernorm", "--device", "cpu", "--results", str(results), *TINY,
+         "--set", "scale.epochs=2"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode != 0 and time.monotonic() - start < 240, proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in results.rglob("seed*.json")]
+    assert [(r["step"], r["status"]) for r in records] == [("gelu", "failed")], proc.stderr[-3000:]
+    assert proc.stderr.count(": FAILED (") == 1 and "stopping" in proc.stderr   # rank 0 alone reports
+    assert not list(results.rglob("*.lock"))
