@@ -111,7 +111,7 @@ def load_kept(record: dict, root: Path) -> RoadmapNet:
     why = missing_weights(record, root)
     if why:
         raise ResultsError(f"{record['step']} seed {record['seed']}: {why}; pass --weights DIR "
-                           f"(the folder beside the run's checkpoints)")
+                           f"(by default weights/ inside the results folder)")
     path = Path(root) / record["weights"]
     if sha256_of(path) != record["weights_sha256"]:
         raise ResultsError(f"{path} is not the file its record names (sha256 differs); it was overwritten")

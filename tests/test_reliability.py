@@ -30,7 +30,7 @@ from roadmap.results import ResultsError, RunKey, RunLock, atomic_write_text, fi
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--data", "synthetic", "--no-progress", "--set", "scale.epochs=1", "--set", "scale.classic_epochs=1",
         "--set", "scale.batch_size=16", "--set", "scale.micro_batch=16", "--set", "data.synthetic_size=48",
-        "--set", "scale.image_size=16", "--set", "train.deterministic=true"]
+        "--set", "scale.image_size=16", "--set", "scale.stem_stride=2", "--set", "train.deterministic=true"]
 
 
 def main(capsys, *args) -> tuple[int, str]:

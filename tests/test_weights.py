@@ -38,7 +38,7 @@ def use(root: Path, command: str, *args) -> int:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """One complete tiny run: (folder, record); its weights are in folder/weights (beside folder/ckpt)."""
+    """One complete tiny run: (folder, record); its weights are in folder/results/weights."""
     root = tmp_path_factory.mktemp("run")
     assert train(root) == 0
     return root, read_record(RunKey("resnet50", "demo", "synthetic", STEP, 0).record_path(root / "results"))
@@ -53,7 +53,7 @@ def one_error_line(capsys, expect: str) -> None:
 # ---------------------------------------------------------------------------- kept weights
 def test_a_complete_run_keeps_its_weights_and_names_them_in_its_record(run):
     root, record = run
-    path = root / "weights" / record["weights"]
+    path = root / "results" / "weights" / record["weights"]
     assert record["weights"] == f"resnet50/demo/synthetic/{STEP}/seed0.pt" and path.is_file()
     assert sha256_of(path) == record["weights_sha256"]
     assert record["classes"] == [f"class{i}" for i in range(10)] and record["init_from"] is None
@@ -93,7 +93,7 @@ def test_native_export_rebuilds_the_exact_network(run, tmp_path):
     assert classes == record["classes"] and config == record["config"]
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), load_kept(record, root / "weights")(x), atol=0, rtol=0)
+        torch.testing.assert_close(model(x), load_kept(record, root / "results" / "weights")(x), atol=0, rtol=0)
 
 
 def test_timm_export_at_the_runs_width_loads_into_timms_convnext(run, tmp_path):
@@ -104,7 +104,7 @@ def test_timm_export_at_the_runs_width_loads_into_timms_convnext(run, tmp_path):
     theirs.load_state_dict(torch.load(tmp_path / "timm.pt", weights_only=True))
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(theirs(x), load_kept(record, root / "weights")(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(theirs(x), load_kept(record, root / "results" / "weights")(x), atol=1e-5, rtol=1e-5)
 
 
 def fake_run(root: Path, roadmap: str, step_id: str, classes: int = 10, **scale) -> torch.nn.Module:
@@ -123,7 +123,7 @@ def fake_run(root: Path, roadmap: str, step_id: str, classes: int = 10, **scale)
     write_record(root / "results", key, {
         "schema": SCHEMA_VERSION, "roadmap": roadmap, "step": step_id, "scale": "paper", "data": "synthetic",
         "seed": 0, "status": "complete", "config": json.loads(json.dumps(to_dict(cfg))),
-        "classes": [f"class{i}" for i in range(classes)], **keep_weights(root / "weights", key, net)})
+        "classes": [f"class{i}" for i in range(classes)], **keep_weights(root / "results" / "weights", key, net)})
     return net
 
 
@@ -189,7 +189,7 @@ def test_predict_sees_an_image_as_the_runs_evaluation_did(run, tmp_path, capsys)
     assert set(predictions) == {"a.png", "gray.png"}
     assert out.err.count("warning:") == 1 and "broken.jpg" in out.err
     with torch.no_grad():
-        expected = load_kept(record, root / "weights")(images[:1]).softmax(1)[0]
+        expected = load_kept(record, root / "results" / "weights")(images[:1]).softmax(1)[0]
     top = expected.topk(5)
     assert [c["class"] for c in predictions["a.png"]] == [record["classes"][i] for i in top.indices]
     assert [c["prob"] for c in predictions["a.png"]] == pytest.approx(top.values.tolist(), abs=1e-6)
@@ -260,7 +260,7 @@ def test_fine_tuning_from_a_timm_state_dict_reinitialises_a_head_of_another_size
     record = read_record(RunKey("resnet50", "demo", "synthetic", STEP, 0).record_path(tmp_path / "results"))
     assert record["init_from"]["path"] == str(tmp_path / "timm.pt")
     assert record["init_from"]["head"].startswith("re-initialised (10 classes in the file, 4 here)")
-    tuned = torch.load(tmp_path / "weights" / record["weights"], weights_only=True)
+    tuned = torch.load(tmp_path / "results" / "weights" / record["weights"], weights_only=True)
     torch.testing.assert_close(tuned["stem.0.weight"], start["stem.0.weight"], atol=1e-6, rtol=0)
     assert tuned["fc.weight"].shape[0] == 4
 
@@ -272,7 +272,7 @@ def test_weights_that_do_not_fit_the_step_stop_before_anything_is_written(tmp_pa
     capsys.readouterr()
     assert train(tmp_path, "--set", f"train.init_from={wrong}") == 2
     one_error_line(capsys, "train.init_from")
-    assert not (tmp_path / "results").exists() and not (tmp_path / "weights").exists()
+    assert not (tmp_path / "results").exists() and not (tmp_path / "results" / "weights").exists()
 
 
 def test_weights_of_the_same_step_at_another_width_name_the_first_tensor(tmp_path, capsys):
