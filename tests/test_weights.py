@@ -122,7 +122,7 @@ def fake_run(root: Path, roadmap: str, step_id: str, classes: int = 10, **scale)
     key = RunKey(roadmap, "paper", "synthetic", step_id, 0)
     write_record(root / "results", key, {
         "schema": SCHEMA_VERSION, "roadmap": roadmap, "step": step_id, "scale": "paper", "data": "synthetic",
-        "seed": 0, "status": "complete", "config": json.loads(json.dumps(to_dict(cfg))),
+        "seed": 0, "status": "complete", "top1": 50.0, "config": json.loads(json.dumps(to_dict(cfg))),
         "classes": [f"class{i}" for i in range(classes)], **keep_weights(root / "results" / "weights", key, net)})
     return net
 
