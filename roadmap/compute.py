@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .bench import PEAK_FLOPS, TRAIN_FLOPS_PER_FORWARD_MAC
 from .config import ConfigError
+from .data import IMAGE_EXTENSIONS
 from .model import count_gflops
 from .plan import RunPlan
 from .report import markdown_table
@@ -25,7 +26,6 @@ BENCH_DIR = Path(__file__).resolve().parent.parent / "results" / "bench"
 DATA_SIZES = {"fashion-mnist": (60_000, 10_000, 10), "cifar10": (50_000, 10_000, 10),
               "cifar100": (50_000, 10_000, 100)}
 IMAGENET_1K = (1_281_167, 50_000, 1000)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Speed:
 
 
 def count_images(folder: Path) -> int:
-    return sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def data_sizes(plan: RunPlan) -> tuple[int, int, int, str]:
