@@ -1,6 +1,6 @@
 """The command line: list / run / table / plot / bench / export / predict / evaluate. Parses, then calls the package.
 
-User mistakes (ConfigError, DataError, ...) end as one line on stderr and exit code 2; Ctrl-C ends
+User mistakes (errors.UserError: ConfigError, DataError, ResultsError) end as one line on stderr and exit code 2; Ctrl-C ends
 with 130, imports included: this module imports only the standard library at the top, the package
 (and torch, which takes seconds) inside `main`."""
 from __future__ import annotations
@@ -330,9 +330,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_cli(argv: list[str] | None) -> int:
-    from .config import ConfigError
-    from .data import DataError
-    from .results import ResultsError
+    from .errors import UserError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -340,6 +338,6 @@ def run_cli(argv: list[str] | None) -> int:
         stop_on_sigterm()
     try:
         return args.func(args) or 0
-    except (ConfigError, DataError, ResultsError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UserError
+
 # The steps and scales shipped with the project; ROADMAP_STEPS_DIR=/my/steps runner.py ... points
 # elsewhere, read (and checked) where it is used: see steps_root.
 STEPS_DIR = Path(__file__).resolve().parent.parent / "steps"
 ROADMAPS = ("resnet50", "resnet200", "reverse", "convnext")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A user mistake in a config, a step file or an override: shown as one line, exit 2."""
 
 

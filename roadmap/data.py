@@ -39,6 +39,8 @@ from torchvision import transforms as T
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
+from .errors import UserError
+
 SPECS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic")
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_DOWNLOAD_DIR = Path.home() / ".cache" / "roadmap"
@@ -56,7 +58,7 @@ MAX_REPLACEMENTS = 16                   # unreadable files in a row tolerated wh
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A user mistake about data (missing files, bad folders, sizes): one line, exit 2."""
 
 

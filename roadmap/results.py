@@ -23,13 +23,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
+
 SCHEMA_VERSION = 1
 UMASK = os.umask(0o022)   # read once (it can only be read by setting it), then put back
 os.umask(UMASK)
 STATUSES = ("complete", "failed", "diverged")
 
 
-class ResultsError(RuntimeError):
+class ResultsError(UserError):
     """The results folder cannot be used (unwritable, or a run is locked by another process)."""
 
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import yaml
 
 from .config import SECTIONS, ConfigError, to_dict
-from .data import DataError
+from .errors import UserError
 from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs
 from .results import RunLock, check_writable, data_slug, finished_status, read_record, warn_damaged
 from .steps import build_model
@@ -160,7 +160,7 @@ def attempt(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info:
     except Diverged as err:
         say(info, f"{label}: DIVERGED ({err}); going on")
         return failure_record(run, "diverged", str(err), err.info, time.perf_counter() - start)
-    except (ConfigError, DataError, KeyboardInterrupt):
+    except (UserError, KeyboardInterrupt):
         raise
     except Exception as err:  # a crash of one step must not stop the roadmap
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]

@@ -1,0 +1,8 @@
+"""The one error class for user mistakes: the CLI shows it as one line on stderr and exits 2.
+
+Each concern names its own subclass (ConfigError, DataError, ResultsError) so a message says
+where to look; everything that catches user mistakes catches UserError."""
+
+
+class UserError(ValueError):
+    """A mistake the user can fix: a bad config, missing data, an unusable results folder."""
