@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint folder (default: checkpoints/ inside the results folder)")
     p.add_argument("--weights", type=path_arg, help="folder for complete runs' final weights (default: weights/ "
                                                     "inside the results folder)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", help="auto (default: cuda when visible) | cpu | cuda; sets train.device")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true",

@@ -6,3 +6,7 @@ where to look; everything that catches user mistakes catches UserError."""
 
 class UserError(ValueError):
     """A mistake the user can fix: a bad config, missing data, an unusable results folder."""
+
+
+class ConfigError(UserError):
+    """A mistake in a config, a step file or an override."""

@@ -1,7 +1,7 @@
 """One network for every step of the ResNet -> ConvNeXt roadmap (Liu et al., CVPR 2022, Sec. 2).
 
-`RoadmapNet`'s constructor arguments are the roadmap's axes; each step of `steps/` is this class
-with other arguments. Reading the arguments in roadmap order:
+`RoadmapNet(ModelConfig(...))`: the config's fields are the roadmap's axes; each step of `steps/`
+is this class with another config. Reading the fields in roadmap order:
 
     depths          blocks per stage              step "stage ratio": (3,4,6,3) -> (3,3,9,3)
     stem            'resnet' | 'patchify'         step "patchify stem": 7x7/2 conv + max-pool -> 4x4/4 conv
@@ -27,18 +27,42 @@ order as torchvision `resnet50` (step 0) and timm `convnext_tiny` (last step) fo
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch import nn
 
-STEM_TYPES = ("resnet", "patchify")
-BOTTLENECKS = ("classic", "inverted")
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
-WHICH = ("all", "one")
-NORMS = ("bn", "ln")
-DOWNSAMPLES = ("in_block", "separate")
-INITS = ("torchvision", "authors", "convnext")
+from .errors import ConfigError
+from .fields import bounded, check_fields
+
+Act = Literal["relu", "gelu"]
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}   # one per Act
+
+
+@dataclass
+class ModelConfig:
+    """RoadmapNet's arguments, with torchvision ResNet-50's values as defaults (see the module docstring)."""
+    depths: tuple[int, ...] = (3, 4, 6, 3)
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    stem: Literal["resnet", "patchify"] = "resnet"
+    stem_stride: int = bounded(4, low=1)
+    bottleneck: Literal["classic", "inverted"] = "classic"
+    ratio: int = bounded(4, low=1)
+    spatial_first: bool = False
+    depthwise: bool = False
+    groups: int = bounded(1, low=1)
+    kernel_size: int = bounded(3, low=1)
+    act: Act = "relu"
+    acts: Literal["all", "one"] = "all"
+    norm: Literal["bn", "ln"] = "bn"
+    norms: Literal["all", "one"] = "all"
+    downsample: Literal["in_block", "separate"] = "in_block"
+    layer_scale: float = bounded(0.0, low=0)
+    drop_path: float = bounded(0.0, low=0, high=1)
+    init: Literal["torchvision", "authors", "convnext"] = "torchvision"
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -129,47 +153,25 @@ class Block(nn.Module):
 class RoadmapNet(nn.Module):
     """ResNet-50, ConvNeXt-T and every step between them, as one parameterised network."""
 
-    def __init__(
-        self,
-        depths=(3, 4, 6, 3),
-        widths=(64, 128, 256, 512),
-        stem="resnet",
-        stem_stride=4,
-        bottleneck="classic",
-        ratio=4,
-        spatial_first=False,
-        depthwise=False,
-        groups=1,
-        kernel_size=3,
-        act="relu",
-        acts="all",
-        norm="bn",
-        norms="all",
-        downsample="in_block",
-        layer_scale=0.0,
-        drop_path=0.0,
-        init="torchvision",
-        num_classes=1000,
-        in_chans=3,
-    ):
+    def __init__(self, config: ModelConfig | None = None, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
-        check_args(depths, widths, stem, stem_stride, bottleneck, kernel_size, act, acts, norm, norms, downsample, init,
-                   groups)
-        inverted = bottleneck == "inverted"
+        c = config or ModelConfig()
+        check_model(c)
+        inverted = c.bottleneck == "inverted"
         # Stage output dims: a classic bottleneck widens its output 4x; an inverted one its hidden layer.
-        dims = [w if inverted else w * ratio for w in widths]
-        hidden = [w * ratio if inverted else w for w in widths]
-        separate = downsample == "separate"
+        dims = [w if inverted else w * c.ratio for w in c.widths]
+        hidden = [w * c.ratio if inverted else w for w in c.widths]
+        separate = c.downsample == "separate"
 
-        self.stem = self._make_stem(stem, in_chans, widths[0], stem_stride, norm, act)
+        self.stem = self._make_stem(c.stem, in_chans, c.widths[0], c.stem_stride, c.norm, c.act)
         if separate:
             # "one [LN] after the stem" (Sec. 2.6), with the LNs of the downsampling layers.
-            self.stem.append(LayerNorm2d(widths[0], eps=1e-6))
+            self.stem.append(LayerNorm2d(c.widths[0], eps=1e-6))
         # Linear decay rule (timm, official); on the cpu, as timm, so a network builds on the meta device too.
-        drop_rates = torch.linspace(0, drop_path, sum(depths), device="cpu").tolist()
+        drop_rates = torch.linspace(0, c.drop_path, sum(c.depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
-        in_dim = widths[0]
-        for i, depth in enumerate(depths):
+        in_dim = c.widths[0]
+        for i, depth in enumerate(c.depths):
             stride = 1 if i == 0 else 2
             stage = nn.Sequential()
             if separate and i > 0:
@@ -178,15 +180,15 @@ class RoadmapNet(nn.Module):
                 in_dim, stride = dims[i], 1
             for _ in range(depth):
                 stage.append(Block(
-                    in_dim, dims[i], hidden[i], stride, spatial_first=spatial_first, kernel_size=kernel_size,
-                    depthwise=depthwise, groups=groups, act=act, acts=acts, norm=norm, norms=norms,
-                    layer_scale=layer_scale, drop_path=drop_rates.pop(0)))
+                    in_dim, dims[i], hidden[i], stride, spatial_first=c.spatial_first, kernel_size=c.kernel_size,
+                    depthwise=c.depthwise, groups=c.groups, act=c.act, acts=c.acts, norm=c.norm, norms=c.norms,
+                    layer_scale=c.layer_scale, drop_path=drop_rates.pop(0)))
                 in_dim, stride = dims[i], 1
             self.stages.append(stage)
         self.num_features = dims[-1]
         self.head_norm = nn.LayerNorm(dims[-1], eps=1e-6) if separate else nn.Identity()
         self.fc = nn.Linear(dims[-1], num_classes)
-        self._init_weights(init)
+        self._init_weights(c.init)
 
     @staticmethod
     def _make_stem(stem, in_chans, dim, stride, norm, act):
@@ -233,25 +235,20 @@ class RoadmapNet(nn.Module):
         return self.fc(self.head_norm(x))          # (N, num_classes)
 
 
-def check_args(depths, widths, stem, stem_stride, bottleneck, kernel_size, act, acts, norm, norms, downsample, init,
-               groups=1, **_other_args):
-    """Reject impossible architectures with one readable ValueError."""
-    choices = {"stem": (stem, STEM_TYPES), "bottleneck": (bottleneck, BOTTLENECKS), "act": (act, tuple(ACTIVATIONS)),
-               "acts": (acts, WHICH), "norm": (norm, NORMS), "norms": (norms, WHICH),
-               "downsample": (downsample, DOWNSAMPLES), "init": (init, INITS)}
-    for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ValueError(f"model.{name} must be one of {', '.join(allowed)}, not {value!r}")
+def check_model(config: ModelConfig) -> None:
+    """Reject impossible architectures with one readable ConfigError: the fields, then how they combine."""
+    check_fields(config, "model")
+    depths, widths, groups = config.depths, config.widths, config.groups
     if len(depths) != 4 or len(widths) != 4:
-        raise ValueError("model.depths and model.widths need 4 entries, one per stage")
+        raise ConfigError("model.depths and model.widths need 4 entries, one per stage")
     if min(depths) < 1 or min(widths) < 1:
-        raise ValueError("model.depths and model.widths must be positive")
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"model.kernel_size must be odd and positive, not {kernel_size}")
-    if groups < 1 or any(w % groups for w in widths):
-        raise ValueError(f"model.groups {groups} must divide every width {tuple(widths)}")
-    if stem_stride not in (1, 2, 4) and not (stem == "patchify" and stem_stride >= 1):
-        raise ValueError(f"model.stem_stride must be 1, 2 or 4 for the resnet stem, not {stem_stride}")
+        raise ConfigError("model.depths and model.widths must be positive")
+    if config.kernel_size % 2 == 0:
+        raise ConfigError(f"model.kernel_size must be odd, not {config.kernel_size}")
+    if any(w % groups for w in widths):
+        raise ConfigError(f"model.groups {groups} must divide every width {tuple(widths)}")
+    if config.stem == "resnet" and config.stem_stride not in (1, 2, 4):
+        raise ConfigError(f"model.stem_stride must be 1, 2 or 4 for the resnet stem, not {config.stem_stride}")
 
 
 def total_stride(stem_stride: int) -> int:

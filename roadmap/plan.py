@@ -13,10 +13,9 @@ import math
 from dataclasses import dataclass
 
 from . import recipe as recipes
-from .config import ConfigError, RunConfig, Step, build_run_config, check_ranges, load_roadmap, load_step, to_dict
-from .model import total_stride
+from .config import ConfigError, RunConfig, Step, build_run_config, check_config, load_roadmap, load_step, to_dict
+from .model import check_model, total_stride
 from .results import RunKey
-from .steps import validate_model
 
 
 # Keys that may change between a run and its resumption without changing what it computes.
@@ -84,8 +83,8 @@ def check_image_size(image_size: int, stem_stride: int) -> None:
 def plan_run(roadmap: str, step: Step, scale: str, data: str | None, seed: int, overrides: dict,
              world_size: int) -> RunPlan:
     cfg = build_run_config(roadmap, step.id, scale, data, seed, overrides)
-    check_ranges(cfg)
-    validate_model(cfg.model)
+    check_config(cfg)
+    check_model(cfg.model)
     check_image_size(cfg.scale.image_size, cfg.model.stem_stride)
     recipe = recipes.resolve(cfg.recipe, cfg.scale)
     micro, accum = micro_batching(recipe.batch_size, cfg.scale.micro_batch, world_size)

@@ -186,8 +186,9 @@ def describe_plan(planned: list[RunPlan], results: Path) -> str:
     first, scale = planned[0], planned[0].cfg.scale
     steps = len({run.step.id for run in planned})
     seeds = len({run.key.seed for run in planned})
+    batches = sorted({run.recipe.batch_size for run in planned})   # the classic recipe may keep a batch of its own
     return (f"{first.key.roadmap}: {steps} step(s) x {seeds} seed(s), scale {scale.name} ({scale.image_size} px, "
-            f"{scale.epochs} epochs, classic {scale.classic_epochs}, batch {scale.batch_size}), "
+            f"{scale.epochs} epochs, classic {scale.classic_epochs}, batch {' / '.join(map(str, batches))}), "
             f"data {first.cfg.data.spec} -> {results}")
 
 

@@ -33,8 +33,9 @@ import yaml
 from tqdm import tqdm
 
 from . import recipe as recipes
-from .config import ConfigError, RunConfig, to_dict
+from .config import ConfigError, Device, RunConfig, to_dict
 from .data import build_data, derive_seed
+from .fields import coerce
 from .model import count_gflops, count_params
 from .plan import RunPlan
 from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, write_record
@@ -90,18 +91,13 @@ def pick_device(setting: str, info: Dist) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError("device cuda was asked for, but no CUDA device is visible; use --device cpu")
         return torch.device("cuda", info.local_rank)
-    if setting != "cpu":
-        raise ConfigError(f"device must be auto, cpu or cuda (--device, train.device), not {setting!r}")
-    return torch.device("cpu")
+    return torch.device(coerce(setting, Device, "--device"))   # 'cpu', or a mistake said in one line
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     if setting == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
-    choices = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
-    if setting not in choices:
-        raise ConfigError(f"train.amp must be auto, bf16, fp16 or off, not {setting!r}")
-    return choices[setting]
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[setting]   # a checked choice (TrainConfig)
 
 
 MODEL_STREAM, TRAIN_STREAM = 1, 2   # derive_seed(seed, stream): the random streams of one run

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import ConfigError, ModelConfig, Step, update_dataclass
+from .config import ConfigError, ModelConfig, Step, set_fields
 from .model import RoadmapNet
 from .results import ResultsError, RunKey, atomic_write_bytes, data_slug, load_records
 from .steps import build_model
@@ -83,7 +83,7 @@ def find_record(results: Path, roadmap: str, step: Step, scale: str, data: str |
 
 
 def model_config(record: dict) -> ModelConfig:
-    return update_dataclass(ModelConfig(), record["config"]["model"], "model", "record: ")
+    return set_fields(ModelConfig(), record["config"]["model"], "model", "record: ")
 
 
 def read_state(path: Path) -> dict[str, torch.Tensor]:
@@ -128,7 +128,7 @@ def load_native(path: Path) -> tuple[RoadmapNet, dict, list[str]]:
         raise ConfigError(f"{path} is not a weights file torch can read safely ({type(err).__name__})") from None
     if not isinstance(blob, dict) or not {"state_dict", "config", "classes"} <= set(blob):
         raise ConfigError(f"{path} is not a native export (runner.py export --format native)")
-    model = build_model(update_dataclass(ModelConfig(), blob["config"]["model"], "model", f"{path}: "),
+    model = build_model(set_fields(ModelConfig(), blob["config"]["model"], "model", f"{path}: "),
                         len(blob["classes"]))
     model.load_state_dict(blob["state_dict"])
     return model.eval(), blob["config"], list(blob["classes"])

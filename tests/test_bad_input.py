@@ -68,7 +68,7 @@ CASES = {
     "zero batch": (["run", "--step", "gelu", "--set", "scale.batch_size=0"], "scale.batch_size must be >= 1"),
     "negative width": (["run", "--step", "gelu", "--set", "scale.width_mult=-1"], "scale.width_mult must be > 0"),
     "drop path above 1": (["run", "--step", "gelu", "--set", "model.drop_path=1.5"], "model.drop_path must be"),
-    "unknown device": (["run", "--step", "gelu", "--set", "train.device=tpu"], "device must be auto, cpu or cuda"),
+    "unknown device": (["run", "--step", "gelu", "--set", "train.device=tpu"], "train.device must be one of auto, cpu, cuda, not 'tpu'"),
     "unknown amp": (["run", "--step", "gelu", "--set", "train.amp=fp8"], "train.amp must be"),
     "unknown recipe": (["run", "--step", "gelu", "--set", "recipe.name=fancy"], "recipe.name must be one of"),
     "unknown crop": (["run", "--step", "gelu", "--set", "scale.crop=zoom"], "scale.crop must be"),

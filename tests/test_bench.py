@@ -116,7 +116,7 @@ def test_mixed_precision_on_the_cpu(tmp_path, dtype):
     (dict(iters=0), "--iters"),
     (dict(warmup=-1), "--warmup"),
     (dict(dtype="fp64"), "--dtype"),
-    (dict(device="tpu"), "device must be auto, cpu or cuda"),
+    (dict(device="tpu"), "--device must be one of auto, cpu, cuda"),
     (dict(step_ids=["no_such_step"]), "unknown step 'no_such_step'"),
     (dict(roadmap="resnet51"), "unknown roadmap"),
 ])

@@ -1,7 +1,9 @@
 """Strict step loading: every user mistake is one clear ConfigError (the CLI turns it into exit 2)."""
+import re
 import shutil
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,24 @@ def test_cli_list_json():
     assert {"id", "title", "adopted", "base", "params", "gflops", "paper_gflops", "paper_top1"} <= set(rows[0])
     params = {row["id"]: row["params_exact"] for row in rows}
     assert params["resnet50"] == 25_557_032 and params["separate_downsampling"] == 28_589_128
+
+
+def test_recipe_choices_name_the_presets_and_optimizers():
+    from roadmap.config import RecipeConfig
+    from roadmap.recipe import OPTIMIZERS, PRESETS
+    hints = typing.get_type_hints(RecipeConfig)
+    assert set(typing.get_args(hints["name"])) == set(PRESETS)
+    assert set(typing.get_args(typing.get_args(hints["optimizer"])[0])) == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("scale.crop=center", "scale.crop must be one of rrc, pad, not 'center'"),
+    ("train.amp=fp8", "train.amp must be one of auto, bf16, fp16, off, not 'fp8'"),
+    ("recipe.schedule=cosin", "recipe.schedule must be one of step, cosine, not 'cosin' (did you mean 'cosine'?)"),
+    ("model.act=silu", "model.act must be one of relu, gelu, not 'silu'"),
+    ("scale.regularization=2", "scale.regularization must be >= 0 and <= 1, not 2.0"),
+    ("scale.width_mult=0", "scale.width_mult must be > 0, not 0.0"),
+])
+def test_one_validator_checks_choices_and_ranges_where_a_value_is_set(pair, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_run_config("resnet50", "gelu", "demo", "synthetic", 0, parse_overrides([pair]))

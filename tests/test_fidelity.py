@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from roadmap.config import load_roadmap, load_scale, scaled_model
-from roadmap.model import RoadmapNet, count_params, total_stride
+from roadmap.model import ModelConfig, RoadmapNet, count_params, total_stride
 from roadmap.steps import build_model
 from roadmap import cli
 
@@ -88,7 +88,7 @@ def test_patchify_stem_is_a_plain_conv_and_its_norm_comes_with_separate_downsamp
 
 def small(**kwargs) -> RoadmapNet:
     torch.manual_seed(0)
-    return RoadmapNet(depths=(1, 1, 1, 1), widths=(8, 16, 32, 64), num_classes=10, **kwargs)
+    return RoadmapNet(ModelConfig(depths=(1, 1, 1, 1), widths=(8, 16, 32, 64), **kwargs), num_classes=10)
 
 
 def test_authors_init_keeps_pytorch_defaults_except_the_classifier():

@@ -1,5 +1,6 @@
 """Every step of both regimes against the paper; the endpoints against torchvision and timm."""
 import csv
+import typing
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 import torchvision
 
 from roadmap.config import load_roadmap
-from roadmap.model import RoadmapNet, count_gflops, count_params
+from roadmap.errors import ConfigError
+from roadmap.model import ACTIVATIONS, Act, ModelConfig, RoadmapNet, count_gflops, count_params
 from roadmap.steps import build_model
 
 PAPER_CSV = Path(__file__).resolve().parent / "paper_roadmap.csv"  # the paper's per-step numbers
@@ -111,10 +113,16 @@ def test_first_step_gflops_equal_torchvision():
 
 
 def test_impossible_architecture_is_a_clear_error():
-    with pytest.raises(ValueError, match="kernel_size must be odd"):
-        RoadmapNet(kernel_size=4)
-    with pytest.raises(ValueError, match="model.norm must be one of"):
-        RoadmapNet(norm="gn")
+    with pytest.raises(ConfigError, match="kernel_size must be odd"):
+        RoadmapNet(ModelConfig(kernel_size=4))
+    with pytest.raises(ConfigError, match="model.norm must be one of bn, ln, not 'gn'"):
+        RoadmapNet(ModelConfig(norm="gn"))
+    with pytest.raises(ConfigError, match="model.drop_path must be >= 0 and <= 1, not 1.5"):
+        RoadmapNet(ModelConfig(drop_path=1.5))
+
+
+def test_every_activation_choice_has_a_module():
+    assert set(typing.get_args(Act)) == set(ACTIVATIONS)
 
 
 @pytest.mark.parametrize("step_id", ["resnet50", "inverted_bottleneck", "layernorm", "separate_downsampling"])

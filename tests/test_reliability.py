@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from roadmap import cli, config, data as data_module, runs
-from roadmap.config import SECTIONS, ConfigError, build_run_config, parse_overrides, update_dataclass
+from roadmap.config import SECTIONS, ConfigError, build_run_config, check_config, parse_overrides, set_fields
 from roadmap.data import DataError, build_data, open_rgb
 from roadmap.plan import RESUMABLE_CHANGES, config_fingerprint
 from roadmap.results import ResultsError, RunKey, RunLock, atomic_write_text, finished_status, load_records, \
@@ -105,7 +105,7 @@ def test_every_float_key_refuses_non_finite_values(raw):
     for section, key in keys:
         overrides = parse_overrides([f"{section}.{key}={raw}"])
         with pytest.raises(ConfigError, match=f"{section}.{key} must be a finite number"):
-            update_dataclass(SECTIONS[section](), overrides[section], section)
+            set_fields(SECTIONS[section](), overrides[section], section)
 
 
 def test_a_nan_lr_never_reaches_training(tmp_path, capsys, monkeypatch):
@@ -122,9 +122,15 @@ def test_a_nan_lr_never_reaches_training(tmp_path, capsys, monkeypatch):
 def test_ranges_cover_the_optimizer_keys():
     for pair, expect in ((["recipe.momentum=1.5"], "recipe.momentum must be"), (["recipe.step_gamma=0"], "step_gamma"),
                          (["recipe.lr_batch=0"], "recipe.lr_batch must be"), (["recipe.epochs=0"], "recipe.epochs")):
-        cfg = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, parse_overrides(pair))
         with pytest.raises(ConfigError, match=expect):
-            config.check_ranges(cfg)
+            build_run_config("resnet50", "gelu", "demo", "synthetic", 0, parse_overrides(pair))
+
+
+def test_values_set_in_code_are_checked_too():
+    cfg = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, {})
+    cfg.scale.batch_size = 0
+    with pytest.raises(ConfigError, match="scale.batch_size must be >= 1, not 0"):
+        check_config(cfg)
 
 
 def test_an_image_size_no_memory_holds_is_refused_before_anything_is_allocated(tmp_path, capsys):

@@ -227,3 +227,9 @@ def test_moved_data_finds_its_results_and_other_data_under_the_name_is_refused(t
     make_folder(moved, 24)                                       # other images under the same name
     assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{moved}") == 2
     assert "was other data" in capsys.readouterr().err
+
+
+def test_the_plan_line_names_the_classic_recipes_own_batch(tmp_path):
+    planned = runs.plan_runs("resnet50", ["resnet50", "gelu"], "paper", "synthetic", [0], {})
+    line = runs.describe_plan(planned, tmp_path)
+    assert "batch 256 / 4096" in line and "2 step(s) x 1 seed(s)" in line

@@ -12,7 +12,7 @@ import torchvision
 from PIL import Image
 
 from roadmap import cli
-from roadmap.config import ModelConfig, build_run_config, load_step, to_dict, update_dataclass
+from roadmap.config import ModelConfig, build_run_config, load_step, to_dict, set_fields
 from roadmap.data import FASHION_MNIST_CLASSES, build_data, load_source, read_eval_images
 from roadmap.results import SCHEMA_VERSION, RunKey, read_record, write_record
 from roadmap.predict import label_map
@@ -58,7 +58,7 @@ def test_a_complete_run_keeps_its_weights_and_names_them_in_its_record(run):
     assert sha256_of(path) == record["weights_sha256"]
     assert record["classes"] == [f"class{i}" for i in range(10)] and record["init_from"] is None
     state = torch.load(path, weights_only=True)
-    network = update_dataclass(ModelConfig(), record["config"]["model"], "model")
+    network = set_fields(ModelConfig(), record["config"]["model"], "model")
     assert set(state) == set(build_model(network, 10).state_dict())
     assert not list((root / "ckpt").rglob("*.pt")), "the checkpoint goes, the weights stay"
 
