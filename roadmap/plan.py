@@ -20,7 +20,7 @@ from .results import RunKey
 
 # Keys that may change between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train", "device"), ("data", "workers"),
-                     ("data", "root")}
+                     ("data", "root"), ("train", "log")}
 
 
 def config_fingerprint(cfg: RunConfig) -> str:
