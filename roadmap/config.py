@@ -96,6 +96,7 @@ class TrainConfig:
     deterministic: bool = False
     eval_every: int = bounded(1, low=1)
     init_from: str | None = None            # fine-tune: start from these weights (runner.py export, timm, torchvision)
+    log: Literal["none", "tensorboard"] = "none"   # tensorboard: event files beside the record (tblog.py)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from . import recipe as recipes
+from . import tblog
 from .config import ConfigError, RunConfig, Step, build_run_config, check_config, load_roadmap, load_step, to_dict
 from .model import check_model, total_stride
 from .results import RunKey
@@ -20,7 +21,7 @@ from .results import RunKey
 
 # Keys that may change between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train", "device"), ("data", "workers"),
-                     ("data", "root")}
+                     ("data", "root"), ("train", "log")}
 
 
 def config_fingerprint(cfg: RunConfig) -> str:
@@ -84,6 +85,8 @@ def plan_run(roadmap: str, step: Step, scale: str, data: str | None, seed: int, 
              world_size: int) -> RunPlan:
     cfg = build_run_config(roadmap, step.id, scale, data, seed, overrides)
     check_config(cfg)
+    if cfg.train.log == "tensorboard":
+        tblog.check_available()
     check_model(cfg.model)
     check_image_size(cfg.scale.image_size, cfg.model.stem_stride)
     recipe = recipes.resolve(cfg.recipe, cfg.scale)

@@ -5,6 +5,7 @@ Layout:  <results>/<roadmap>/<scale>/<data>/<step>/seed<k>.json   the record (wr
                                                   seed<k>.yaml   the resolved config
          <checkpoints>/<same path>/seed<k>.pt                    last epoch's state, for resume
          <weights>/<same path>/seed<k>.pt                        a complete run's final weights, kept
+         <results>/tensorboard/<same path>/seed<k>/              TensorBoard event files (train.log=tensorboard)
 
 A record's `status` is `complete`, `failed` (crash; `reason`) or `diverged` (NaN/inf loss;
 `divergence` holds epoch, step and the last finite loss). Records are never half-written: every
@@ -58,6 +59,10 @@ class RunKey:
     def checkpoint_path(self, checkpoint_root: Path) -> Path:
         return self.folder(checkpoint_root) / f"seed{self.seed}.pt"
 
+    def tensorboard_dir(self, tensorboard_root: Path) -> Path:
+        """A folder: TensorBoard writes one event file per session of the run."""
+        return self.folder(tensorboard_root) / f"seed{self.seed}"
+
     def weights_path(self, weights_root: Path = Path()) -> Path:
         """Without a root: the path relative to any weights folder, as the record names it."""
         return self.folder(weights_root) / f"seed{self.seed}.pt"
@@ -73,6 +78,11 @@ def data_slug(spec: str) -> str:
 def default_weights(results: Path) -> Path:
     """Complete runs' final weights live inside their results folder (git-ignored) unless --weights says otherwise."""
     return Path(results) / "weights"
+
+
+def default_tensorboard(results: Path) -> Path:
+    """TensorBoard event files (train.log=tensorboard) live inside their results folder, like checkpoints."""
+    return Path(results) / "tensorboard"
 
 
 def default_checkpoints(results: Path) -> Path:

@@ -38,8 +38,9 @@ from .data import build_data, derive_seed
 from .fields import coerce
 from .model import count_gflops, count_params
 from .plan import RunPlan
-from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, write_record
+from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, default_tensorboard, write_record
 from .steps import build_model
+from .tblog import Board
 from .weights import fit_state, keep_weights
 
 SYNC_EVERY = 10  # updates between looks at the loss on the host
@@ -199,6 +200,7 @@ class Run:
             self.net = self.ddp
         self.state = RunState()
         self.last_top1 = "-"
+        self.board: Board | None = None   # TensorBoard (train.log=tensorboard, rank 0), opened by train_run
 
     # -------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: Path) -> None:
@@ -246,6 +248,7 @@ class Run:
         bar = tqdm(total=self.updates_per_epoch, desc=f"{self.step.id} {epoch + 1}/{self.recipe.epochs}",
                    disable=not self.progress, leave=False, unit="upd", dynamic_ncols=True)
         start, data_s, last_finite, checked = time.perf_counter(), 0.0, None, 0
+        lrs = []   # the lr of each update, a host float: reading it costs no device sync
         for i in range(self.updates_per_epoch):
             loss_sum = torch.zeros((), device=self.device)
             for micro_step in range(self.accum):
@@ -259,6 +262,7 @@ class Run:
                     loss = self.loss_fn(self.net(self.prepare(images)), targets) / self.accum
                 self.scaler.scale(loss).backward()
                 loss_sum += loss.detach()
+            lrs.append(self.optimizer.param_groups[-1]["lr"])   # the lr this update steps with
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
@@ -266,7 +270,10 @@ class Run:
             self.scheduler.step_update(self.state.update)
             losses[i] = loss_sum
             if (i + 1) % SYNC_EVERY == 0 or i + 1 == self.updates_per_epoch:
-                last_finite = self._check_finite(losses[checked: i + 1], epoch, last_finite)
+                values = self._read_losses(losses[checked: i + 1])
+                if self.board:  # per-update scalars where the losses are read anyway: no device sync of their own
+                    self.board.updates(self.state.update - len(values) + 1, values, lrs[checked: i + 1])
+                last_finite = self._check_finite(values, epoch, last_finite)
                 checked = i + 1
                 elapsed = time.perf_counter() - start
                 bar.update((i + 1) - bar.n)
@@ -287,13 +294,16 @@ class Run:
     def images_per_update(self) -> int:
         return self.micro * self.accum * self.info.world_size
 
-    def _check_finite(self, losses: torch.Tensor, epoch: int, last_finite: float | None) -> float | None:
+    def _read_losses(self, losses: torch.Tensor) -> list[float]:
+        """The last updates' losses on the host, averaged over the ranks."""
         if self.info.world_size > 1:
             # Every rank must see a NaN on any rank, or the others would wait for it forever.
             losses = losses.clone()
             dist.all_reduce(losses)
             losses /= self.info.world_size
-        values = losses.tolist()                                    # the one host sync per SYNC_EVERY updates
+        return losses.tolist()                                      # the one host sync per SYNC_EVERY updates
+
+    def _check_finite(self, values: list[float], epoch: int, last_finite: float | None) -> float | None:
         for i, value in enumerate(values):
             if not math.isfinite(value):
                 first_bad_update = self.state.update - len(values) + i + 1
@@ -409,23 +419,31 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, in
     run.state.started = run.state.started or utc_now()
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
-    for epoch in range(run.state.epoch, run.recipe.epochs):
-        stats = {"epoch": epoch + 1, **run.train_epoch(epoch)}
-        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == run.recipe.epochs:
-            stats.update(run.evaluate())
-        run.state.history.append(stats)
-        run.state.epoch = epoch + 1
-        run.state.wall_s += time.perf_counter() - session_start
-        session_start = time.perf_counter()
-        if info.is_main:
-            # The config beside the first epoch's log, not before: a run refused while it is being set up
-            # leaves nothing behind.
-            atomic_write_text(key.config_path(results), yaml.safe_dump(to_dict(cfg), sort_keys=False))
-            write_epoch_log(key.log_path(results), run.state.history)
-            run.save_checkpoint(ckpt_path)
-            if not run.progress:  # batch jobs (nohup, Slurm): one line per epoch instead of a bar
-                print(epoch_line(step.id, key.seed, stats, run.recipe.epochs, run.state.wall_s), file=sys.stderr,
-                      flush=True)
+    if cfg.train.log == "tensorboard" and info.is_main:
+        run.board = Board(key.tensorboard_dir(default_tensorboard(results)), first_update=run.state.update + 1)
+    try:
+        for epoch in range(run.state.epoch, run.recipe.epochs):
+            stats = {"epoch": epoch + 1, **run.train_epoch(epoch)}
+            if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == run.recipe.epochs:
+                stats.update(run.evaluate())
+            run.state.history.append(stats)
+            run.state.epoch = epoch + 1
+            run.state.wall_s += time.perf_counter() - session_start
+            session_start = time.perf_counter()
+            if info.is_main:
+                if run.board:
+                    run.board.epoch(run.state.update, stats)
+                # The config beside the first epoch's log, not before: a run refused while it is being set up
+                # leaves nothing behind.
+                atomic_write_text(key.config_path(results), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+                write_epoch_log(key.log_path(results), run.state.history)
+                run.save_checkpoint(ckpt_path)
+                if not run.progress:  # batch jobs (nohup, Slurm): one line per epoch instead of a bar
+                    print(epoch_line(step.id, key.seed, stats, run.recipe.epochs, run.state.wall_s), file=sys.stderr,
+                          flush=True)
+    finally:
+        if run.board:
+            run.board.close()
     last = run.state.history[-1]
     kept = keep_weights(weights, key, run.model) if info.is_main else {}   # before the record that names them
     data_share = sum(h["data_s"] for h in run.state.history) / max(run.state.train_s, 1e-9)

@@ -305,7 +305,8 @@ def test_readme_without_markers_is_one_line_and_nothing_is_written(tmp_path, cap
 # ---------------------------------------------------------------------------- 6. checkpoints of another config
 def test_the_fingerprint_ignores_exactly_the_resumable_keys():
     base = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, {})
-    changes = {"compile": True, "channels_last": True, "device": "cpu", "workers": 0, "root": "/elsewhere"}
+    changes = {"compile": True, "channels_last": True, "device": "cpu", "workers": 0, "root": "/elsewhere",
+               "log": "tensorboard"}
     overrides = {}
     for section, key in RESUMABLE_CHANGES:
         overrides.setdefault(section, {})[key] = changes[key]
