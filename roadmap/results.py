@@ -232,12 +232,12 @@ class RunLock:
     that gets a dead one's pid holds nothing: no run is left stuck. The file stays after release (an
     unlinked lock file would let two processes lock two files under one name); only its flock counts.
 
-    No heartbeat: where a shared filesystem's flock spans hosts (NFSv4; Lustre mounted with -o flock),
-    the server holds the lock and drops a dead node's when its lease runs out (NFSv4: 90 s by default),
-    so a requeued job finds the run free. Where flock is local to each host (NFS local_lock, Lustre
-    localflock), a heartbeat on a file's mtime would not make runners on two nodes see each other's
-    locks either. Where the filesystem has no flock, filelock falls back to its SoftFileLock, whose file
-    a dead node leaves behind: the refusal names the file, to delete once no process trains the run."""
+    No heartbeat: where a shared filesystem's flock spans hosts (NFS unless mounted nolock or local_lock;
+    Lustre mounted with -o flock), the server holds the lock and frees a dead node's when the node's lease
+    runs out (NFSv4: 90 s by default), so a requeued job finds the run free. Where flock is local to each
+    host (those mounts, Lustre localflock), runners on two nodes do not see each other's locks, heartbeat
+    or not. Where the filesystem has no flock, filelock falls back to its SoftFileLock, whose file a dead
+    node leaves behind: the refusal names the file, to delete once no process trains the run."""
 
     def __init__(self, root: Path, key: RunKey):
         self.path = key.folder(root) / f"seed{key.seed}.lock"
