@@ -3,6 +3,7 @@
 Layout:  <results>/<roadmap>/<scale>/<data>/<step>/seed<k>.json   the record (written once, at the end)
                                                   seed<k>.csv    per-epoch log (rewritten each epoch)
                                                   seed<k>.yaml   the resolved config
+                                                  seed<k>.lock   flocked while a process trains the run
          <checkpoints>/<same path>/seed<k>.pt                    last epoch's state, for resume
          <weights>/<same path>/seed<k>.pt                        a complete run's final weights, kept
          <results>/tensorboard/<same path>/seed<k>/              TensorBoard event files (train.log=tensorboard)
@@ -16,13 +17,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
 import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from .errors import UserError
 
@@ -235,88 +235,35 @@ def check_writable(root: Path, option: str = "--results") -> None:
 
 
 # ---------------------------------------------------------------------------- run locks
-def process_start(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot, field 22 of /proc/<pid>/stat): a pid and its
-    start time name one process, where a pid alone may be reused. None where /proc does not say."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])   # fields after 'pid (comm)' start at field 3
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 class RunLock:
-    """An exclusive lock on one run, held by a live process: seed<k>.lock holds host, pid and the
-    process's start time.
+    """An exclusive lock on one run: an flock on seed<k>.lock, through filelock.
 
-    A lock left by a dead process is taken over, so a kill -9 never leaves a run stuck: on this
-    host the pid tells, with its start time, so that a new process that reuses the pid does not
-    pass for the holder; for another host (a requeued cluster job lands elsewhere) the holder's
-    heartbeat does, the lock's mtime, refreshed every HEARTBEAT_S while it is held."""
+    The kernel drops an flock when its holder dies, however it dies (kill -9, OOM), and a new process
+    that gets a dead one's pid holds nothing: no run is left stuck. The file stays after release (an
+    unlinked lock file would let two processes lock two files under one name); only its flock counts.
 
-    HEARTBEAT_S = 60
-    STALE_AFTER_S = 600
+    No heartbeat: where a shared filesystem's flock spans hosts (NFS unless mounted nolock or local_lock;
+    Lustre mounted with -o flock), the server holds the lock and frees a dead node's when the node's lease
+    runs out (NFSv4: 90 s by default), so a requeued job finds the run free. Where flock is local to each
+    host (those mounts, Lustre localflock), runners on two nodes do not see each other's locks, heartbeat
+    or not. Where the filesystem has no flock, filelock falls back to its SoftFileLock, whose file a dead
+    node leaves behind: the refusal names the file, to delete once no process trains the run."""
 
     def __init__(self, root: Path, key: RunKey):
         self.path = key.folder(root) / f"seed{key.seed}.lock"
         self.key = key
-        self.held = False
-        self._stop = threading.Event()
+        self._lock = FileLock(self.path, timeout=0)   # one attempt: a second runner stops at once, never waits
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()} {os.getpid()} {process_start(os.getpid())}"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if self._holder_alive():
-                    holder = self.path.read_text().strip() if self.path.exists() else "?"
-                    raise ResultsError(f"run {self.key.step} seed {self.key.seed} is being trained by another "
-                                       f"process ({holder}); wait for it or pick other steps") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me + "\n")
-            self.held = True
-            self._stop.clear()
-            threading.Thread(target=self._heartbeat, daemon=True, name="run-lock-heartbeat").start()
-            return
-        raise ResultsError(f"cannot take the lock {self.path}")
-
-    def _holder_alive(self) -> bool:
         try:
-            host, pid, *start = self.path.read_text().split()
-            pid = int(pid)
-        except (OSError, ValueError):
-            return False
-        if host != socket.gethostname():
-            try:
-                return time.time() - self.path.stat().st_mtime < self.STALE_AFTER_S
-            except OSError:
-                return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        # Without a start time on either side (an older runner's lock, no /proc) the pid alone must do.
-        now = process_start(pid)
-        return not start or start[0] == "None" or now is None or start[0] == str(now)
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.HEARTBEAT_S):
-            try:
-                os.utime(self.path)
-            except OSError:
-                return
+            self._lock.acquire()
+        except Timeout:
+            raise ResultsError(f"run {self.key.step} seed {self.key.seed} is being trained by another process "
+                               f"(it locks {self.path}); wait for it or pick other steps") from None
 
     def release(self) -> None:
-        self._stop.set()
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        self._lock.release()   # nothing to do where this process never took it (ranks other than 0)
 
     def __enter__(self):
         self.acquire()
@@ -324,3 +271,14 @@ class RunLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether some process holds the lock file at `path` now: one attempt to take it, let go at once."""
+    if not Path(path).exists():   # never locked here (or another node's local folder): nothing is created
+        return False
+    try:
+        with FileLock(path, timeout=0):
+            return False
+    except Timeout:
+        return True

@@ -19,7 +19,7 @@ import yaml
 from .config import SECTIONS, ConfigError, to_dict
 from .errors import UserError
 from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs
-from .results import RunLock, check_writable, data_slug, finished_status, read_record, warn_damaged
+from .results import RunLock, check_writable, data_slug, finished_status, lock_is_held, read_record, warn_damaged
 from .steps import build_model
 from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, open_data, pick_device, \
     record_result, train_run
@@ -177,7 +177,7 @@ def wait_for_release(lock: RunLock, timeout_s: float = 60.0) -> None:
     """After a failure under torchrun, a rank other than 0 waits (boundedly) until rank 0 has recorded it
     and released the run's lock: torchrun stops every process as soon as one of them ends."""
     deadline = time.monotonic() + timeout_s
-    while lock.path.exists() and time.monotonic() < deadline:
+    while lock_is_held(lock.path) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 

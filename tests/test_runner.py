@@ -163,6 +163,62 @@ def test_ddp_with_two_gloo_processes_writes_one_result(tmp_path):
     assert proc.stderr.count("[1/1]") == 1 and proc.stderr.count("epoch 1/") == 1  # rank 0 alone reports
 
 
+COUNT_ALL_REDUCES = """
+import json, sys
+sys.path.insert(0, {root!r})
+import torch
+import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from roadmap.config import parse_overrides
+from roadmap.plan import plan_runs
+from roadmap.train import Run, init_distributed
+
+compiled, real_compile = [], torch.compile
+
+
+def compile_without_cxx(model, **kwargs):   # aot_eager: dynamo and AOTAutograd, without inductor's C++ build
+    compiled.append(model)
+    return real_compile(model, backend="aot_eager", **kwargs)
+
+
+torch.compile = compile_without_cxx
+info = init_distributed("cpu")
+overrides = parse_overrides(["train.compile=true", "train.device=cpu", "scale.batch_size=24", "scale.micro_batch=4",
+                             "data.synthetic_size=48", "scale.image_size=16", "scale.stem_stride=2"])
+[plan] = plan_runs("resnet50", ["gelu"], "demo", "synthetic", [0], overrides, info.world_size)
+run = Run(plan, info, progress=False)
+synced_passes = []   # one entry per backward pass whose gradients were all-reduced (at its last bucket)
+
+
+def count(group, bucket):
+    if bucket.is_last():
+        synced_passes.append(bucket.index())
+    return allreduce_hook(group, bucket)
+
+
+run.ddp.register_comm_hook(None, count)
+run.train_epoch(0)
+if info.is_main:
+    print(json.dumps({{"compiled": len(compiled), "accum": run.accum, "updates": run.updates_per_epoch,
+                      "synced_passes": len(synced_passes)}}))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.skipif(not shutil.which("torchrun", path=str(Path(sys.executable).parent)), reason="no torchrun")
+def test_compiled_ddp_all_reduces_gradients_once_per_update_not_per_micro_batch(tmp_path):
+    # torch.compile must wrap the bare model, inside DDP: compiling the DDP module hides no_sync from the loop.
+    script = tmp_path / "count_all_reduces.py"
+    script.write_text(COUNT_ALL_REDUCES.format(root=str(ROOT)))
+    proc = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
+                           str(script)], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert counts["compiled"] == 1 and counts["accum"] == 3 and counts["updates"] == 2, counts
+    assert counts["synced_passes"] == counts["updates"], counts   # not updates x accum
+
+
 def test_eval_every_two_epochs_completes_with_a_full_epoch_log(tmp_path):
     assert run_cli(tmp_path, "--step", "gelu", "--data", "synthetic", "--set", "train.eval_every=2",
                    "--set", "scale.epochs=3") == 0
