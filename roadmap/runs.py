@@ -7,6 +7,7 @@ before every config, the data, the results folder and any weights to start from 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -31,7 +32,7 @@ def check_data(run: RunPlan, info: Dist) -> Source:
     """Open the dataset before anything is written: missing or malformed data fails here.
 
     Opened as the runs serve it (decoded in memory for small sets), so that strict mode meets every
-    unreadable file now rather than in the middle of a roadmap. Returns it (its sizes)."""
+    unreadable file now rather than in the middle of a roadmap. Returns it: every run trains on it."""
     amp_dtype(run.cfg.train.amp, pick_device(run.cfg.train.device, info))  # a device that is not there fails here
     source = open_source(run.cfg.data, run.cfg.scale, rank=info.rank)
     check_fits(source, run.cfg.scale, run.micro, info.rank, info.world_size)
@@ -217,6 +218,7 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
     source = check_data(planned[0], info)
+    planned = [dataclasses.replace(run, source=source) for run in planned]   # opened once, trained on by each
     check_same_data(planned, results, source)
     check_init_from(planned, source.num_classes)
     if dry_run:

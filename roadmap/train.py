@@ -155,7 +155,7 @@ class Run:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
         self.data = build_data(cfg.data, cfg.scale, batch_size=self.micro, recipe=self.recipe, device=self.device,
-                               rank=info.rank, world_size=info.world_size, seed=cfg.train.seed)
+                               rank=info.rank, world_size=info.world_size, seed=cfg.train.seed, source=plan.source)
         self.updates_per_epoch = self.data.steps_per_epoch() // self.accum
         if self.updates_per_epoch < 1:
             raise ConfigError(f"{self.data.train_size} training images give no full update of batch "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from roadmap import cli, recipe, runs
+from roadmap import cli, data, recipe, runs
 from roadmap.results import RunKey, read_record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +36,11 @@ def comparable(rec):
     return out
 
 
-def test_two_steps_end_to_end_on_synthetic_data(tmp_path):
+def test_two_steps_end_to_end_on_synthetic_data(tmp_path, monkeypatch):
+    opened = []
+    monkeypatch.setattr(data, "load_source", lambda *args, load=data.load_source: opened.append(args) or load(*args))
     assert run_cli(tmp_path, "--step", "resnet50", "separate_downsampling", "--data", "synthetic") == 0
+    assert len(opened) == 1, "the dataset is opened once per invocation, not once more per run"
     for step in ("resnet50", "separate_downsampling"):
         rec = record(tmp_path, step)
         assert rec["status"] == "complete" and 0 <= rec["top1"] <= 100 and rec["top5"] >= rec["top1"]
