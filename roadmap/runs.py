@@ -48,16 +48,23 @@ def check_init_from(planned: list[RunPlan], num_classes: int) -> None:
             checked.add(run.step.id)
 
 
+# What records written before it existed lack: compared only where a record has it.
+LATER_IDENTITY_KEYS = {"data_fingerprint"}
+
+
 def check_same_data(planned: list[RunPlan], results: Path, source: Source) -> None:
-    """A dataset is known by what it holds (classes, image counts), not by its path: moved data finds its
-    results, and other data under the same name is refused."""
+    """A dataset is known by what it holds (class and image counts, an image folder's fingerprint), not by its
+    path: moved data finds its results, and other data under the same name is refused."""
     now = source.identity()
     for run in planned:
         record = read_record(run.key.record_path(results)) or {}
-        then = {key: record.get(key) for key in now}
-        if record.get("status") == "complete" and then != now:
+        if record.get("status") != "complete":
+            continue
+        compared = [key for key in now if key in record or key not in LATER_IDENTITY_KEYS]
+        changed = [f"{key} was {record.get(key)}, now {now[key]}" for key in compared if record.get(key) != now[key]]
+        if changed:
             raise ConfigError(f"{run.key.data} in {results} was other data when {run.step.id} seed {run.key.seed} "
-                              f"ran ({then}, now {now}); use another --results folder for it")
+                              f"ran ({'; '.join(changed)}); use another --results folder for it")
 
 
 def check_same_config(planned: list[RunPlan], results: Path) -> None:

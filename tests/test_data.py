@@ -2,6 +2,7 @@
 both serving paths, and one-line DataErrors for every folder mistake."""
 import dataclasses
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from PIL import Image
 
 from roadmap.config import DataConfig, RecipeConfig, ScaleConfig
-from roadmap.data import DataError, augment, build_data, sources
+from roadmap.data import DataError, augment, build_data, load_source, sources
 from roadmap.data.augment import random_resized_boxes, random_resized_crop
 from roadmap.recipe import resolve
 
@@ -279,6 +280,26 @@ def folder_error(tmp_path: Path, mistake: str) -> str:
 ])
 def test_image_folder_mistakes_are_one_line(tmp_path, mistake, expected):
     assert re.search(expected, folder_error(tmp_path, mistake))
+
+
+def fingerprint(folder: Path) -> str:
+    return load_source(DataConfig(spec=f"imagefolder:{folder}"), 16).fingerprint
+
+
+def test_a_folders_fingerprint_follows_its_images_not_its_path(tmp_path):
+    folder = make_folder(tmp_path / "data", bad_files=False)
+    copy = shutil.copytree(folder, tmp_path / "elsewhere" / "data")
+    assert fingerprint(folder) == fingerprint(copy) and len(fingerprint(folder)) == 16
+    (copy / "train" / "dog" / "notes.txt").write_text("not an image: not data")
+    assert fingerprint(copy) == fingerprint(folder)
+    (copy / "val").rename(copy / "test")                        # the eval split under its other name
+    assert fingerprint(copy) == fingerprint(folder)
+    (copy / "train" / "cat" / "0.png").rename(copy / "train" / "cat" / "9.png")
+    renamed = fingerprint(copy)
+    assert renamed != fingerprint(folder)
+    (copy / "train" / "cat" / "9.png").rename(copy / "train" / "cat" / "0.png")
+    write_image(copy / "train" / "cat" / "0.png", (30, 30), (1, 2, 3))   # replaced by another image
+    assert fingerprint(copy) not in (fingerprint(folder), renamed)
 
 
 def test_image_folder_accepts_test_instead_of_val(tmp_path):

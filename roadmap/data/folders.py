@@ -1,8 +1,10 @@
-"""Image folders: PATH/train/<class>/* and PATH/val|test/<class>/*, listed and validated before
+"""Image folders: PATH/train/<class>/* and PATH/val|test/<class>/*, listed and fingerprinted before
 anything is decoded; reading one image file as RGB pixels."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,10 +16,11 @@ from .sources import Source, Split
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 DEEP_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}   # PIL modes of grayscale above 8 bits
+FINGERPRINT_CHARS = 16                  # hex digits of a folder's fingerprint: 64 bits tell listings apart
 
 
 def scan_image_folder(path: str) -> Source:
-    """The folder's classes and image files, validated."""
+    """The folder's classes and image files, validated, with the fingerprint of what it holds."""
     folder = Path(path).expanduser()
     if not path or not folder.is_dir():
         raise DataError(f"image folder '{path}' does not exist; pass imagefolder:DIR with DIR/train and DIR/val")
@@ -30,7 +33,9 @@ def scan_image_folder(path: str) -> Source:
     train_classes, eval_classes = class_folders(train_dir), class_folders(eval_dir)
     check_same_classes(train_dir, train_classes, eval_dir, eval_classes)
     index = {name: i for i, name in enumerate(train_classes)}
-    return Source(f"imagefolder:{folder}", train_classes, list_images(train_dir, index), list_images(eval_dir, index))
+    fingerprint = hashlib.sha256()
+    train, evals = list_images(train_dir, index, fingerprint), list_images(eval_dir, index, fingerprint)
+    return Source(f"imagefolder:{folder}", train_classes, train, evals, fingerprint.hexdigest()[:FINGERPRINT_CHARS])
 
 
 def class_folders(split_dir: Path) -> list[str]:
@@ -53,18 +58,40 @@ def check_same_classes(train_dir: Path, train: list[str], eval_dir: Path, evals:
                     f"{listed(set(evals) - set(train))}); make them the same")
 
 
-def list_images(split_dir: Path, class_index: dict[str, int]) -> Split:
-    """Image files by extension; anything else is recorded as skipped (dot files are ignored)."""
+def list_images(split_dir: Path, class_index: dict[str, int], fingerprint) -> Split:
+    """Image files by extension; anything else is recorded as skipped (dot files are ignored).
+
+    Each image's path below `split_dir` and byte size go into `fingerprint` (a hashlib object), so the
+    same images under another path give the same fingerprint and a renamed, added, removed or resized
+    file another. It costs nothing beyond the listing: the size comes from the one stat per file that
+    tells files from folders. A file rewritten at the very same size goes unseen."""
     paths, targets, skipped = [], [], []
     for name, label in class_index.items():
-        files = sorted(p for p in (split_dir / name).rglob("*") if p.is_file() and not p.name.startswith("."))
-        images = [str(p) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-        skipped += [f"{p} (not an image file)" for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+        files = regular_files(split_dir / name)
+        images = [(p, size) for p, size in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        skipped += [f"{p} (not an image file)" for p, _ in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
         if not images:
             raise DataError(f"class folder {split_dir / name} has no images; add some or remove the folder")
-        paths += images
+        for p, size in images:
+            fingerprint.update(f"{p.relative_to(split_dir).as_posix()}\0{size}\n".encode())
+        paths += [str(p) for p, _ in images]
         targets += [label] * len(images)
     return Split(np.asarray(targets, np.int64), paths=paths, where=str(split_dir), skipped=skipped)
+
+
+def regular_files(folder: Path) -> list[tuple[Path, int]]:
+    """(path, size in bytes) of every file below `folder` but dot files, sorted by path."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.name.startswith("."):
+            continue
+        try:
+            info = path.stat()          # follows links, as Path.is_file does
+        except (OSError, ValueError):
+            continue
+        if stat.S_ISREG(info.st_mode):
+            found.append((path, info.st_size))
+    return sorted(found)
 
 
 # ---------------------------------------------------------------------------- reading files

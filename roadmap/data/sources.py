@@ -56,6 +56,7 @@ class Source:
     classes: list[str]      # label i is classes[i]; kept in the record so weights can name what they predict
     train: Split
     eval: Split
+    fingerprint: str | None = None   # image folders: of the whole listing (folders.py); array datasets: None
     in_memory: bool | None = None    # how it is served, decided when it is opened (None: not opened yet)
 
     @property
@@ -68,7 +69,8 @@ class Source:
     def identity(self) -> dict:
         """What a run's record says its data was, and what a later invocation compares with it
         (runs.check_same_data): what the data holds, not where it lies, so moved data finds its results."""
-        return {"num_classes": self.num_classes, "train_images": len(self.train), "eval_images": len(self.eval)}
+        return {"num_classes": self.num_classes, "train_images": len(self.train), "eval_images": len(self.eval),
+                "data_fingerprint": self.fingerprint}
 
 
 # ---------------------------------------------------------------------------- Fashion-MNIST
