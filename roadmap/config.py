@@ -56,7 +56,7 @@ class ScaleConfig:
     """How big a run is; applied the same way to every step."""
     name: str = "custom"
     data: str | None = None                             # default dataset spec for this scale
-    image_size: int = bounded(224, low=1)
+    image_size: int = bounded(224, low=8)               # no network fits fewer pixels than its total stride (>= 8)
     epochs: int = bounded(300, low=1)                   # modern-recipe epochs
     classic_epochs: int = bounded(90, low=1)            # classic-recipe epochs
     lr_mult: float = bounded(1.0, above=0)              # on the modern recipe's (linearly scaled) learning rate

@@ -1,8 +1,8 @@
 """Plan once: resolve and check every run completely before anything is trained or written.
 
 A `RunPlan` holds everything a run needs (config, recipe with its final lr and batch, micro-batch
-and accumulation); training takes it and re-checks nothing. `describe` is what `--dry-run` prints
-and what a record keeps as the resolved recipe.
+and accumulation, the dataset once the runner has opened it); training takes it and re-checks
+nothing. `describe` is what `--dry-run` prints and what a record keeps as the resolved recipe.
 """
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import recipe as recipes
 from . import tblog
 from .config import ConfigError, RunConfig, Step, build_run_config, check_config, load_roadmap, load_step, to_dict
+from .data import Source
 from .model import check_model, total_stride
 from .results import RunKey
 
@@ -40,6 +41,9 @@ class RunPlan:
     recipe: recipes.Recipe
     micro: int          # images per device and forward pass
     accum: int          # forward passes per optimizer update
+    # The dataset as the runner opened and checked it, served to every run of the invocation (None: the
+    # run opens it itself). It can be shared: step files change only model and recipe, never data or scale.
+    source: Source | None = field(default=None, compare=False, repr=False)
 
     @property
     def fingerprint(self) -> str:

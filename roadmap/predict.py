@@ -1,6 +1,6 @@
 """Use a run's kept weights: classify image files (`predict`) or measure top-1/top-5 on a dataset (`evaluate`).
 
-Both see images as the run's evaluation saw its own: its image size, resizing, crop and normalisation (data.py).
+Both see images as the run's evaluation saw its own: its image size, resizing, crop and normalisation (data/serving.py).
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .config import DataConfig, ScaleConfig
 from .data import IMAGE_EXTENSIONS, DataError, build_data, read_eval_images
 from .train import eval_stats, eval_totals
 
@@ -80,11 +81,11 @@ def label_map(record: dict, spec: str, classes: list[str]) -> torch.Tensor:
 def evaluate(model: torch.nn.Module, record: dict, spec: str, root: str | None, device: torch.device,
              batch_size: int = 256, eval_subset: int | None = None) -> dict:
     """Top-1/top-5 (%) and loss of the kept weights on `spec`'s evaluation split, seen as the run saw its own."""
-    scale, data_cfg = record["config"]["scale"], record["config"]["data"]
-    data = build_data(spec, root=root, image_size=scale["image_size"], batch_size=batch_size, train_subset=None,
-                      eval_subset=eval_subset, recipe={}, crop=scale["crop"], device=device,
-                      workers=data_cfg["workers"], synthetic_size=data_cfg["synthetic_size"],
-                      synthetic_classes=data_cfg["synthetic_classes"], eval_only=True)
+    scale, saved = record["config"]["scale"], record["config"]["data"]
+    data_cfg = DataConfig(spec=spec, root=root, workers=saved["workers"], synthetic_size=saved["synthetic_size"],
+                          synthetic_classes=saved["synthetic_classes"])
+    scale_cfg = ScaleConfig(image_size=scale["image_size"], crop=scale["crop"], eval_subset=eval_subset)
+    data = build_data(data_cfg, scale_cfg, batch_size=batch_size, device=device, eval_only=True)
     to_weights = label_map(record, spec, data.classes).to(device)
     batches = ((images, to_weights[targets]) for images, targets in data.eval_batches())
     stats = eval_stats(eval_totals(model.to(device), batches, device))

@@ -7,6 +7,7 @@ before every config, the data, the results folder and any weights to start from 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -17,22 +18,25 @@ import torch.distributed as dist
 import yaml
 
 from .config import SECTIONS, ConfigError, to_dict
+from .data import Source, check_fits, open_source
 from .errors import UserError
 from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs
 from .results import RunLock, check_writable, data_slug, finished_status, lock_is_held, read_record, warn_damaged
 from .steps import build_model
-from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, open_data, pick_device, \
+from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, pick_device, \
     record_result, train_run
 from .weights import fit_state, missing_weights
 
 
-def check_data(run: RunPlan, info: Dist):
-    """Open the dataset once before anything is written: missing or malformed data fails here.
+def check_data(run: RunPlan, info: Dist) -> Source:
+    """Open the dataset before anything is written: missing or malformed data fails here.
 
-    The same path as the runs (in memory for small sets), so that strict mode meets every unreadable
-    file now rather than in the middle of a roadmap. Returns the opened data (its sizes)."""
+    Opened as the runs serve it (decoded in memory for small sets), so that strict mode meets every
+    unreadable file now rather than in the middle of a roadmap. Returns it: every run trains on it."""
     amp_dtype(run.cfg.train.amp, pick_device(run.cfg.train.device, info))  # a device that is not there fails here
-    return open_data(run.cfg, run.recipe, run.micro, pick_device("cpu", info), info, augment=False, workers=0)
+    source = open_source(run.cfg.data, run.cfg.scale, rank=info.rank)
+    check_fits(source, run.cfg.scale, run.micro, info.rank, info.world_size)
+    return source
 
 
 def check_init_from(planned: list[RunPlan], num_classes: int) -> None:
@@ -44,16 +48,23 @@ def check_init_from(planned: list[RunPlan], num_classes: int) -> None:
             checked.add(run.step.id)
 
 
-def check_same_data(planned: list[RunPlan], results: Path, opened) -> None:
-    """A dataset is known by what it holds (classes, image counts), not by its path: moved data finds its
-    results, and other data under the same name is refused."""
-    now = {"num_classes": opened.num_classes, "train_images": opened.train_size, "eval_images": opened.eval_size}
+# What records written before it existed lack: compared only where a record has it.
+LATER_IDENTITY_KEYS = {"data_fingerprint"}
+
+
+def check_same_data(planned: list[RunPlan], results: Path, source: Source) -> None:
+    """A dataset is known by what it holds (class and image counts, an image folder's fingerprint), not by its
+    path: moved data finds its results, and other data under the same name is refused."""
+    now = source.identity()
     for run in planned:
         record = read_record(run.key.record_path(results)) or {}
-        then = {key: record.get(key) for key in now}
-        if record.get("status") == "complete" and then != now:
+        if record.get("status") != "complete":
+            continue
+        compared = [key for key in now if key in record or key not in LATER_IDENTITY_KEYS]
+        changed = [f"{key} was {record.get(key)}, now {now[key]}" for key in compared if record.get(key) != now[key]]
+        if changed:
             raise ConfigError(f"{run.key.data} in {results} was other data when {run.step.id} seed {run.key.seed} "
-                              f"ran ({then}, now {now}); use another --results folder for it")
+                              f"ran ({'; '.join(changed)}); use another --results folder for it")
 
 
 def check_same_config(planned: list[RunPlan], results: Path) -> None:
@@ -214,11 +225,12 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     """The whole of `runner.py run`: plan, check, then train (or, with `dry_run`, print the plan)."""
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
-    opened = check_data(planned[0], info)
-    check_same_data(planned, results, opened)
-    check_init_from(planned, opened.num_classes)
+    source = check_data(planned[0], info)
+    planned = [dataclasses.replace(run, source=source) for run in planned]   # opened once, trained on by each
+    check_same_data(planned, results, source)
+    check_init_from(planned, source.num_classes)
     if dry_run:
-        print_plan(planned, opened.train_size, info, dry_run == "json")
+        print_plan(planned, len(source.train), info, dry_run == "json")
         return {"planned": len(planned)}
     git_commit()  # the code this roadmap runs, recorded as it is now
     check_same_config(planned, results)

@@ -33,7 +33,7 @@ import yaml
 from tqdm import tqdm
 
 from . import recipe as recipes
-from .config import ConfigError, Device, RunConfig, to_dict
+from .config import ConfigError, Device, to_dict
 from .data import build_data, derive_seed
 from .fields import coerce
 from .model import count_gflops, count_params
@@ -125,20 +125,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ---------------------------------------------------------------------------- data
-def open_data(cfg: RunConfig, recipe: recipes.Recipe, batch_size: int, device: torch.device, info: Dist,
-              augment: bool, workers: int):
-    """The run's dataset; without `augment` (the up-front check) no recipe augmentation is set up."""
-    return build_data(
-        cfg.data.spec, root=cfg.data.root, image_size=cfg.scale.image_size, batch_size=batch_size,
-        train_subset=cfg.scale.train_subset, eval_subset=cfg.scale.eval_subset,
-        recipe={"rand_augment": recipe.rand_augment if augment else "",
-                "random_erasing": recipe.random_erasing if augment else 0.0},
-        crop=cfg.scale.crop, device=device, rank=info.rank, world_size=info.world_size, seed=cfg.train.seed,
-        workers=workers, in_memory=cfg.data.in_memory, strict=cfg.data.strict,
-        synthetic_size=cfg.data.synthetic_size, synthetic_classes=cfg.data.synthetic_classes)
-
-
 # ---------------------------------------------------------------------------- the run
 @dataclass
 class RunState:
@@ -165,14 +151,15 @@ class Run:
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
-        self.data = open_data(cfg, self.recipe, self.micro, self.device, info, augment=True, workers=cfg.data.workers)
+        self.data = build_data(cfg.data, cfg.scale, batch_size=self.micro, recipe=self.recipe, device=self.device,
+                               rank=info.rank, world_size=info.world_size, seed=cfg.train.seed, source=plan.source)
         self.updates_per_epoch = self.data.steps_per_epoch() // self.accum
         if self.updates_per_epoch < 1:
             raise ConfigError(f"{self.data.train_size} training images give no full update of batch "
                               f"{self.recipe.batch_size}; lower scale.batch_size")
         # Each random stream has a seed of its own, so that nothing built before it (or a refactor of
         # that) can move it: the weights are the same on every rank, the training draws (Mixup,
-        # drop path) differ by rank, the data order and augmentation are seeded per batch (data.py).
+        # drop path) differ by rank, the data order and augmentation are seeded per batch (data/augment.py).
         torch.manual_seed(derive_seed(cfg.train.seed, MODEL_STREAM))
         self.model = build_model(cfg.model, self.data.num_classes)
         self.init_from = None           # where the starting weights came from (fine-tuning), for the record
@@ -451,7 +438,7 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, in
         **base_record(plan), "status": "complete", "reason": None, "divergence": None,
         "top1": last["eval_top1"], "top5": last["eval_top5"], "epochs": run.state.history,
         "params": run.params, "gflops": run.gflops, "image_size": cfg.scale.image_size,
-        "num_classes": run.data.num_classes, "train_images": run.data.train_size, "eval_images": run.data.eval_size,
+        **run.data.identity,
         "images_per_s": run.state.images / max(run.state.train_s, 1e-9),
         "data_time_share": data_share, "input_bound": data_share > 0.5,
         "wall_s": run.state.wall_s + time.perf_counter() - session_start,

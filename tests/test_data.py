@@ -1,28 +1,39 @@
 """The data contract the training loop relies on: shapes, dtypes, normalization, sharding, determinism,
 both serving paths, and one-line DataErrors for every folder mistake."""
+import dataclasses
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from roadmap import data as data_module
-from roadmap.data import DataError, build_data, random_resized_boxes, random_resized_crop
+from roadmap.config import ConfigError, DataConfig, RecipeConfig, ScaleConfig
+from roadmap.data import DataError, augment, build_data, load_source, sources
+from roadmap.data.augment import random_resized_boxes, random_resized_crop
+from roadmap.recipe import resolve
 
 CPU = torch.device("cpu")
-CLASSIC = {"rand_augment": "", "random_erasing": 0.0}
-MODERN = {"rand_augment": "rand-m9-mstd0.5-inc1", "random_erasing": 0.25}
+CLASSIC = resolve(RecipeConfig(name="classic"), ScaleConfig())   # no augmentation but crop and flip
+MODERN = resolve(RecipeConfig(name="modern"), ScaleConfig())     # RandAugment m9, random erasing 0.25
 # Normalized pixel bounds: (0 - mean) / std and (1 - mean) / std over the three channels.
 LOW, HIGH = -0.485 / 0.229 - 1e-4, (1 - 0.406) / 0.225 + 1e-4
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
 def build(spec="synthetic", **overrides):
-    args = dict(root=None, image_size=16, batch_size=8, train_subset=None, eval_subset=None, recipe=CLASSIC,
-                crop="pad", device=CPU, workers=0, synthetic_size=64, synthetic_classes=4)
-    args.update(overrides)
-    return build_data(spec, **args)
+    """build_data from loose values: each goes to the data config, the scale config or the run, by its name."""
+    values = {**dict(image_size=16, batch_size=8, recipe=CLASSIC, crop="pad", device=CPU, workers=0,
+                     synthetic_size=64, synthetic_classes=4), **overrides}
+    batch_size = values.pop("batch_size")   # this process's batch, not the scale's global one
+    data = DataConfig(spec=spec, **fields_of(DataConfig, values))
+    return build_data(data, ScaleConfig(**fields_of(ScaleConfig, values)), batch_size=batch_size, **values)
+
+
+def fields_of(config, values: dict) -> dict:
+    """The values that are fields of `config`, taken out of `values`."""
+    return {f.name: values.pop(f.name) for f in dataclasses.fields(config) if f.name in values}
 
 
 def check_batch(images, targets, image_size, num_classes, batch_size=None):
@@ -57,21 +68,21 @@ def test_fashion_mnist_found_in_torchvisions_layout_under_root(tmp_path, monkeyp
     raw.mkdir(parents=True)
     for file in FASHION_MNIST.parent.glob("*-ubyte.gz"):
         (raw / file.name).symlink_to(file)
-    monkeypatch.setattr(data_module, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
     data = build("fashion-mnist", root=str(tmp_path), train_subset=64, eval_subset=16)
     assert (data.num_classes, data.train_size, data.eval_size) == (10, 64, 16)
 
 
 def test_missing_fashion_mnist_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
-    monkeypatch.setattr(data_module, "reachable", lambda url: False)
+    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(sources, "reachable", lambda url: False)
     with pytest.raises(DataError, match="Fashion-MNIST not found.*dataset-fashion-mnist") as err:
         build("fashion-mnist", root=str(tmp_path))
     assert "\n" not in str(err.value)
 
 
 def test_missing_cifar_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "reachable", lambda url: False)
+    monkeypatch.setattr(sources, "reachable", lambda url: False)
     with pytest.raises(DataError, match="CIFAR-100 not found") as err:
         build("cifar100", root=str(tmp_path))
     assert "\n" not in str(err.value)
@@ -80,14 +91,14 @@ def test_missing_cifar_is_one_line(tmp_path, monkeypatch):
 def test_unknown_spec_and_bad_sizes_are_data_errors():
     with pytest.raises(DataError, match="unknown dataset 'mnist'"):
         build("mnist")
-    with pytest.raises(DataError, match="image size 4 is too small"):
+    with pytest.raises(ConfigError, match="scale.image_size must be >= 8, not 4"):
         build(image_size=4)
     with pytest.raises(DataError, match=r"batch size 40 x 2 ranks exceeds the 64 training images"):
         build(batch_size=40, world_size=2)
-    with pytest.raises(DataError, match="unknown crop"):
+    with pytest.raises(ConfigError, match="scale.crop must be one of rrc, pad, not 'center'"):
         build(crop="center")
     with pytest.raises(DataError, match="in-memory path supports only those"):
-        build(recipe={"rand_augment": "original", "random_erasing": 0.0})
+        build(recipe=dataclasses.replace(MODERN, rand_augment="original"))
 
 
 # ---------------------------------------------------------------------------- determinism and sharding
@@ -154,7 +165,7 @@ def test_random_resized_crop_boxes_stay_inside_and_keep_the_scale():
 def test_random_resized_crop_of_the_whole_image_is_the_image(monkeypatch):
     images = torch.randint(0, 256, (3, 3, 20, 20), dtype=torch.uint8)
     whole = torch.tensor([[0.0, 0.0, 20.0, 20.0]]).repeat(3, 1)
-    monkeypatch.setattr(data_module, "random_resized_boxes", lambda batch, size: whole)
+    monkeypatch.setattr(augment, "random_resized_boxes", lambda batch, size: whole)
     assert torch.equal(random_resized_crop(images, 20), images.float())
 
 
@@ -269,6 +280,26 @@ def folder_error(tmp_path: Path, mistake: str) -> str:
 ])
 def test_image_folder_mistakes_are_one_line(tmp_path, mistake, expected):
     assert re.search(expected, folder_error(tmp_path, mistake))
+
+
+def fingerprint(folder: Path) -> str:
+    return load_source(DataConfig(spec=f"imagefolder:{folder}"), 16).fingerprint
+
+
+def test_a_folders_fingerprint_follows_its_images_not_its_path(tmp_path):
+    folder = make_folder(tmp_path / "data", bad_files=False)
+    copy = shutil.copytree(folder, tmp_path / "elsewhere" / "data")
+    assert fingerprint(folder) == fingerprint(copy) and len(fingerprint(folder)) == 16
+    (copy / "train" / "dog" / "notes.txt").write_text("not an image: not data")
+    assert fingerprint(copy) == fingerprint(folder)
+    (copy / "val").rename(copy / "test")                        # the eval split under its other name
+    assert fingerprint(copy) == fingerprint(folder)
+    (copy / "train" / "cat" / "0.png").rename(copy / "train" / "cat" / "9.png")
+    renamed = fingerprint(copy)
+    assert renamed != fingerprint(folder)
+    (copy / "train" / "cat" / "9.png").rename(copy / "train" / "cat" / "0.png")
+    write_image(copy / "train" / "cat" / "0.png", (30, 30), (1, 2, 3))   # replaced by another image
+    assert fingerprint(copy) not in (fingerprint(folder), renamed)
 
 
 def test_image_folder_accepts_test_instead_of_val(tmp_path):

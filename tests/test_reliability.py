@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from roadmap import cli, config, data as data_module, runs
-from roadmap.config import SECTIONS, ConfigError, build_run_config, check_config, parse_overrides, set_fields
-from roadmap.data import DataError, build_data, open_rgb
+from roadmap import cli, config, runs
+from roadmap.config import SECTIONS, ConfigError, DataConfig, ScaleConfig, build_run_config, check_config, \
+    parse_overrides, set_fields
+from roadmap.data import DataError, build_data
+from roadmap.data.folders import DEEP_GRAY_MODES, open_rgb
 from roadmap.plan import RESUMABLE_CHANGES, config_fingerprint
 from roadmap.results import RunKey, RunLock, atomic_write_text, finished_status, load_records, lock_is_held, \
     read_record, write_record
@@ -76,11 +78,9 @@ def fashion_files(root: Path, ext: str = ".gz", train: int = 24, test: int = 12)
     return root
 
 
-def build(spec="synthetic", **overrides):
-    args = dict(root=None, image_size=16, batch_size=8, train_subset=None, eval_subset=None,
-                recipe={"rand_augment": "", "random_erasing": 0.0}, crop="pad", device="cpu", workers=0)
-    args.update(overrides)
-    return build_data(spec, **args)
+def build_fashion_mnist(root: Path, image_size: int = 16, in_memory: bool | None = None):
+    return build_data(DataConfig(spec="fashion-mnist", root=str(root), workers=0, in_memory=in_memory),
+                      ScaleConfig(image_size=image_size, crop="pad"), batch_size=8)
 
 
 def good_record(step: str, seed: int = 0, **extra) -> dict:
@@ -143,7 +143,7 @@ def test_an_image_size_no_memory_holds_is_refused_before_anything_is_allocated(t
 def test_the_memory_estimate_covers_both_serving_paths(tmp_path, in_memory):
     root = fashion_files(tmp_path / "fm")
     with pytest.raises(DataError, match="lower scale.image_size"):
-        build("fashion-mnist", root=str(root), image_size=100000, in_memory=in_memory)
+        build_fashion_mnist(root, image_size=100000, in_memory=in_memory)
 
 
 # ---------------------------------------------------------------------------- 2. empty and missing paths
@@ -199,10 +199,10 @@ DAMAGE = {  # name: (extension, file, how, what the message says)
 def test_a_damaged_idx_file_is_one_line_that_names_it(name, tmp_path):
     ext, stem, damage, expect = DAMAGE[name]
     root = fashion_files(tmp_path / "fm", ext)
-    assert build("fashion-mnist", root=str(root)).train_size == 24   # intact, it loads
+    assert build_fashion_mnist(root).train_size == 24   # intact, it loads
     damage(root / f"{stem}{ext}")
     with pytest.raises(DataError) as err:
-        build("fashion-mnist", root=str(root))
+        build_fashion_mnist(root)
     message = str(err.value)
     assert f"{stem}{ext}" in message and expect in message and "\n" not in message, message
 
@@ -376,7 +376,7 @@ def test_deep_grayscale_is_scaled_by_its_own_range(tmp_path, fmt, mode):
     image = Image.fromarray(np.tile(ramp, (8, 1)))
     image.save(path, fmt)
     with Image.open(path) as saved:
-        assert saved.mode in data_module.DEEP_GRAY_MODES
+        assert saved.mode in DEEP_GRAY_MODES
     pixels = np.asarray(open_rgb(str(path)))
     assert pixels.shape == (8, 64, 3) and (pixels[..., 0] == pixels[..., 2]).all()
     row = pixels[0, :, 0].astype(int)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-from roadmap import cli, recipe, runs
-from roadmap.results import RunKey, read_record
+from roadmap import cli, data, recipe, runs
+from roadmap.results import RunKey, read_record, write_record
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "scale.epochs=2", "--set", "scale.classic_epochs=1", "--set", "scale.batch_size=32",
@@ -36,8 +37,11 @@ def comparable(rec):
     return out
 
 
-def test_two_steps_end_to_end_on_synthetic_data(tmp_path):
+def test_two_steps_end_to_end_on_synthetic_data(tmp_path, monkeypatch):
+    opened = []
+    monkeypatch.setattr(data, "load_source", lambda *args, load=data.load_source: opened.append(args) or load(*args))
     assert run_cli(tmp_path, "--step", "resnet50", "separate_downsampling", "--data", "synthetic") == 0
+    assert len(opened) == 1, "the dataset is opened once per invocation, not once more per run"
     for step in ("resnet50", "separate_downsampling"):
         rec = record(tmp_path, step)
         assert rec["status"] == "complete" and 0 <= rec["top1"] <= 100 and rec["top5"] >= rec["top1"]
@@ -260,7 +264,6 @@ def test_a_size_the_total_stride_does_not_divide_is_refused(tmp_path, capsys):
 
 
 def make_folder(root: Path, per_class: int) -> Path:
-    from PIL import Image
     for split, n in (("train", per_class), ("test", 4)):
         for c, color in enumerate(((200, 30, 30), (30, 30, 200))):
             folder = root / split / f"class{c}"
@@ -289,3 +292,33 @@ def test_the_plan_line_names_the_classic_recipes_own_batch(tmp_path):
     planned = runs.plan_runs("resnet50", ["resnet50", "gelu"], "paper", "synthetic", [0], {})
     line = runs.describe_plan(planned, tmp_path)
     assert "batch 256 / 4096" in line and "2 step(s) x 1 seed(s)" in line
+
+
+def test_copied_data_is_the_same_and_one_changed_image_makes_it_other_data(tmp_path, capsys):
+    first = make_folder(tmp_path / "a" / "shapes", 16)
+    assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{first}") == 0
+    copy = shutil.copytree(first, tmp_path / "b" / "shapes")
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{copy}") == 0
+    assert "already complete, skipped" in capsys.readouterr().err
+    image = copy / "train" / "class0" / "3.png"
+    image.rename(image.with_name("3b.png"))                                   # renamed: same counts
+    assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{copy}") == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "was other data" in lines[0] and "data_fingerprint was" in lines[0], lines
+    image.with_name("3b.png").rename(image)
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(image)                         # replaced: same name, same counts
+    assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{copy}") == 2
+    assert "data_fingerprint was" in capsys.readouterr().err
+
+
+def test_a_record_from_before_fingerprints_is_judged_by_its_counts(tmp_path, capsys):
+    folder = make_folder(tmp_path / "shapes", 16)
+    assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{folder}") == 0
+    key = RunKey("resnet50", "demo", f"imagefolder:{folder}", "gelu", 0)
+    old = read_record(key.record_path(tmp_path / "results"))
+    assert len(old.pop("data_fingerprint")) == 16
+    write_record(tmp_path / "results", key, old)
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{folder}") == 0
+    assert "already complete, skipped" in capsys.readouterr().err

@@ -12,8 +12,9 @@ import torchvision
 from PIL import Image
 
 from roadmap import cli
-from roadmap.config import ModelConfig, build_run_config, load_step, to_dict, set_fields
-from roadmap.data import FASHION_MNIST_CLASSES, build_data, load_source, read_eval_images
+from roadmap.config import DataConfig, ModelConfig, ScaleConfig, build_run_config, load_step, to_dict, set_fields
+from roadmap.data import build_data, load_source, read_eval_images
+from roadmap.data.sources import FASHION_MNIST_CLASSES
 from roadmap.results import SCHEMA_VERSION, RunKey, read_record, write_record
 from roadmap.predict import label_map
 from roadmap.steps import build_model
@@ -74,14 +75,15 @@ def test_a_rerun_warns_when_a_complete_runs_weights_are_missing(run, capsys):
 
 
 def test_every_source_knows_its_class_names(tmp_path):
-    assert load_source("synthetic", None, 16, 8, 3).classes == ["class0", "class1", "class2"]
+    assert load_source(DataConfig(spec="synthetic", synthetic_size=8, synthetic_classes=3), 16).classes == \
+        ["class0", "class1", "class2"]
     for split in ("train", "val"):
         for name in ("dog", "cat"):
             (tmp_path / split / name).mkdir(parents=True)
             Image.new("RGB", (8, 8)).save(tmp_path / split / name / "0.png")
-    assert load_source(f"imagefolder:{tmp_path}", None, 16, 8, 3).classes == ["cat", "dog"]
+    assert load_source(DataConfig(spec=f"imagefolder:{tmp_path}"), 16).classes == ["cat", "dog"]
     if FASHION_MNIST.exists():
-        assert load_source("fashion-mnist", None, 28, 8, 3).classes == list(FASHION_MNIST_CLASSES)
+        assert load_source(DataConfig(spec="fashion-mnist"), 28).classes == list(FASHION_MNIST_CLASSES)
     assert FASHION_MNIST_CLASSES[0] == "T-shirt/top" and FASHION_MNIST_CLASSES[-1] == "Ankle boot"
 
 
@@ -174,9 +176,8 @@ def test_a_demo_width_resnet_cannot_be_torchvisions(tmp_path, capsys):
 # ---------------------------------------------------------------------------- predict and evaluate
 def test_predict_sees_an_image_as_the_runs_evaluation_did(run, tmp_path, capsys):
     root, record = run
-    data = build_data("synthetic", root=None, image_size=32, batch_size=8, train_subset=None, eval_subset=None,
-                      recipe={}, crop="pad", device=torch.device("cpu"), workers=0, synthetic_size=64,
-                      eval_only=True)
+    data = build_data(DataConfig(spec="synthetic", workers=0, synthetic_size=64), ScaleConfig(image_size=32, crop="pad"),
+                      batch_size=8, eval_only=True)
     images, _ = next(iter(data.eval_batches()))
     (tmp_path / "imgs").mkdir()
     Image.fromarray(data.eval_images[0].permute(1, 2, 0).contiguous().numpy()).save(tmp_path / "imgs" / "a.png")
@@ -200,10 +201,10 @@ def test_predict_sees_an_image_as_the_runs_evaluation_did(run, tmp_path, capsys)
 
 @pytest.mark.skipif(not FASHION_MNIST.exists(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_a_file_is_resized_as_an_array_datasets_eval_path_resizes(tmp_path):
-    data = build_data("fashion-mnist", root=None, image_size=32, batch_size=4, train_subset=None, eval_subset=4,
-                      recipe={}, crop="pad", device=torch.device("cpu"), workers=0, eval_only=True)
+    data = build_data(DataConfig(spec="fashion-mnist", workers=0), ScaleConfig(image_size=32, crop="pad", eval_subset=4),
+                      batch_size=4, eval_only=True)
     images, _ = next(iter(data.eval_batches()))
-    raw = load_source("fashion-mnist", None, 32, 8, 3).eval.subset(4).pixels[0, ..., 0]   # 28 x 28, as stored
+    raw = load_source(DataConfig(spec="fashion-mnist"), 32).eval.subset(4).pixels[0, ..., 0]   # 28 x 28, as stored
     Image.fromarray(np.ascontiguousarray(raw), "L").save(tmp_path / "item.png")
     ours, read, failures = read_eval_images([str(tmp_path / "item.png")], 32, "pad", from_files=False)
     assert read == [str(tmp_path / "item.png")] and not failures
@@ -216,8 +217,8 @@ def test_a_file_is_resized_as_an_image_folders_eval_path_resizes(tmp_path):
         for name in ("a", "b"):
             (tmp_path / split / name).mkdir(parents=True)
             Image.fromarray(rng.integers(0, 255, (30, 41, 3), dtype=np.uint8)).save(tmp_path / split / name / "0.png")
-    data = build_data(f"imagefolder:{tmp_path}", root=None, image_size=16, batch_size=2, train_subset=None,
-                      eval_subset=None, recipe={}, crop="rrc", device=torch.device("cpu"), workers=0, eval_only=True)
+    data = build_data(DataConfig(spec=f"imagefolder:{tmp_path}", workers=0), ScaleConfig(image_size=16, crop="rrc"),
+                      batch_size=2, eval_only=True)
     images, _ = next(iter(data.eval_batches()))
     ours, _, _ = read_eval_images([str(tmp_path / "val" / "a" / "0.png")], 16, "rrc", from_files=True)
     torch.testing.assert_close(ours, images[:1], atol=0, rtol=0)
