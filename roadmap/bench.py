@@ -35,7 +35,7 @@ from .plan import check_image_size
 from .report import markdown_table
 from .results import atomic_write_text, check_writable
 from .steps import build_model
-from .train import Dist, device_name, pick_device
+from .runtime import Dist, device_name, pick_device
 
 NUM_CLASSES = 1000
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
@@ -325,7 +325,7 @@ def unique_json_path(out_dir: Path, stem: str) -> Path:
 
 
 def environment() -> dict:
-    from .train import git_commit
+    from .runtime import git_commit
 
     return {"torch": torch.__version__, "timm": timm.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,

@@ -114,7 +114,7 @@ def cmd_export(args) -> None:
 
 def cmd_predict(args) -> None:
     from .predict import predict, prediction_line
-    from .train import Dist, pick_device
+    from .runtime import Dist, pick_device
     from .weights import load_kept
 
     record, _, weights = kept_run(args, args.data)
@@ -124,7 +124,7 @@ def cmd_predict(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .predict import evaluate
-    from .train import Dist, pick_device
+    from .runtime import Dist, pick_device
     from .weights import load_kept
 
     record, _, weights = kept_run(args, args.trained_on)

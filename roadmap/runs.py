@@ -23,8 +23,8 @@ from .errors import UserError
 from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs
 from .results import RunLock, check_writable, data_slug, finished_status, lock_is_held, read_record, warn_damaged
 from .steps import build_model
-from .train import Diverged, Dist, amp_dtype, failure_record, git_commit, init_distributed, pick_device, \
-    record_result, train_run
+from .runtime import Dist, amp_dtype, git_commit, init_distributed, pick_device
+from .train import Diverged, failure_record, record_result, train_run
 from .weights import fit_state, missing_weights
 
 

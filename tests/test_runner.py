@@ -175,7 +175,8 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from roadmap.config import parse_overrides
 from roadmap.plan import plan_runs
-from roadmap.train import Run, init_distributed
+from roadmap.runtime import init_distributed
+from roadmap.train import Run
 
 compiled, real_compile = [], torch.compile
 
