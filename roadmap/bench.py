@@ -91,6 +91,11 @@ def check_numbers(batch: int, image_size: int, repeat: int, warmup: int, iters: 
         raise ConfigError(f"--iters must be at least 1 step per window, not {iters}")
     if warmup < 0:
         raise ConfigError(f"--warmup must be 0 or more, not {warmup}")
+    check_dtype(dtype)
+
+
+def check_dtype(dtype: str) -> None:
+    """bench and plan take the same --dtype values: DTYPES'."""
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
 

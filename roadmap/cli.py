@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="as for run")
     p.add_argument("--device", default="cpu", help="cpu, or a GPU name such as H100 or A100 (default cpu)")
     p.add_argument("--devices", type=int, default=1, help="how many of them (default 1)")
-    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPUs, fp32 on a CPU")
+    p.add_argument("--dtype", help="bf16 | fp16 | fp32 (default: bf16 on GPUs, fp32 on a CPU)")
     p.add_argument("--utilization", type=float, default=0.4,
                    help="share of the datasheet peak assumed when no bench record exists (default 0.4)")
     p.add_argument("--json", action="store_true", help="print JSON")

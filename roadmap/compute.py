@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bench import PEAK_FLOPS, TRAIN_FLOPS_PER_FORWARD_MAC
+from .bench import PEAK_FLOPS, TRAIN_FLOPS_PER_FORWARD_MAC, check_dtype
 from .config import ConfigError
 from .data import IMAGE_EXTENSIONS
 from .model import count_gflops
@@ -129,6 +129,7 @@ def plan_costs(plans: list[RunPlan], device: str, devices: int, dtype: str, util
         raise ConfigError(f"--devices must be 1 or more, not {devices}")
     if not 0 < utilization <= 1:
         raise ConfigError(f"--utilization must be in (0, 1], not {utilization}")
+    check_dtype(dtype)
     scale = plans[0].cfg.scale
     speed = device_speed(device, scale.name, scale.image_size, dtype, utilization, bench_dir)
     sizes = data_sizes(plans[0])

@@ -56,3 +56,9 @@ def test_cli_plan_prints_device_hours_per_step_and_in_total(capsys):
     out = capsys.readouterr().out
     assert "| separate_downsampling | 2 |" in out and "| total |" in out and "device-hours" in out
     assert "On 8 x H100" in out
+
+
+def test_plan_refuses_an_unknown_dtype_in_one_line(capsys):
+    code = cli.main(["plan", "--scale", "demo", "--device", "H100", "--dtype", "fp64"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "error: --dtype must be one of bf16, fp16, fp32, not 'fp64'"
