@@ -345,13 +345,13 @@ def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path, capsys, monke
 
 # ---------------------------------------------------------------------------- 7. interrupts and stale locks
 def test_ctrl_c_while_starting_up_exits_130_without_a_traceback(tmp_path):
-    # -X importtime reports each import as it ends: once roadmap.config is in, torch (seconds) comes next.
+    # -X importtime reports each import as it ends: once roadmap.fields is in, roadmap.model imports torch (seconds).
     proc = subprocess.Popen([sys.executable, "-X", "importtime", str(ROOT / "runner.py"), "table"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []
     for line in proc.stderr:
         seen.append(line)
-        if line.rstrip().endswith("| roadmap.config"):
+        if line.rstrip().endswith("| roadmap.fields"):
             proc.send_signal(signal.SIGINT)
             break
     err = "".join(seen) + proc.communicate(timeout=60)[1]
