@@ -346,8 +346,10 @@ def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path, capsys, monke
 # ---------------------------------------------------------------------------- 7. interrupts and stale locks
 def test_ctrl_c_while_starting_up_exits_130_without_a_traceback(tmp_path):
     # -X importtime reports each import as it ends: once roadmap.fields is in, roadmap.model imports torch (seconds).
+    # A shell's background job (nohup ... &) ignores SIGINT, and so would the child: give it the default, as a terminal does.
     proc = subprocess.Popen([sys.executable, "-X", "importtime", str(ROOT / "runner.py"), "table"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stderr:
         seen.append(line)
