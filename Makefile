@@ -37,10 +37,10 @@ demo: $(VENV)/.installed data
 	$(PY) runner.py table --scale demo --results $(DEMO_DIR)/results --out $(DEMO_DIR)/report
 
 # The committed reference: the resnet50 roadmap at the cpu scale -> results/, report/, README's results.
-# Seeds train two at a time with one thread each: on two cores that is ~1.5x the images/s of one
+# Two runs at a time (--jobs 2), one thread each: on two cores that is ~1.5x the images/s of one
 # two-thread run. Runs resume, so this can be stopped and started again; REF_SEEDS="4 5" adds seeds.
 reference: $(VENV)/.installed data
-	printf '%s\n' $(REF_SEEDS) | OMP_NUM_THREADS=1 xargs -P 2 -I{} $(PY) runner.py run --all --scale cpu --seed {} --no-progress
+	$(PY) runner.py run --all --scale cpu --seed $(REF_SEEDS) --jobs 2 --no-progress
 	$(PY) runner.py plot --scale cpu
 	$(PY) runner.py table --scale cpu --readme
 

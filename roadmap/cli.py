@@ -71,9 +71,12 @@ def cmd_run(args) -> int:
         raise ConfigError("--json goes with --dry-run")
     checkpoints = Path(args.checkpoints or default_checkpoints(args.results))
     weights = Path(args.weights or default_weights(args.results))
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be 1 or more, not {args.jobs}")
     counts = run_command(args.roadmap, None if args.all else args.step, args.scale, args.data, seeds, overrides,
                          Path(args.results), checkpoints, weights, progress=not args.no_progress,
-                         dry_run=("json" if args.json else "yaml") if args.dry_run else None)
+                         dry_run=("json" if args.json else "yaml") if args.dry_run else None,
+                         jobs=args.jobs, argv=args.argv, worker=args.worker)
     return 1 if counts.get("failed") else 0  # diverged runs are results; crashed ones are not
 
 
@@ -229,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default: cuda when visible) | cpu | cuda; sets train.device")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at a time in N processes on the CPU, sharing its threads (default 1)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)   # workers.py: a process of --jobs
     p.add_argument("--dry-run", action="store_true",
                    help="print every planned run fully resolved (recipe with its final lr, batching, updates); "
                         "train and write nothing")
@@ -334,6 +340,7 @@ def run_cli(argv: list[str] | None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # run --jobs starts its workers with these
     if args.command == "run":
         stop_on_sigterm()
     try:

@@ -26,6 +26,7 @@ from .steps import build_model
 from .runtime import Dist, amp_dtype, git_commit, init_distributed, pick_device
 from .train import Diverged, failure_record, record_result, train_run
 from .weights import fit_state, missing_weights
+from .workers import hand_out, serve, worker_threads
 
 
 def check_data(run: RunPlan, info: Dist) -> Source:
@@ -112,26 +113,59 @@ def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: P
             progress: bool = True) -> dict:
     """Train every planned run not yet finished; returns counts by outcome."""
     counts = {"complete": 0, "skipped": 0, "failed": 0, "diverged": 0}
-    for i, run in enumerate(planned, 1):
-        label = f"[{i}/{len(planned)}] {run.key.roadmap}/{run.step.id} seed {run.key.seed}"
-        status = finished_status(results, run.key)
-        if status:
+    for i, run in enumerate(planned):
+        if skip_finished(run, run_label(planned, i), results, checkpoints, weights, info):
             counts["skipped"] += 1
-            say(info, f"{label}: already {status}, skipped")
-            record = read_record(run.key.record_path(results))
-            missing = missing_weights(record, weights) if status == "complete" and record else None
-            if missing:  # not retrained: the record stands; only deleting it trains the run again
-                say(info, f"warning: {run.step.id} seed {run.key.seed} is complete but {missing}; "
-                          f"delete {run.key.record_path(results)} to train it again")
-            if info.is_main:  # left behind by a kill between writing the record and cleaning up
-                run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
             continue
-        outcome = run_one(run, results, checkpoints, weights, info, progress, label)
+        outcome = run_one(run, results, checkpoints, weights, info, progress, run_label(planned, i))
         counts[outcome] += 1
         if outcome == "failed" and info.world_size > 1:
             say(info, "the processes cannot train together after a failure; stopping (run the command again)")
             break
     return counts
+
+
+def execute_in_workers(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
+                       jobs: int, argv: list[str]) -> dict:
+    """--jobs: the runs not yet finished go to `jobs` worker processes (workers.py); counts by outcome."""
+    counts = {"complete": 0, "skipped": 0, "failed": 0, "diverged": 0}
+    todo = []
+    for i, run in enumerate(planned):
+        if skip_finished(run, run_label(planned, i), results, checkpoints, weights, info):
+            counts["skipped"] += 1
+        else:
+            todo.append(i)
+    if todo:
+        say(info, f"{len(todo)} run(s) to train in {min(jobs, len(todo))} processes of "
+                  f"{worker_threads(jobs)} thread(s) each")
+    outcomes, stopped = hand_out(todo, argv, jobs)
+    for outcome, n in outcomes.items():
+        counts[outcome] += n
+    if stopped:
+        say(info, f"stopped: a worker process ended with exit code {stopped} (its message is above)")
+        raise SystemExit(stopped)
+    return counts
+
+
+def run_label(planned: list[RunPlan], i: int) -> str:
+    run = planned[i]
+    return f"[{i + 1}/{len(planned)}] {run.key.roadmap}/{run.step.id} seed {run.key.seed}"
+
+
+def skip_finished(run: RunPlan, label: str, results: Path, checkpoints: Path, weights: Path, info: Dist) -> bool:
+    """A run complete or diverged already is skipped (said so); False when it is still to train."""
+    status = finished_status(results, run.key)
+    if not status:
+        return False
+    say(info, f"{label}: already {status}, skipped")
+    record = read_record(run.key.record_path(results))
+    missing = missing_weights(record, weights) if status == "complete" and record else None
+    if missing:  # not retrained: the record stands; only deleting it trains the run again
+        say(info, f"warning: {run.step.id} seed {run.key.seed} is complete but {missing}; "
+                  f"delete {run.key.record_path(results)} to train it again")
+    if info.is_main:  # left behind by a kill between writing the record and cleaning up
+        run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
+    return True
 
 
 def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist, progress: bool,
@@ -221,8 +255,12 @@ def say(info: Dist, message: str) -> None:
 
 def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: list[int],
                 overrides: dict, results: Path, checkpoints: Path, weights: Path, progress: bool,
-                dry_run: str | None = None) -> dict:
-    """The whole of `runner.py run`: plan, check, then train (or, with `dry_run`, print the plan)."""
+                dry_run: str | None = None, jobs: int = 1, argv: list[str] | None = None,
+                worker: bool = False) -> dict:
+    """The whole of `runner.py run`: plan, check, then train (or, with `dry_run`, print the plan).
+
+    With `jobs` > 1 the runs train in that many worker processes, each started with `argv` (this
+    command's arguments) and `worker` set: it trains the runs the parent hands it (workers.py)."""
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
     source = check_data(planned[0], info)
@@ -232,16 +270,32 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     if dry_run:
         print_plan(planned, len(source.train), info, dry_run == "json")
         return {"planned": len(planned)}
+    if jobs > 1:
+        check_jobs(planned[0], info)
     git_commit()  # the code this roadmap runs, recorded as it is now
     check_same_config(planned, results)
     check_writable(results, "--results")
     check_writable(checkpoints, "--checkpoints")
     check_writable(weights, "--weights")
     info = init_distributed(pick_device(planned[0].cfg.train.device, info).type)
+    if worker:
+        serve(lambda i: run_one(planned[i], results, checkpoints, weights, info, False, run_label(planned, i)))
+        return {}
     say(info, describe_plan(planned, results))
     start = time.perf_counter()
-    counts = execute(planned, results, checkpoints, weights, info, progress)
+    if jobs > 1:
+        counts = execute_in_workers(planned, results, checkpoints, weights, info, jobs, argv)
+    else:
+        counts = execute(planned, results, checkpoints, weights, info, progress)
     say(info, f"done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if dist.is_initialized():   # not after a failure: it has left the group already
         dist.destroy_process_group()
     return counts
+
+
+def check_jobs(run: RunPlan, info: Dist) -> None:
+    """--jobs splits one machine's CPU among processes; GPUs and torchrun have their own way to scale."""
+    if info.world_size > 1:
+        raise ConfigError("--jobs does not go with torchrun: each torchrun process is one job already")
+    if pick_device(run.cfg.train.device, info).type != "cpu":
+        raise ConfigError("--jobs trains on the CPU (--device cpu); on GPUs use torchrun")

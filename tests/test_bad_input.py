@@ -60,6 +60,7 @@ CASES = {
     "bad choice": (["run", "--step", "gelu", "--set", "model.act=swish"], "model.act must be one of"),
     "seeds 0": (["run", "--step", "gelu", "--seeds", "0"], "--seeds must be 1 or more"),
     "negative seeds": (["run", "--step", "gelu", "--seeds", "-2"], "--seeds must be 1 or more"),
+    "jobs 0": (["run", "--step", "gelu", "--jobs", "0"], "--jobs must be 1 or more"),
     "image smaller than stride": (["run", "--step", "gelu", "--set", "scale.image_size=8"], "total stride 32"),
     "batch larger than the data": (["run", "--step", "gelu", "--data", "synthetic", "--set", "scale.batch_size=4096",
                                     "--set", "scale.micro_batch=4096"], "batch"),
@@ -133,6 +134,15 @@ def test_strict_mode_refuses_a_corrupt_image_before_training(tmp_path, capsys):
                                         "--set", "data.strict=true", "--set", "scale.batch_size=4",
                                         "--set", "scale.micro_batch=4", *FAST], results)
     assert_one_clear_line(code, err, "broken.jpg", results)
+
+
+def test_jobs_under_torchrun_is_refused(tmp_path, capsys, monkeypatch):
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)   # what torchrun sets; the refusal comes before its process group
+    results = tmp_path / "results"
+    code, err = run_in_process(capsys, ["run", "--step", "gelu", "--data", "synthetic", "--jobs", "2", *FAST],
+                               results)
+    assert_one_clear_line(code, err, "--jobs does not go with torchrun", results)
 
 
 def test_unwritable_results_folder(tmp_path, capsys):

@@ -152,3 +152,50 @@ def test_two_runners_on_different_steps_share_a_folder(tmp_path):
     found = records(tmp_path)
     assert set(found) == {"gelu", "layernorm"} and all(r["status"] == "complete" for r in found.values())
     assert not list((tmp_path / "results").rglob("*.tmp"))
+
+
+def test_jobs_train_what_one_process_trains(tmp_path):
+    steps = ["--step", "resnet50", "gelu", "layernorm"]   # three runs for two workers: one takes two
+    one = subprocess.run(runner(tmp_path / "one", *steps), env=env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    # Two threads shared by two workers: one thread each, the single process's arithmetic.
+    two = subprocess.run(runner(tmp_path / "two", *steps, "--jobs", "2"), env={**env(), "OMP_NUM_THREADS": "2"},
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "3 run(s) to train in 2 processes of 1 thread(s) each" in two.stderr
+    assert "3 complete, 0 skipped, 0 failed, 0 diverged" in two.stderr
+    assert records(tmp_path / "two") == records(tmp_path / "one")
+    again = subprocess.run(runner(tmp_path / "two", *steps, "--jobs", "2"), env=env(), capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0 and "0 complete, 3 skipped" in again.stderr, again.stderr[-2000:]
+
+
+def test_jobs_stop_when_a_worker_meets_a_mistake(tmp_path):
+    holder = hold_lock(tmp_path / "results", 600)   # gelu seed 0, taken by someone else
+    try:
+        proc = subprocess.run(runner(tmp_path, "--step", "gelu", "layernorm", "--jobs", "2", "--data", "synthetic"),
+                              env=env(), capture_output=True, text=True, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "error: run gelu seed 0 is being trained by another process" in proc.stderr
+    assert "stopped: a worker process ended with exit code 2" in proc.stderr
+
+
+def test_sigterm_stops_every_worker_and_frees_their_runs(tmp_path):
+    proc = subprocess.Popen(runner(tmp_path, "--step", "gelu", "layernorm", "--jobs", "2",
+                                   "--set", "data.synthetic_size=4000"), env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    locks = [RunKey("resnet50", "demo", "synthetic", step, 0).folder(tmp_path / "results") / "seed0.lock"
+             for step in ("gelu", "layernorm")]
+    deadline = time.time() + 240
+    while time.time() < deadline and not all(lock.exists() for lock in locks):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert all(lock_is_held(lock) for lock in locks)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    assert not any(lock_is_held(lock) for lock in locks)   # the workers have ended: their flocks went with them
+    assert not list((tmp_path / "results").rglob("seed0.json"))
