@@ -8,9 +8,10 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SEEDS ?= 1
 REF_SEEDS ?= 0 1 2 3
+REVERSE_SEEDS ?= 0 1 2
 DEMO_DIR ?= demo
 
-.PHONY: test demo reference data clean
+.PHONY: test demo reference reverse data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +44,12 @@ reference: $(VENV)/.installed data
 	$(PY) runner.py run --all --scale cpu --seed $(REF_SEEDS) --jobs 2 --no-progress
 	$(PY) runner.py plot --scale cpu
 	$(PY) runner.py table --scale cpu --readme
+
+# Beyond the paper: each change taken away from ConvNeXt-T, at the cpu scale -> results/, report/, README.
+reverse: $(VENV)/.installed data
+	$(PY) runner.py run --roadmap reverse --all --scale cpu --seed $(REVERSE_SEEDS) --jobs 2 --no-progress
+	$(PY) runner.py plot --roadmap reverse --scale cpu
+	$(PY) runner.py table --roadmap reverse --scale cpu --readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache checkpoints results/checkpoints $(DEMO_DIR)

@@ -26,8 +26,6 @@ from .results import atomic_write_bytes, atomic_write_text, check_writable, data
 CONFIDENCE = 0.95
 SIGNIFICANCE_TEST = (f"paired t-test over seeds (Student's t on the per-seed differences, two-sided): the delta's "
                      f"{CONFIDENCE:.0%} confidence interval excludes 0")
-README_BEGIN = "<!-- results:begin -->"
-README_END = "<!-- results:end -->"
 COLUMNS = ["id", "change", "adopted", "base", "reference", "n", "n_failed", "n_missing", "top1_mean", "top1_std",
            "top5_mean", "status", "delta", "ci_low", "ci_high", "n_pairs", "paper_top1", "paper_delta",
            "sign_agrees", "p_value", "significant",
@@ -360,19 +358,24 @@ def write_table(df: pd.DataFrame, out_dir: Path, stem: str, context: dict) -> li
 
 
 # ---------------------------------------------------------------------------- README
-def update_readme(readme: Path, table_md: str, figure_rel_path: str, context_line: str) -> bool:
-    """Replace what lies between the results markers of README; True if the file changed.
+def update_readme(readme: Path, roadmap: str, table_md: str, figure_rel_path: str, context_line: str) -> bool:
+    """Replace what lies between the roadmap's results markers of README; True if the file changed.
 
     `figure_rel_path` '' leaves the figure out."""
     block = context_line + "\n\n" + table_md.rstrip("\n") + "\n"
     if figure_rel_path:
         block += f"\n![roadmap results]({figure_rel_path})\n"
-    return replace_between_markers(readme, README_BEGIN, README_END, block)
+    return replace_between_markers(readme, *results_markers(roadmap), block)
 
 
 def steps_markers(roadmap: str) -> tuple[str, str]:
     """The README markers of `list --readme`'s steps table."""
     return f"<!-- steps-{roadmap}:begin -->", f"<!-- steps-{roadmap}:end -->"
+
+
+def results_markers(roadmap: str) -> tuple[str, str]:
+    """The README markers of `table --readme`'s results: one pair per roadmap, so that one never overwrites another's."""
+    return f"<!-- results-{roadmap}:begin -->", f"<!-- results-{roadmap}:end -->"
 
 
 def marked_text(readme: Path, begin_marker: str, end_marker: str) -> tuple[str, int, int]:
@@ -445,13 +448,13 @@ def make_table(roadmap: str, scale: str, data: str | None, results_dir: Path, ou
     """Write <out_dir>/<roadmap>-<scale>-<data>.md/.csv; refresh README's results if given. Returns files written."""
     df, context, stem = _selection(roadmap, scale, data, results_dir)
     if readme is not None:
-        marked_text(readme, README_BEGIN, README_END)   # refused before anything is written
+        marked_text(readme, *results_markers(roadmap))   # refused before anything is written
     check_writable(out_dir, "--out")
     written = write_table(df, out_dir, stem, context)
     if readme is not None:
         figure = Path(out_dir) / f"{stem}.png"
         figure_rel = Path(os.path.relpath(figure, Path(readme).parent)).as_posix() if figure.exists() else ""
-        if update_readme(readme, table_body(df, context), figure_rel, context_line(context)):
+        if update_readme(readme, roadmap, table_body(df, context), figure_rel, context_line(context)):
             written.append(Path(readme))
     return written
 

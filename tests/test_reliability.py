@@ -293,7 +293,7 @@ def test_readme_without_markers_is_one_line_and_nothing_is_written(tmp_path, cap
     out = tmp_path / "out"
     code, err = main(capsys, "table", "--data", "synthetic", "--results", str(root), "--out", str(out),
                      "--readme", str(readme))
-    assert_refused(code, err, "results:begin", out)
+    assert_refused(code, err, "results-resnet50:begin", out)
     assert readme.read_text() == "# no markers here\n"
     code, err = main(capsys, "list", "--readme", str(readme))
     assert_refused(code, err, "steps-resnet50:begin")

@@ -235,22 +235,26 @@ def test_missing_results_and_ambiguous_data_are_config_errors(results, tmp_path)
 
 
 # ---------------------------------------------------------------------------- README
-def test_update_readme_replaces_only_between_markers(tmp_path):
+def test_update_readme_replaces_only_between_its_roadmaps_markers(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text("# Title\nbefore\n<!-- results:begin -->\nold table\n<!-- results:end -->\nafter\n")
-    assert report.update_readme(readme, "| a |\n", "report/x.png", "context") is True
-    assert readme.read_text() == ("# Title\nbefore\n<!-- results:begin -->\ncontext\n\n| a |\n\n"
-                                  "![roadmap results](report/x.png)\n<!-- results:end -->\nafter\n")
-    assert report.update_readme(readme, "| a |\n", "report/x.png", "context") is False
+    readme.write_text("# Title\nbefore\n<!-- results-resnet50:begin -->\nold table\n<!-- results-resnet50:end -->\n"
+                      "between\n<!-- results-reverse:begin -->\nold reverse\n<!-- results-reverse:end -->\nafter\n")
+    assert report.update_readme(readme, "resnet50", "| a |\n", "report/x.png", "context") is True
+    assert report.update_readme(readme, "reverse", "| r |\n", "", "undone") is True
+    assert readme.read_text() == ("# Title\nbefore\n<!-- results-resnet50:begin -->\ncontext\n\n| a |\n\n"
+                                  "![roadmap results](report/x.png)\n<!-- results-resnet50:end -->\n"
+                                  "between\n<!-- results-reverse:begin -->\nundone\n\n| r |\n<!-- results-reverse:end -->"
+                                  "\nafter\n")
+    assert report.update_readme(readme, "resnet50", "| a |\n", "report/x.png", "context") is False
     readme.write_text("# no markers\n")
-    with pytest.raises(ValueError, match="results:begin"):
-        report.update_readme(readme, "| a |\n", "", "context")
+    with pytest.raises(ValueError, match="results-resnet50:begin"):
+        report.update_readme(readme, "resnet50", "| a |\n", "", "context")
     assert readme.read_text() == "# no markers\n"
 
 
 def test_make_table_updates_readme_with_relative_figure(results, tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:begin -->\n<!-- results:end -->\n")
+    readme.write_text(f"intro\n<!-- results-{ROADMAP}:begin -->\n<!-- results-{ROADMAP}:end -->\n")
     out = tmp_path / "report"
     report.make_plot(ROADMAP, SCALE, DATA, results, out)
     written = report.make_table(ROADMAP, SCALE, DATA, results, out, readme)
