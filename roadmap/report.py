@@ -316,10 +316,38 @@ def reproduction_notes(df: pd.DataFrame) -> list[str]:
     return notes
 
 
+def worth_at_end_notes(df: pd.DataFrame) -> list[str]:
+    """A reverse roadmap, from the table alone: which changes still matter in the finished network."""
+    tested = [row for row in df.to_dict("records") if row["significant"] in (True, False)]
+    if not tested:
+        return ["What each change is worth at the end: no undo has 2 or more paired seeds with ConvNeXt-T yet, "
+                "so none can be told from noise."]
+    groups = {"still matter at the end (taking the change away costs accuracy beyond noise)":
+              [r for r in tested if r["significant"] and r["delta"] < 0],
+              "better without at this scale (taking the change away gains accuracy beyond noise)":
+              [r for r in tested if r["significant"] and r["delta"] > 0],
+              "worth nothing measurable at the end (within noise)": [r for r in tested if not r["significant"]]}
+    notes = [f"What each change is worth at the end: {len(groups[next(iter(groups))])} of {len(tested)} tested "
+             "changes still matter."]
+    notes += [f"{label}: " + ", ".join(f"{r['id']} ({_signed(r['delta'])})" for r in members)
+              for label, members in groups.items() if members]
+    both = [r for r in tested if r["significant"] and _yes_no(r["forward_significant"]) == "yes"]
+    if both:
+        agree = [r for r in both if (r["delta"] < 0) == (r["forward_delta"] > 0)]
+        notes.append(f"Where both directions clear the noise, the end agrees with the way forward for {len(agree)} "
+                     f"of {len(both)} changes (a gain on the way is a cost when taken away, or the reverse): "
+                     + ", ".join(f"{r['id']} {'agrees' if r in agree else 'disagrees'}" for r in both) + ".")
+    return notes
+
+
 def table_notes(df: pd.DataFrame, context: dict) -> str:
     """The bullet list under the table: how to read it, step notes, every run that gave no top-1."""
     sizes = ", ".join(f"{s} px" for s in context.get("image_sizes", [])) or "the run's image size"
+    reverse = "forward_delta" in df
     notes = [
+        "Δ: top-1 with that one change taken away from ConvNeXt-T, minus ConvNeXt-T's (paired over seeds); "
+        "forward Δ: the same change's delta on the way forward, in the roadmap it reverts at the same scale "
+        "and data." if reverse else
         "Δ: our mean top-1 minus that of the reference step, the previous adopted step; a side branch "
         "(branch) is compared with its base step, and the next adopted step skips it. Paper Δ follows the "
         "same rule with the paper's numbers (ImageNet-1k, 224 px).",
@@ -328,7 +356,7 @@ def table_notes(df: pd.DataFrame, context: dict) -> str:
         f"GMACs (multiply-accumulates of convs and linear layers, the paper's 'GFLOPs') and params: our runs' "
         f"networks at {sizes}; the paper counts at 224 px and 1000 classes.",
     ]
-    notes += reproduction_notes(df)
+    notes += worth_at_end_notes(df) if reverse else reproduction_notes(df)
     notes += [f"{row['id']}: {row['note']}" for row in df.to_dict("records") if row["note"]]
     notes += [f"{row['id']} {row['failures']}" for row in df.to_dict("records") if row["failures"]]
     if context.get("unknown_steps"):
@@ -534,7 +562,8 @@ def _plot_deltas(ax, df: pd.DataFrame, series: list[tuple], xlabel: str) -> None
             ax.barh(i + offset, value, height=0.38, color=face, edgecolor=edge, linewidth=0.6, xerr=err,
                     error_kw={"ecolor": "#222222", "capsize": 2, "elinewidth": 0.8})
             mark = "*" if sig and row[sig] is True else ""
-            ax.text(value + (0.01 if value >= 0 else -0.01) * span, i + offset, _signed(value) + mark,
+            end = value if err is None else (row[ci[1]] if value >= 0 else row[ci[0]])   # the label clears the CI
+            ax.text(end + (0.01 if value >= 0 else -0.01) * span, i + offset, _signed(value) + mark,
                     ha="left" if value >= 0 else "right", va="center", fontsize=7)
         if _isnan(row[series[0][0]]):
             why = "baseline" if pd.isna(row["reference"]) else "missing" if row["n"] == 0 else "reference missing"
@@ -543,7 +572,7 @@ def _plot_deltas(ax, df: pd.DataFrame, series: list[tuple], xlabel: str) -> None
     ax.margins(x=0.2)
     ax.set_xlabel(xlabel)
     ax.legend(handles=[Patch(facecolor=face, edgecolor=edge, label=label) for *_, face, edge, label in series],
-              loc="lower right", fontsize=7, frameon=False)
+              loc="best", fontsize=7, frameon=False)
 
 
 DELTA_XLABEL = f"Δ top-1 vs reference step (points), bars from 0; ours ± its {CONFIDENCE:.0%} CI, * beyond noise"

@@ -221,6 +221,10 @@ def test_reverse_roadmap_table_puts_each_change_beside_its_forward_gain(results,
     assert "| back_to_relu | back to ReLU (branch) | 87.10 ± 0.14 (n=2) | -1.15 |" in md
     assert "| resnet50/gelu | +7.50 | yes |" in md and "forward Δ" in md
     assert "What reproduces" not in md  # no paper numbers to compare with
+    # Two seeds, differences -1.0 and -1.3: t = 7.7 on 1 degree of freedom, short of 12.7.
+    assert "- What each change is worth at the end: 0 of 1 tested changes still matter." in md
+    assert "- worth nothing measurable at the end (within noise): back_to_relu (-1.15)" in md
+    assert "Paper Δ follows" not in md
     paths = report.make_plot("reverse", SCALE, DATA, results, tmp_path)
     assert "still worth at the end" in paths[1].read_text()
 
