@@ -17,7 +17,7 @@ from . import tblog
 from .config import ConfigError, RunConfig, Step, build_run_config, check_config, load_roadmap, load_step, to_dict
 from .data import Source
 from .model import check_model, total_stride
-from .results import RunKey
+from .results import RunKey, data_slug
 
 
 # Keys that may change between a run and its resumption without changing what it computes.
@@ -25,11 +25,16 @@ RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train",
                      ("data", "root"), ("train", "log")}
 
 
-def config_fingerprint(cfg: RunConfig) -> str:
-    """sha256 of the resolved config less RESUMABLE_CHANGES: a checkpoint resumes only the config it was saved by."""
+def config_fingerprint(cfg: RunConfig, data_identity: dict | None = None) -> str:
+    """sha256 of the resolved config less RESUMABLE_CHANGES: a checkpoint resumes only the run it was saved by.
+
+    The data counts by what it holds (`Source.identity`: class and image counts, an image folder's
+    fingerprint), not by its path: a moved folder resumes, other images under the same path start over."""
     values = json.loads(json.dumps(to_dict(cfg)))   # tuples -> lists: the same bytes as after a YAML round trip
     for section, key in RESUMABLE_CHANGES:
         values[section].pop(key, None)
+    values["data"]["spec"] = data_slug(values["data"]["spec"])
+    values["data_identity"] = data_identity
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
@@ -44,10 +49,6 @@ class RunPlan:
     # The dataset as the runner opened and checked it, served to every run of the invocation (None: the
     # run opens it itself). It can be shared: step files change only model and recipe, never data or scale.
     source: Source | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def fingerprint(self) -> str:
-        return config_fingerprint(self.cfg)
 
     def describe(self, train_images: int | None = None, world_size: int = 1) -> dict:
         """The fully resolved run; with the training set's size, its updates too."""

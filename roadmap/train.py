@@ -29,7 +29,7 @@ from . import recipe as recipes
 from .config import ConfigError, to_dict
 from .data import build_data, derive_seed
 from .model import count_gflops, count_params
-from .plan import RunPlan
+from .plan import RunPlan, config_fingerprint
 from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, default_tensorboard, write_record
 from .runtime import Dist, amp_dtype, device_name, git_commit, peak_memory_mb, pick_device, rng_state, \
     seed_global_rngs, set_rng_state, utc_now
@@ -67,7 +67,7 @@ class Run:
 
     def __init__(self, plan: RunPlan, info: Dist, progress: bool):
         cfg = plan.cfg
-        self.cfg, self.step, self.info, self.fingerprint = cfg, plan.step, info, plan.fingerprint
+        self.cfg, self.step, self.info = cfg, plan.step, info
         self.progress = progress and info.is_main and sys.stderr.isatty()
         self.device = pick_device(cfg.train.device, info)
         self.amp = amp_dtype(cfg.train.amp, self.device)
@@ -77,6 +77,7 @@ class Run:
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
         self.data = build_data(cfg.data, cfg.scale, batch_size=self.micro, recipe=self.recipe, device=self.device,
                                rank=info.rank, world_size=info.world_size, seed=cfg.train.seed, source=plan.source)
+        self.fingerprint = config_fingerprint(cfg, self.data.identity)   # what a checkpoint must match to resume
         self.updates_per_epoch = self.data.steps_per_epoch() // self.accum
         if self.updates_per_epoch < 1:
             raise ConfigError(f"{self.data.train_size} training images give no full update of batch "

@@ -318,6 +318,16 @@ def test_the_fingerprint_ignores_exactly_the_resumable_keys():
         config_fingerprint(base)
 
 
+def test_the_fingerprint_knows_data_by_what_it_holds_not_by_its_path():
+    def fingerprint(folder: str, listing: str | None) -> str:
+        cfg = build_run_config("resnet50", "gelu", "demo", f"imagefolder:{folder}", 0, {})
+        return config_fingerprint(cfg, {"num_classes": 2, "train_images": 8, "eval_images": 4,
+                                        "data_fingerprint": listing})
+    assert fingerprint("/old/shoes", "ab12") == fingerprint("/new/place/shoes", "ab12")   # moved: resumes
+    assert fingerprint("/old/shoes", "ab12") != fingerprint("/old/shoes", "cd34")         # other images: restarts
+    assert fingerprint("/old/shoes", "ab12") != fingerprint("/old/boots", "ab12")         # another dataset's name
+
+
 def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path, capsys, monkeypatch):
     original = runs.train_run.__globals__["Run"].train_epoch
 
