@@ -90,3 +90,31 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def uncommitted_records() -> list[str]:
+    """Records under results/ that git does not hold as committed (a run training now, say); [] without git."""
+    proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "results"], cwd=ROOT,
+                          capture_output=True, text=True)
+    return [line for line in proc.stdout.splitlines() if line.endswith(".json")] if proc.returncode == 0 else []
+
+
+@pytest.mark.parametrize("roadmap", ["resnet50", "reverse"])
+def test_committed_tables_and_readme_regenerate_from_the_committed_records(roadmap, tmp_path):
+    """The headline results are what the records say: table and README block, byte for byte."""
+    stem = f"{roadmap}-cpu-fashion-mnist"
+    if not (ROOT / "report" / f"{stem}.md").exists():
+        pytest.skip(f"no committed {roadmap} cpu-scale table")
+    if uncommitted_records():
+        pytest.skip("results/ holds records not committed yet: the committed tables cannot be compared")
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    out = tmp_path / "report"
+    for command in (["plot"], ["table", "--readme", str(readme)]):   # the figure first: the README links it
+        proc = runner(*command, "--roadmap", roadmap, "--scale", "cpu", "--results", str(ROOT / "results"),
+                      "--out", str(out))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for suffix in (".md", ".csv"):
+        assert (out / f"{stem}{suffix}").read_text() == (ROOT / "report" / f"{stem}{suffix}").read_text(), \
+            f"report/{stem}{suffix} is not what the records give: run make reference / make reverse"
+    assert readme.read_text() == (ROOT / "README.md").read_text(), "the README's results are not what the records give"
