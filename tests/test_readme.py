@@ -93,10 +93,12 @@ def _umask() -> int:
 
 
 def uncommitted_records() -> list[str]:
-    """Records under results/ that git does not hold as committed (a run training now, say); [] without git."""
+    """Records the tables read (results/<roadmap>/<scale>/<data>/<step>/seed<k>.json) that git does not hold as
+    committed, a run training now, say; [] without git."""
     proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "results"], cwd=ROOT,
                           capture_output=True, text=True)
-    return [line for line in proc.stdout.splitlines() if line.endswith(".json")] if proc.returncode == 0 else []
+    paths = [line.split()[-1] for line in proc.stdout.splitlines()] if proc.returncode == 0 else []
+    return [path for path in paths if path.endswith(".json") and path.count("/") == 5]
 
 
 @pytest.mark.parametrize("roadmap", ["resnet50", "reverse"])
