@@ -142,8 +142,9 @@ def execute_in_workers(planned: list[RunPlan], results: Path, checkpoints: Path,
     for outcome, n in outcomes.items():
         counts[outcome] += n
     if stopped:
-        say(info, f"stopped: a worker process ended with exit code {stopped} (its message is above)")
-        raise SystemExit(stopped)
+        how = f"was killed by signal {-stopped}" if stopped < 0 else f"ended with exit code {stopped}"
+        say(info, f"stopped: a worker process {how} (its message, if any, is above)")
+        raise SystemExit(stopped if stopped > 0 else 1)
     return counts
 
 

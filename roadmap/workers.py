@@ -94,4 +94,8 @@ def serve(train_one) -> None:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     for line in iter(sys.stdin.readline, ""):   # one line at a time, as each arrives
         index = int(line)
-        print(f"{index} {train_one(index)}", file=answers, flush=True)
+        outcome = train_one(index)
+        try:
+            print(f"{index} {outcome}", file=answers, flush=True)
+        except BrokenPipeError:   # the parent is gone (killed): the run is recorded; stop here
+            return

@@ -199,3 +199,25 @@ def test_sigterm_stops_every_worker_and_frees_their_runs(tmp_path):
     assert proc.wait(timeout=120) == 130
     assert not any(lock_is_held(lock) for lock in locks)   # the workers have ended: their flocks went with them
     assert not list((tmp_path / "results").rglob("seed0.json"))
+
+
+def test_a_worker_killed_outright_stops_the_command_and_a_rerun_finishes(tmp_path):
+    args = runner(tmp_path, "--step", "gelu", "layernorm", "--jobs", "2", "--set", "data.synthetic_size=2000")
+    proc = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    locks = [RunKey("resnet50", "demo", "synthetic", step, 0).folder(tmp_path / "results") / "seed0.lock"
+             for step in ("gelu", "layernorm")]
+    deadline = time.time() + 240
+    while time.time() < deadline and not all(lock.exists() for lock in locks):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    time.sleep(0.5)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2, workers
+    os.kill(int(workers[0]), signal.SIGKILL)   # the OOM killer's way: no chance to say anything
+    assert proc.wait(timeout=240) == 1
+    err = proc.stderr.read()
+    assert "stopped: a worker process was killed by signal 9" in err and "Traceback" not in err, err[-2000:]
+    again = subprocess.run(args, env=env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    found = records(tmp_path)
+    assert set(found) == {"gelu", "layernorm"} and all(r["status"] == "complete" for r in found.values())
