@@ -31,9 +31,9 @@ test: $(VENV)/.installed data
 	$(PY) -m pytest -q
 
 # The whole resnet50 roadmap at the demo scale, trained from scratch into $(DEMO_DIR)/ (not the
-# committed results/, whose complete runs would be skipped).
+# committed results/, whose complete runs would be skipped), two runs at a time.
 demo: $(VENV)/.installed data
-	$(PY) runner.py run --all --scale demo --seeds $(SEEDS) --results $(DEMO_DIR)/results --checkpoints $(DEMO_DIR)/checkpoints
+	$(PY) runner.py run --all --scale demo --seeds $(SEEDS) --jobs 2 --results $(DEMO_DIR)/results --checkpoints $(DEMO_DIR)/checkpoints
 	$(PY) runner.py plot --scale demo --results $(DEMO_DIR)/results --out $(DEMO_DIR)/report
 	$(PY) runner.py table --scale demo --results $(DEMO_DIR)/results --out $(DEMO_DIR)/report
 
