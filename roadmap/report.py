@@ -340,6 +340,18 @@ def worth_at_end_notes(df: pd.DataFrame) -> list[str]:
     return notes
 
 
+def spread_notes(df: pd.DataFrame) -> list[str]:
+    """Where the steps' accuracy lies and how much seeds move it: what a scale is judged by."""
+    rows = [row for row in df.to_dict("records") if not _isnan(row["top1_mean"])]
+    if not rows:
+        return []
+    lowest = min(rows, key=lambda row: row["top1_mean"])
+    stds = [row["top1_std"] for row in rows if not _isnan(row["top1_std"])]
+    spread = f"; median seed std {statistics.median(stds):.2f} points" if stds else ""
+    return [f"Over the {len(rows)} steps with results: median top-1 {statistics.median(r['top1_mean'] for r in rows):.2f}%, "
+            f"lowest {lowest['top1_mean']:.2f}% ({lowest['id']}){spread}."]
+
+
 def table_notes(df: pd.DataFrame, context: dict) -> str:
     """The bullet list under the table: how to read it, step notes, every run that gave no top-1."""
     sizes = ", ".join(f"{s} px" for s in context.get("image_sizes", [])) or "the run's image size"
@@ -356,6 +368,7 @@ def table_notes(df: pd.DataFrame, context: dict) -> str:
         f"GMACs (multiply-accumulates of convs and linear layers, the paper's 'GFLOPs') and params: our runs' "
         f"networks at {sizes}; the paper counts at 224 px and 1000 classes.",
     ]
+    notes += spread_notes(df)
     notes += worth_at_end_notes(df) if reverse else reproduction_notes(df)
     notes += [f"{row['id']}: {row['note']}" for row in df.to_dict("records") if row["note"]]
     notes += [f"{row['id']} {row['failures']}" for row in df.to_dict("records") if row["failures"]]

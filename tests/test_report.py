@@ -270,3 +270,11 @@ def test_make_table_updates_readme_with_relative_figure(results, tmp_path):
 
 def test_markdown_table_keeps_its_old_behaviour():
     assert report.markdown_table(["a", "b"], [["x", 1.5]]) == "| a | b |\n|---|---:|\n| x | 1.5 |\n"
+
+
+def test_spread_notes_give_the_median_the_lowest_step_and_the_seed_spread():
+    df = pd.DataFrame({"id": ["a", "b", "c", "d"], "top1_mean": [80.0, 90.0, 85.0, float("nan")],
+                       "top1_std": [0.1, 0.5, float("nan"), float("nan")]})
+    assert report.spread_notes(df) == ["Over the 3 steps with results: median top-1 85.00%, lowest 80.00% (a); "
+                                       "median seed std 0.30 points."]
+    assert report.spread_notes(df.iloc[3:]) == []
