@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SEEDS ?= 1
 REF_SEEDS ?= 0 1 2 3 4
-REVERSE_SEEDS ?= 0 1 2
+REVERSE_SEEDS ?= 0 1 2 3
 DEMO_DIR ?= demo
 
 .PHONY: test demo reference reverse data clean
