@@ -322,13 +322,12 @@ def worth_at_end_notes(df: pd.DataFrame) -> list[str]:
     if not tested:
         return ["What each change is worth at the end: no undo has 2 or more paired seeds with ConvNeXt-T yet, "
                 "so none can be told from noise."]
-    groups = {"still matter at the end (taking the change away costs accuracy beyond noise)":
-              [r for r in tested if r["significant"] and r["delta"] < 0],
+    still_matter = [r for r in tested if r["significant"] and r["delta"] < 0]
+    groups = {"still matter at the end (taking the change away costs accuracy beyond noise)": still_matter,
               "better without at this scale (taking the change away gains accuracy beyond noise)":
               [r for r in tested if r["significant"] and r["delta"] > 0],
               "worth nothing measurable at the end (within noise)": [r for r in tested if not r["significant"]]}
-    notes = [f"What each change is worth at the end: {len(groups[next(iter(groups))])} of {len(tested)} tested "
-             "changes still matter."]
+    notes = [f"What each change is worth at the end: {len(still_matter)} of {len(tested)} tested changes still matter."]
     notes += [f"{label}: " + ", ".join(f"{r['id']} ({_signed(r['delta'])})" for r in members)
               for label, members in groups.items() if members]
     both = [r for r in tested if r["significant"] and _yes_no(r["forward_significant"]) == "yes"]

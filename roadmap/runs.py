@@ -109,15 +109,19 @@ def saved_config(path: Path) -> dict | None:
     return None
 
 
+OUTCOMES = ("complete", "skipped", "failed", "diverged")   # what `run` counts, in the order it says them
+
+
 def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
             progress: bool = True) -> dict:
     """Train every planned run not yet finished; returns counts by outcome."""
-    counts = {"complete": 0, "skipped": 0, "failed": 0, "diverged": 0}
+    counts = dict.fromkeys(OUTCOMES, 0)
     for i, run in enumerate(planned):
-        if skip_finished(run, run_label(planned, i), results, checkpoints, weights, info):
+        label = run_label(planned, i)
+        if skip_finished(run, label, results, checkpoints, weights, info):
             counts["skipped"] += 1
             continue
-        outcome = run_one(run, results, checkpoints, weights, info, progress, run_label(planned, i))
+        outcome = run_one(run, results, checkpoints, weights, info, progress, label)
         counts[outcome] += 1
         if outcome == "failed" and info.world_size > 1:
             say(info, "the processes cannot train together after a failure; stopping (run the command again)")
@@ -128,7 +132,7 @@ def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: P
 def execute_in_workers(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
                        jobs: int, argv: list[str]) -> dict:
     """--jobs: the runs not yet finished go to `jobs` worker processes (workers.py); counts by outcome."""
-    counts = {"complete": 0, "skipped": 0, "failed": 0, "diverged": 0}
+    counts = dict.fromkeys(OUTCOMES, 0)
     todo = []
     for i, run in enumerate(planned):
         if skip_finished(run, run_label(planned, i), results, checkpoints, weights, info):

@@ -124,15 +124,22 @@ def test_a_rank_waits_until_rank_0_lets_the_run_go_but_not_for_ever(tmp_path):
 def test_sigterm_releases_the_lock(tmp_path):
     proc = subprocess.Popen(runner(tmp_path, "--step", "gelu", "--set", "data.synthetic_size=4000"), env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    lock_path = RunKey("resnet50", "demo", "synthetic", "gelu", 0).folder(tmp_path / "results") / "seed0.lock"
-    deadline = time.time() + 120
-    while time.time() < deadline and not lock_path.exists():
-        time.sleep(0.05)
-    time.sleep(0.5)   # created, then locked at once; a probe in between would take the lock from the runner
+    [lock_path] = wait_for_locks(proc, tmp_path, ["gelu"], timeout_s=120)
     assert lock_is_held(lock_path)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
     assert not lock_is_held(lock_path)
+
+
+def wait_for_locks(proc: subprocess.Popen, out: Path, steps: list[str], timeout_s: float = 240) -> list[Path]:
+    """The seed-0 lock files of these steps under out/results, once the runner has created them all."""
+    locks = [RunKey("resnet50", "demo", "synthetic", step, 0).folder(out / "results") / "seed0.lock" for step in steps]
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and not all(lock.exists() for lock in locks):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    time.sleep(0.5)   # created, then locked at once; a probe in between would take the lock from the runner
+    return locks
 
 
 def test_lock_is_exclusive_and_released(tmp_path):
@@ -187,13 +194,7 @@ def test_sigterm_stops_every_worker_and_frees_their_runs(tmp_path):
     proc = subprocess.Popen(runner(tmp_path, "--step", "gelu", "layernorm", "--jobs", "2",
                                    "--set", "data.synthetic_size=4000"), env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    locks = [RunKey("resnet50", "demo", "synthetic", step, 0).folder(tmp_path / "results") / "seed0.lock"
-             for step in ("gelu", "layernorm")]
-    deadline = time.time() + 240
-    while time.time() < deadline and not all(lock.exists() for lock in locks):
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        time.sleep(0.05)
-    time.sleep(0.5)
+    locks = wait_for_locks(proc, tmp_path, ["gelu", "layernorm"])
     assert all(lock_is_held(lock) for lock in locks)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 130
@@ -204,13 +205,7 @@ def test_sigterm_stops_every_worker_and_frees_their_runs(tmp_path):
 def test_a_worker_killed_outright_stops_the_command_and_a_rerun_finishes(tmp_path):
     args = runner(tmp_path, "--step", "gelu", "layernorm", "--jobs", "2", "--set", "data.synthetic_size=2000")
     proc = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    locks = [RunKey("resnet50", "demo", "synthetic", step, 0).folder(tmp_path / "results") / "seed0.lock"
-             for step in ("gelu", "layernorm")]
-    deadline = time.time() + 240
-    while time.time() < deadline and not all(lock.exists() for lock in locks):
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        time.sleep(0.05)
-    time.sleep(0.5)
+    wait_for_locks(proc, tmp_path, ["gelu", "layernorm"])   # both workers are training
     workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert len(workers) == 2, workers
     os.kill(int(workers[0]), signal.SIGKILL)   # the OOM killer's way: no chance to say anything
