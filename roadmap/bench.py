@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from . import recipe as recipes
-from .config import ConfigError, RecipeConfig, ScaleConfig, Step, load_roadmap, load_scale, load_step, scaled_model
+from .config import ConfigError, RecipeConfig, ScaleConfig, Step, TrainConfig, load_roadmap, load_scale, load_step, \
+    scaled_model
 from .model import count_gflops, count_params
 from .plan import check_image_size
 from .report import markdown_table
@@ -372,7 +373,8 @@ def render(report: dict) -> str:
 def settings_record(settings: BenchSettings, roadmap: str, steps: list[Step], reference: bool) -> dict:
     fields = ("batch", "image_size", "dtype", "channels_last", "compile", "repeat", "warmup", "iters")
     return {**{name: getattr(settings, name) for name in fields}, "roadmap": roadmap,
-            "device": settings.device.type, "steps": [step.id for step in steps], "reference": reference}
+            "device": settings.device.type, "threads": torch.get_num_threads(), "steps": [step.id for step in steps],
+            "reference": reference}
 
 
 def ratio_record(rows: list[dict], roadmap: str) -> dict:
@@ -400,7 +402,7 @@ def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_si
     steps = select_steps(roadmap, step_ids)
     check_writable(Path(out_dir), "--out")   # last of the checks, and before minutes of benchmarking
     settings = BenchSettings(target, batch, image_size, dtype,
-                             target.type == "cuda" if channels_last is None else channels_last,
+                             TrainConfig().channels_last if channels_last is None else channels_last,
                              compile, repeat, warmup, iters)
     configure_backends(settings)
     name = device_name(target)

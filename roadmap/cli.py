@@ -153,8 +153,8 @@ def cmd_bench(args) -> None:
     on_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if args.scale:  # the scale's own networks at its image size and per-device batch
         scale = load_scale(args.scale)
-        args.batch = args.batch or scale.micro_batch
-        args.image_size = args.image_size or scale.image_size
+        args.batch = scale.micro_batch if args.batch is None else args.batch   # 0 is refused as 0, not taken as unset
+        args.image_size = scale.image_size if args.image_size is None else args.image_size
     for key, value in BENCH_DEFAULTS["cuda" if on_cuda else "cpu"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="pixels (default 224 on CUDA, 64 on a CPU)")
     p.add_argument("--dtype", help="bf16 | fp16 | fp32 (default bf16 on CUDA, fp32 on a CPU)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last memory format (default: on for CUDA)")
+                   help="channels_last memory format (default: as runs train, train.channels_last: on)")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
     p.add_argument("--repeat", type=int, help="timed windows; the median is reported (default 5; CPU 3)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 10; CPU 2)")

@@ -43,7 +43,7 @@ def test_json_file_and_keys(first_run):
     assert path.name.startswith("cpu-") and path.suffix == ".json"
     assert TOP_KEYS <= report.keys()
     assert SETTING_KEYS <= report["settings"].keys()
-    assert report["settings"]["channels_last"] is False  # the default is off on the CPU
+    assert report["settings"]["channels_last"] is True  # as runs train: on, the CPU included
     for row in report["rows"]:
         assert ROW_KEYS <= row.keys()
 
