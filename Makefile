@@ -9,9 +9,15 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SEEDS ?= 1
 REF_SEEDS ?= 0 1 2 3 4
 REVERSE_SEEDS ?= 0 1 2 3
+STUDY_SEEDS ?= 0 1 2
+# CIFAR-10 as JPEG files in the ImageFolder layout (train/, test/), unpacked once into data/ (git-ignored).
+CIFAR10_TAR ?= ../shared/data/cifar10-jpg.tar.gz
+CIFAR10 := data/cifar10-jpg
+# The study's result sets (SCALE/DATA): add an arm here once its records are in results/.
+STUDY_SETS ?= cpu/fashion-mnist cpu/imagefolder-cifar10-jpg
 DEMO_DIR ?= demo
 
-.PHONY: test demo reference reverse data clean
+.PHONY: test demo reference reverse study data clean gpu-check gpu-check-dry
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +56,27 @@ reverse: $(VENV)/.installed data
 	$(PY) runner.py run --roadmap reverse --all --scale cpu --seed $(REVERSE_SEEDS) --jobs 2 --no-progress
 	$(PY) runner.py plot --roadmap reverse --scale cpu
 	$(PY) runner.py table --roadmap reverse --scale cpu --readme
+
+# Which steps depend on resolution and dataset: the resnet50 roadmap on CIFAR-10 at the cpu scale (32 px),
+# seeds 0-2, two runs at a time; then the study of the sets side by side -> report/, README's study block.
+# Runs resume, so this can be stopped and started again.
+$(CIFAR10)/train:
+	mkdir -p $(CIFAR10) && tar -xzf $(CIFAR10_TAR) -C $(CIFAR10)
+
+study: $(VENV)/.installed data $(CIFAR10)/train
+	$(PY) runner.py run --all --scale cpu --data imagefolder:$(CIFAR10) --seed $(STUDY_SEEDS) --jobs 2 --no-progress
+	$(PY) runner.py table --scale cpu --data imagefolder:$(CIFAR10) --out report
+	$(PY) runner.py plot --scale cpu --data imagefolder:$(CIFAR10) --out report
+	$(PY) runner.py study $(STUDY_SETS) --readme
+
+# Everything that needs a GPU, in one command of a few minutes (roadmap/gpucheck.py): bench eager and
+# compiled against timm, a short run of every step on CIFAR-10, 2 processes on one GPU (one failing).
+# On a lent GPU machine its own python3 (torch, timm installed, nothing to download) runs it; here, the venv.
+GPU_PY ?= $(shell test -x $(PY) && echo $(PY) || echo python3)
+gpu-check:
+	$(GPU_PY) -m roadmap.gpucheck
+gpu-check-dry:
+	$(GPU_PY) -m roadmap.gpucheck --dry-run
 
 clean:
 	rm -rf $(VENV) .pytest_cache checkpoints results/checkpoints $(DEMO_DIR)

@@ -95,6 +95,14 @@ def cmd_plot(args) -> None:
         print(path)
 
 
+def cmd_study(args) -> None:
+    from .study import make_study
+
+    readme = Path(args.readme) if args.readme else None
+    for path in make_study(args.roadmap, args.sets, Path(args.results), Path(args.out), readme, not args.no_plot):
+        print(path)
+
+
 def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
     """(record, step, weights folder) of the complete run that --step/--roadmap/--scale/--seed name."""
     from .config import load_step
@@ -172,7 +180,7 @@ def cmd_plan(args) -> None:
     seeds = args.seed if args.seed is not None else list(range(args.seeds))
     plans = plan_runs(args.roadmap, args.step, args.scale, args.data, seeds, parse_overrides(args.set))
     dtype = args.dtype or ("fp32" if args.device.lower() == "cpu" else "bf16")
-    costs = plan_costs(plans, args.device, args.devices, dtype, args.utilization)
+    costs = plan_costs(plans, args.device, args.devices, dtype, args.utilization, jobs=args.jobs)
     print(json.dumps(costs, indent=1) if args.json else render(costs), end="\n" if args.json else "")
 
 
@@ -254,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="as for run")
     p.add_argument("--device", default="cpu", help="cpu, or a GPU name such as H100 or A100 (default cpu)")
     p.add_argument("--devices", type=int, default=1, help="how many of them (default 1)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="on a CPU: N runs at a time, as run --jobs N trains them (default 1)")
     p.add_argument("--dtype", help="bf16 | fp16 | fp32 (default: bf16 on GPUs, fp32 on a CPU)")
     p.add_argument("--utilization", type=float, default=0.4,
                    help="share of the datasheet peak assumed when no bench record exists (default 0.4)")
@@ -269,6 +279,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="figure of the step-by-step gains (png + svg)")
     add_report_arguments(p)
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("study", help="result sets side by side: each step's delta in each, and where they differ",
+                       description="Each SET is SCALE/DATA[@RESULTS] (e.g. cpu/fashion-mnist, "
+                                   "cpu/imagefolder-cifar10-jpg, cpu64/fashion-mnist@other_results). Per step: its "
+                                   "delta in every set with the 95%% CI, the difference between sets that differ in "
+                                   "one thing (Welch's t), the paper's delta; notes on what reproduces and what "
+                                   "depends on resolution or dataset; a figure.")
+    p.add_argument("sets", nargs="+", metavar="SET", help="SCALE/DATA[@RESULTS], two or more")
+    p.add_argument("--roadmap", default="resnet50", help="a folder of steps/")
+    p.add_argument("--results", default="results", type=path_arg, help="results folder of sets without @ (default results/)")
+    p.add_argument("--out", default="report", type=path_arg, help="output folder (default report/)")
+    p.add_argument("--no-plot", action="store_true", help="the table alone")
+    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
+                   help="also refresh this README's study block (default README.md)")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("bench", help="training images/s, memory and MFU per step, beside timm's models",
                        description="Times full training steps (forward, backward, AdamW) on a synthetic batch; "

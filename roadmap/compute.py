@@ -3,12 +3,17 @@
 Per run and in total: training FLOPs (6 x the counted forward MACs per image: 2 FLOPs per MAC and a
 backward pass twice the forward, plus 2 x MACs per evaluated image), the images to process, and the
 time and device-hours on a device. The device's speed comes from a committed `runner.py bench`
-record of it (its achieved FLOP/s, step by step), else from its datasheet peak at a stated
-utilisation; the output says which.
+record of it (its achieved FLOP/s, step by step, taken as the runs train: same scale, memory format
+and threads per process where such a record exists), else from its datasheet peak at a stated
+utilisation; the output says which. With `--jobs N` on a CPU the runs go to N processes as
+`run --jobs N` hands them out (in order, to whichever is free first), and the wall time is when the
+last one ends.
 """
 from __future__ import annotations
 
+import heapq
 import json
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +25,7 @@ from .model import count_gflops
 from .plan import RunPlan
 from .report import markdown_table
 from .steps import build_model
+from .workers import worker_threads
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "results" / "bench"
 # (train images, eval images, classes) of the datasets the runner knows by name.
@@ -85,19 +91,29 @@ def bench_records(device: str, bench_dir: Path) -> list[dict]:
     return records
 
 
-def pick_record(records: list[dict], scale: str, image_size: int) -> dict | None:
-    """A record taken at the run's scale, else at its image size, else the newest."""
-    for wanted in (lambda r: r["settings"].get("scale") == scale,
-                   lambda r: r["settings"].get("image_size") == image_size, lambda r: True):
-        matching = [r for r in records if wanted(r)]
-        if matching:
-            return max(matching, key=lambda r: (r.get("date") or "", str(r["_path"])))
-    return None
+def record_threads(record: dict) -> int | None:
+    """Threads per process a CPU bench record ran with (older records say it only in the device name)."""
+    if record["settings"].get("threads"):
+        return record["settings"]["threads"]
+    match = re.search(r"(\d+) threads", str(record.get("device", "")))
+    return int(match[1]) if match else None
+
+
+def pick_record(records: list[dict], scale: str, image_size: int, channels_last: bool | None = None,
+                threads: int | None = None) -> dict | None:
+    """The record taken most like the runs: at their scale (else their image size), in their memory format
+    and with their threads per process; the newest among equals."""
+    def likeness(r: dict) -> tuple:
+        settings = r["settings"]
+        return (settings.get("scale") == scale, settings.get("image_size") == image_size,
+                (channels_last is None or settings.get("channels_last") == channels_last)
+                + (threads is None or record_threads(r) == threads), r.get("date") or "", str(r["_path"]))
+    return max(records, key=likeness, default=None)
 
 
 def device_speed(device: str, scale: str, image_size: int, dtype: str, utilization: float,
-                 bench_dir: Path = BENCH_DIR) -> Speed:
-    record = pick_record(bench_records(device, bench_dir), scale, image_size)
+                 bench_dir: Path = BENCH_DIR, channels_last: bool | None = None, threads: int | None = None) -> Speed:
+    record = pick_record(bench_records(device, bench_dir), scale, image_size, channels_last, threads)
     if record:
         achieved = {row["id"]: row["images_per_s_median"] * TRAIN_FLOPS_PER_FORWARD_MAC * row["gflops"] * 1e9
                     for row in record["rows"] if row["kind"] == "step" and row.get("images_per_s_median")}
@@ -106,7 +122,8 @@ def device_speed(device: str, scale: str, image_size: int, dtype: str, utilizati
             settings = record["settings"]
             return Speed(achieved, median, f"bench record {record['_path'].name} ({record['device']}, "
                          f"scale {settings.get('scale') or 'paper-size networks'}, batch {settings['batch']}, "
-                         f"{settings['image_size']} px, {settings['dtype']}): achieved FLOP/s step by step, "
+                         f"{settings['image_size']} px, {settings['dtype']}, channels_last "
+                         f"{settings.get('channels_last')}): achieved FLOP/s step by step, "
                          f"median {median / 1e12:.3g} TFLOP/s")
     for key, peaks in PEAK_FLOPS:
         if key.lower() in device.lower():
@@ -123,15 +140,22 @@ def _hours(seconds: float) -> str:
 
 
 def plan_costs(plans: list[RunPlan], device: str, devices: int, dtype: str, utilization: float,
-               bench_dir: Path = BENCH_DIR) -> dict:
-    """Every run's cost and time on `devices` of `device` (ideal scaling across them), and the total."""
+               bench_dir: Path = BENCH_DIR, jobs: int = 1) -> dict:
+    """Every run's cost and time on `devices` of `device` (ideal scaling across them), and the total; with
+    `jobs` > 1 (a CPU), each run's time in one of `jobs` processes and the wall time of handing them out."""
     if devices < 1:
         raise ConfigError(f"--devices must be 1 or more, not {devices}")
     if not 0 < utilization <= 1:
         raise ConfigError(f"--utilization must be in (0, 1], not {utilization}")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be 1 or more, not {jobs}")
+    if jobs > 1 and device.lower() != "cpu":
+        raise ConfigError("--jobs plans runs in processes that share a CPU (--device cpu); on GPUs use --devices")
     check_dtype(dtype)
     scale = plans[0].cfg.scale
-    speed = device_speed(device, scale.name, scale.image_size, dtype, utilization, bench_dir)
+    threads = worker_threads(jobs) if device.lower() == "cpu" else None
+    speed = device_speed(device, scale.name, scale.image_size, dtype, utilization, bench_dir,
+                         plans[0].cfg.train.channels_last, threads)
     sizes = data_sizes(plans[0])
     runs = []
     for plan in plans:
@@ -141,8 +165,17 @@ def plan_costs(plans: list[RunPlan], device: str, devices: int, dtype: str, util
         runs.append(cost)
     total = {key: sum(r[key] for r in runs) for key in ("train_images", "eval_images", "flops", "seconds",
                                                          "device_hours")}
-    return {"device": device, "devices": devices, "source": speed.source, "data_note": sizes[3],
-            "runs": runs, "total": total}
+    total["wall_seconds"] = handed_out_wall([r["seconds"] for r in runs], jobs)
+    return {"device": device, "devices": devices, "jobs": jobs, "threads": threads, "source": speed.source,
+            "data_note": sizes[3], "runs": runs, "total": total}
+
+
+def handed_out_wall(seconds: list[float], jobs: int) -> float:
+    """When the last run ends if each goes, in order, to whichever of `jobs` processes is free first."""
+    free_at = [0.0] * jobs
+    for run_s in seconds:
+        heapq.heappush(free_at, heapq.heappop(free_at) + run_s)
+    return max(free_at)
 
 
 def render(costs: dict) -> str:
@@ -153,8 +186,12 @@ def render(costs: dict) -> str:
                  f"{t['device_hours']:,.2f}"])
     table = markdown_table(["step", "seed", "GMACs/image", "training images", "PFLOPs", "time",
                             "device-hours"], rows, align="lrrrrrr")
-    notes = [f"On {costs['devices']} x {costs['device']}, runs one after another, ideal scaling across devices.",
-             f"Speed: {costs['source']}."]
+    if costs["jobs"] > 1:
+        notes = [f"On {costs['device']}, {costs['jobs']} runs at a time (run --jobs {costs['jobs']}), "
+                 f"{costs['threads']} thread(s) each: {_hours(t['wall_seconds'])} of wall time."]
+    else:
+        notes = [f"On {costs['devices']} x {costs['device']}, runs one after another, ideal scaling across devices."]
+    notes.append(f"Speed: {costs['source']}.")
     if costs["data_note"]:
         notes.append(costs["data_note"] + ".")
     return table + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"

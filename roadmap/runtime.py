@@ -10,6 +10,7 @@ import platform
 import random
 import resource
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,14 +46,26 @@ class Dist:
 DIST_TIMEOUT = datetime.timedelta(minutes=10)
 
 
+BACKENDS = ("nccl", "gloo")
+
+
 def init_distributed(device_kind: str) -> Dist:
-    """Join torchrun's process group when launched by it: NCCL on GPUs, gloo on CPUs."""
+    """Join torchrun's process group when launched by it: NCCL on GPUs, gloo on CPUs, or the backend
+    ROADMAP_DIST_BACKEND names (gloo lets several processes share one GPU, which NCCL may refuse)."""
     info = Dist.from_env()
     if info.world_size > 1 and not dist.is_initialized():
+        backend = os.environ.get("ROADMAP_DIST_BACKEND") or ("nccl" if device_kind == "cuda" else "gloo")
+        if backend not in BACKENDS:
+            raise ConfigError(f"ROADMAP_DIST_BACKEND={backend} is not one of {', '.join(BACKENDS)}")
         if device_kind == "cuda":
-            torch.cuda.set_device(info.local_rank)
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo", timeout=DIST_TIMEOUT)
+            torch.cuda.set_device(gpu_index(info))
+        dist.init_process_group(backend, timeout=DIST_TIMEOUT)
     return info
+
+
+def gpu_index(info: Dist) -> int:
+    """This process's GPU: its local rank, wrapped round the GPUs there are (more processes than GPUs share)."""
+    return info.local_rank % max(1, torch.cuda.device_count())
 
 
 def pick_device(setting: str, info: Dist) -> torch.device:
@@ -61,7 +74,7 @@ def pick_device(setting: str, info: Dist) -> torch.device:
     if setting == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("device cuda was asked for, but no CUDA device is visible; use --device cpu")
-        return torch.device("cuda", info.local_rank)
+        return torch.device("cuda", gpu_index(info))
     return torch.device(coerce(setting, Device, "--device"))   # 'cpu', or a mistake said in one line
 
 
@@ -119,6 +132,14 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: process peak RSS
+
+
+COMMAND_ENV = "ROADMAP_COMMAND"   # run --jobs passes the command the user typed to its workers here
+
+
+def command_line() -> str:
+    """The command the user typed, as records keep it: a worker's own argv is the hidden worker command."""
+    return os.environ.get(COMMAND_ENV) or " ".join(sys.argv)
 
 
 def utc_now() -> str:

@@ -31,7 +31,7 @@ from .data import build_data, derive_seed
 from .model import count_gflops, count_params
 from .plan import RunPlan, config_fingerprint
 from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, default_tensorboard, write_record
-from .runtime import Dist, amp_dtype, device_name, git_commit, peak_memory_mb, pick_device, rng_state, \
+from .runtime import Dist, amp_dtype, command_line, device_name, git_commit, peak_memory_mb, pick_device, rng_state, \
     seed_global_rngs, set_rng_state, utc_now
 from .steps import build_model
 from .tblog import Board
@@ -264,7 +264,7 @@ def base_record(plan: RunPlan) -> dict:
         "schema": SCHEMA_VERSION, "roadmap": key.roadmap, "step": step.id, "order": step.order, "title": step.title,
         "adopted": step.adopted, "base": step.base, "scale": key.scale, "data": key.data, "seed": key.seed,
         "paper": dataclasses.asdict(step.paper), "config": to_dict(cfg),
-        "recipe": dataclasses.asdict(plan.recipe), "command": " ".join(sys.argv),
+        "recipe": dataclasses.asdict(plan.recipe), "command": command_line(),
         "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
         "git_commit": git_commit(),
     }

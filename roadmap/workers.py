@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .runtime import COMMAND_ENV, command_line
+
 WORKER_FLAG = "--worker"   # hidden: the parent adds it to its own arguments
 
 
@@ -29,7 +31,7 @@ def worker_threads(jobs: int) -> int:
 
 def start_worker(argv: list[str], threads: int) -> subprocess.Popen:
     package_root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), COMMAND_ENV: command_line(),
            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     code = "import sys; from roadmap.cli import main; sys.exit(main(sys.argv[1:]))"
     # A session of its own: Ctrl-C on a terminal reaches the parent alone, which passes it on once (SIGTERM).

@@ -70,6 +70,9 @@ def test_ratios_are_ours_over_timm(first_run):
     assert report["ratios"]["resnet50_vs_timm"] == pytest.approx(rate["resnet50"] / rate["timm/resnet50"], rel=1e-3)
     assert report["ratios"]["convnext_vs_timm"] == pytest.approx(
         rate["separate_downsampling"] / rate["timm/convnext_tiny"], rel=1e-3)
+    # The same pairs timed again with their windows in turn, which machine drift cannot tilt.
+    assert set(report["ratios_interleaved"]) == set(report["ratios"])
+    assert all(value > 0 for value in report["ratios_interleaved"].values())
 
 
 def test_a_second_run_never_overwrites(first_run, capsys):
@@ -99,6 +102,7 @@ def test_out_of_memory_is_recorded_and_the_rest_goes_on(tmp_path, monkeypatch):
     assert rows["timm/convnext_tiny"]["images_per_s_median"] is None
     assert rows["timm/resnet50"]["error"] is None and rows["timm/resnet50"]["images_per_s_median"] > 0
     assert set(report["ratios"]) == {"resnet50_vs_timm"}  # no ratio without both endpoints measured
+    assert set(report["ratios_interleaved"]) == {"resnet50_vs_timm"}
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

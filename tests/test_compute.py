@@ -62,3 +62,36 @@ def test_plan_refuses_an_unknown_dtype_in_one_line(capsys):
     code = cli.main(["plan", "--scale", "demo", "--device", "H100", "--dtype", "fp64"])
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == "error: --dtype must be one of bf16, fp16, fp32, not 'fp64'"
+
+
+def bench_record(tmp_path, name, *, threads, channels_last, rate, date="2026-12-02"):
+    record = {"device": f"cpu (x86_64, {threads} threads)", "date": date,
+              "settings": {"scale": "cpu", "batch": 128, "image_size": 32, "dtype": "fp32", "threads": threads,
+                           "channels_last": channels_last},
+              "rows": [{"id": step, "kind": "step", "images_per_s_median": rate, "gflops": 0.01}
+                       for step in ("resnet50", "separate_downsampling")]}
+    (tmp_path / name).write_text(json.dumps(record))
+
+
+def test_jobs_hand_runs_out_to_whichever_process_is_free_and_take_the_matching_bench_record(tmp_path):
+    bench_record(tmp_path, "cpu-a.json", threads=1, channels_last=True, rate=1000.0)
+    bench_record(tmp_path, "cpu-b.json", threads=2, channels_last=True, rate=9999.0, date="2026-12-03")
+    bench_record(tmp_path, "cpu-c.json", threads=1, channels_last=False, rate=9999.0, date="2026-12-03")
+    planned = plans("cpu", "fashion-mnist", seeds=(0, 1))
+    costs = plan_costs(planned, "cpu", 1, "fp32", 0.4, bench_dir=tmp_path, jobs=2)
+    assert "cpu-a.json" in costs["source"] and costs["threads"] == max(1, __import__("torch").get_num_threads() // 2)
+    # Runs a, b, c, d in order to two processes: a | b, then c after the shorter of a and b, d after the next.
+    a, b, c, d = (r["seconds"] for r in costs["runs"])
+    free = sorted([a, b])
+    after_c = sorted([free[1], free[0] + c])
+    assert costs["total"]["wall_seconds"] == pytest.approx(max(after_c[1], after_c[0] + d))
+    assert costs["total"]["seconds"] == pytest.approx(a + b + c + d)
+    one = plan_costs(planned, "cpu", 1, "fp32", 0.4, bench_dir=tmp_path)
+    assert one["total"]["wall_seconds"] == pytest.approx(one["total"]["seconds"])
+
+
+def test_plan_jobs_is_for_a_cpu_and_at_least_one(capsys):
+    code = cli.main(["plan", "--scale", "demo", "--device", "H100", "--jobs", "2"])
+    assert code == 2 and "--jobs plans runs in processes that share a CPU" in capsys.readouterr().err
+    code = cli.main(["plan", "--scale", "demo", "--jobs", "0"])
+    assert code == 2 and capsys.readouterr().err.strip() == "error: --jobs must be 1 or more, not 0"
