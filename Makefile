@@ -48,14 +48,14 @@ demo: $(VENV)/.installed data
 # two-thread run. Runs resume, so this can be stopped and started again; REF_SEEDS="5 6" adds seeds.
 reference: $(VENV)/.installed data
 	$(PY) runner.py run --all --scale cpu --seed $(REF_SEEDS) --jobs 2 --no-progress
-	$(PY) runner.py plot --scale cpu
-	$(PY) runner.py table --scale cpu --readme
+	$(PY) runner.py plot --scale cpu --data fashion-mnist
+	$(PY) runner.py table --scale cpu --data fashion-mnist --readme
 
 # Beyond the paper: each change taken away from ConvNeXt-T, at the cpu scale -> results/, report/, README.
 reverse: $(VENV)/.installed data
 	$(PY) runner.py run --roadmap reverse --all --scale cpu --seed $(REVERSE_SEEDS) --jobs 2 --no-progress
-	$(PY) runner.py plot --roadmap reverse --scale cpu
-	$(PY) runner.py table --roadmap reverse --scale cpu --readme
+	$(PY) runner.py plot --roadmap reverse --scale cpu --data fashion-mnist
+	$(PY) runner.py table --roadmap reverse --scale cpu --data fashion-mnist --readme
 
 # Which steps depend on resolution and dataset: the resnet50 roadmap on CIFAR-10 at the cpu scale (32 px),
 # seeds 0-2, two runs at a time; then the study of the sets side by side -> report/, README's study block.

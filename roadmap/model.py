@@ -150,7 +150,9 @@ class Block(nn.Module):
             x = layer(x)                           # (N, out, H/s, W/s) after the last layer
         if self.gamma is not None:
             x = x * self.gamma.view(1, -1, 1, 1)
-        return self.post_act(self.drop_path(x) + shortcut)
+        x = self.drop_path(x)
+        x += shortcut                              # in place, as torchvision and timm: one activation fewer
+        return self.post_act(x)
 
 
 class RoadmapNet(nn.Module):

@@ -113,10 +113,38 @@ def test_committed_tables_and_readme_regenerate_from_the_committed_records(roadm
     shutil.copy(ROOT / "README.md", readme)
     out = tmp_path / "report"
     for command in (["plot"], ["table", "--readme", str(readme)]):   # the figure first: the README links it
-        proc = runner(*command, "--roadmap", roadmap, "--scale", "cpu", "--results", str(ROOT / "results"),
-                      "--out", str(out))
+        proc = runner(*command, "--roadmap", roadmap, "--scale", "cpu", "--data", "fashion-mnist",
+                      "--results", str(ROOT / "results"), "--out", str(out))
         assert proc.returncode == 0, proc.stderr[-2000:]
     for suffix in (".md", ".csv"):
         assert (out / f"{stem}{suffix}").read_text() == (ROOT / "report" / f"{stem}{suffix}").read_text(), \
             f"report/{stem}{suffix} is not what the records give: run make reference / make reverse"
     assert readme.read_text() == (ROOT / "README.md").read_text(), "the README's results are not what the records give"
+
+
+def test_the_committed_study_regenerates_from_the_committed_records(tmp_path):
+    """The study block of the README and its files under report/ are what the records say, byte for byte."""
+    studies = sorted((ROOT / "report").glob("study-resnet50-*.md"))
+    if not studies:
+        pytest.skip("no committed study")
+    if uncommitted_records():
+        pytest.skip("results/ holds records not committed yet: the committed study cannot be compared")
+    sets = make_variable("STUDY_SETS")
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    out = tmp_path / "report"
+    proc = runner("study", *sets, "--results", str(ROOT / "results"), "--out", str(out), "--readme", str(readme))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for path in sorted(out.iterdir()):
+        if path.suffix in (".md", ".csv", ".svg"):
+            assert path.read_bytes() == (ROOT / "report" / path.name).read_bytes(), \
+                f"report/{path.name} is not what the records give: run make study"
+    study_block = readme.read_text().split("<!-- study-resnet50:begin -->")[1].split("<!-- study-resnet50:end -->")[0]
+    committed = (ROOT / "README.md").read_text().split("<!-- study-resnet50:begin -->")[1]
+    assert study_block.replace(str(out), "report") == committed.split("<!-- study-resnet50:end -->")[0]
+
+
+def make_variable(name: str) -> list[str]:
+    """A variable of the Makefile, as make would see it with no override (a `NAME ?= words` line)."""
+    line = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(f"{name} ?="))
+    return line.split("?=", 1)[1].split()
