@@ -5,7 +5,8 @@ Layout:  <results>/<roadmap>/<scale>/<data>/<step>/seed<k>.json   the record (wr
                                                   seed<k>.yaml   the resolved config
                                                   seed<k>.lock   flocked while a process trains the run
          <checkpoints>/<same path>/seed<k>.pt                    last epoch's state, for resume
-         <weights>/<same path>/seed<k>.pt                        a complete run's final weights, kept
+         <weights>/<same path>/seed<k>.safetensors               a complete run's final weights, kept
+                                                                 (seed<k>.pt before: the record names its file)
          <results>/tensorboard/<same path>/seed<k>/              TensorBoard event files (train.log=tensorboard)
 
 A record's `status` is `complete`, `failed` (crash; `reason`) or `diverged` (NaN/inf loss;
@@ -65,7 +66,7 @@ class RunKey:
 
     def weights_path(self, weights_root: Path = Path()) -> Path:
         """Without a root: the path relative to any weights folder, as the record names it."""
-        return self.folder(weights_root) / f"seed{self.seed}.pt"
+        return self.folder(weights_root) / f"seed{self.seed}.safetensors"
 
 
 def data_slug(spec: str) -> str:
@@ -118,6 +119,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def write_output(path: Path, data: bytes, option: str) -> Path:
+    """atomic_write_bytes to a path the user named with `option`: one that cannot be written is one line."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise ResultsError(f"cannot write {path} ({why}); pick another {option}") from None
+    return Path(path)
 
 
 def write_record(root: Path, key: RunKey, record: dict) -> Path:

@@ -128,8 +128,8 @@ class Run:
     def load_checkpoint(self, path: Path) -> bool:
         if not path.is_file():
             return False
-        try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        try:   # tensors and plain values only (weights_only): a checkpoint in a shared folder runs no code
+            ckpt = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as err:  # a checkpoint from an older version or a broken disk: start over
             print(f"warning: ignoring unreadable checkpoint {path} ({type(err).__name__})", file=sys.stderr)
             return False
