@@ -293,13 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the JSON evidence (default: outside the tree; commit evidence with --out results/bench)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("export", help="write a run's kept weights for roadmap, timm or torchvision",
-                       description="native: {state_dict, config, classes}, rebuilt by roadmap.weights.load_native; "
-                                   "timm / torchvision: a state_dict under their key names, for a step whose file "
-                                   "says it equals their model (timm: ConvNeXt at any width; torchvision: ResNet "
-                                   "at full width, stem stride 4).")
+    p = sub.add_parser("export", help="write a run's kept weights for roadmap, timm, torchvision or Hugging Face",
+                       description="native: a .safetensors file with the run's config and class names in its "
+                                   "metadata, rebuilt by roadmap.weights.load_native; timm / torchvision: a "
+                                   "state_dict under their key names (safetensors when PATH ends in .safetensors, "
+                                   "else torch.save), for a step whose file says it equals their model (timm: "
+                                   "ConvNeXt at any width; torchvision: ResNet at full width, stem stride 4); "
+                                   "huggingface: a folder that transformers' ConvNextForImageClassification and "
+                                   "AutoImageProcessor load, for a ConvNeXt at any width.")
     add_run_choice(p)
-    p.add_argument("--to", required=True, metavar="PATH", help="the file to write")
+    p.add_argument("--to", required=True, metavar="PATH", help="the file to write (huggingface: the folder)")
     p.add_argument("--format", choices=FORMATS, default="native")
     p.set_defaults(func=cmd_export)
 

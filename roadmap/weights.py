@@ -6,8 +6,8 @@ and its sha256. Runs kept before wrote seed<k>.pt (torch.save), still read, with
 
 - `load_kept` rebuilds the run's RoadmapNet with them (predict, evaluate, export);
 - `export` writes them as a native file (a safetensors file whose metadata holds the run's config and
-  class names; `load_native` rebuilds the network from it), or under timm's ConvNeXt / torchvision's ResNet
-  key names for a step whose file says it `equals` that model;
+  class names; `load_native` rebuilds the network from it), under timm's ConvNeXt / torchvision's ResNet
+  key names for a step whose file says it `equals` that model, or as a Hugging Face folder (huggingface.py);
 - `fit_state` fits a weights file onto a step's network for fine-tuning (train.init_from).
 
 Our parameter registration order is timm's and torchvision's (tests/test_model.py), so their key
@@ -24,11 +24,13 @@ import torch
 from torch import nn
 
 from .config import ConfigError, ModelConfig, Step, set_fields
+from .huggingface import HF_CONFIG, HF_PREPROCESSOR, HF_STEM, HF_WEIGHTS, convnext_problems, huggingface_folder, \
+    huggingface_name
 from .model import RoadmapNet
 from .results import ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, write_output
 from .steps import build_model
 
-FORMATS = ("native", "timm", "torchvision")
+FORMATS = ("native", "timm", "torchvision", "huggingface")
 SAFETENSORS = ".safetensors"
 NATIVE = {"roadmap": "native export"}   # in a native export's metadata, beside its config and classes
 HEAD = ("fc.weight", "fc.bias")   # the classifier: re-initialised when a file's class count differs
@@ -212,22 +214,36 @@ def library_names(kind: str, model: ModelConfig, ours: dict[str, torch.Tensor]) 
 
 def check_format(fmt: str, step: Step) -> None:
     """A library format only for a step that equals that library's model (checked before any record is read)."""
-    if fmt != "native" and library_kind(step.equals) != fmt:
+    if fmt == "huggingface":
+        check_convnext(step.model, f"step {step.id}")
+    elif fmt != "native" and library_kind(step.equals) != fmt:
         said = f"says it equals {step.equals}" if step.equals else "names no library model it equals"
         other = f" or --format {library_kind(step.equals)}" if library_kind(step.equals) else ""
         raise ConfigError(f"step {step.id} is not a {fmt} model (its step file {said}); use --format native{other}")
 
 
+def check_convnext(model: ModelConfig, what: str) -> None:
+    problems = convnext_problems(model)
+    if problems:
+        raise ConfigError(f"{what} is not a ConvNeXt, which Hugging Face's ConvNext needs: {'; '.join(problems)}; "
+                          f"use --format native")
+
+
 def check_target(fmt: str, to: Path) -> None:
-    """Where an export goes: a native export is a .safetensors file."""
+    """Where an export goes: a native export is a .safetensors file, a Hugging Face export a folder."""
     to = Path(to)
     if fmt == "native" and to.suffix != SAFETENSORS:
         raise ConfigError(f"a native export is a safetensors file: name it {to.with_suffix(SAFETENSORS)}, not {to}")
+    if fmt == "huggingface" and to.exists() and not to.is_dir():
+        raise ConfigError(f"--format huggingface writes a folder, and {to} is a file; pick another --to")
 
 
 def check_exportable(kind: str, step: Step, model: ModelConfig) -> None:
     """A library format only for a step that equals that library's model, with the step's structure."""
     check_format(kind, step)
+    if kind == "huggingface":
+        check_convnext(model, f"this run of {step.id}")
+        return
     for key in STRUCTURE:
         if getattr(model, key) != getattr(step.model, key):
             raise ConfigError(f"this run set model.{key}={getattr(model, key)!r} (the step file: "
@@ -241,6 +257,12 @@ def export(record: dict, step: Step, root: Path, to: Path, fmt: str) -> Path:
     if fmt != "native":
         check_exportable(fmt, step, model)
     state = load_kept(record, root).state_dict()
+    if fmt == "huggingface":
+        tensors, config, preprocessor = huggingface_folder(record, model, state)
+        for name, data in ((HF_WEIGHTS, safetensors_bytes(tensors)), (HF_CONFIG, json_bytes(config)),
+                           (HF_PREPROCESSOR, json_bytes(preprocessor))):
+            write_export(to / name, data)
+        return to
     if fmt == "native":
         write_export(to, safetensors_bytes(state, {**NATIVE, "config": json.dumps(record["config"]),
                                                    "classes": json.dumps(record["classes"])}))
@@ -251,6 +273,10 @@ def export(record: dict, step: Step, root: Path, to: Path, fmt: str) -> Path:
     return to
 
 
+def json_bytes(blob: dict) -> bytes:
+    return (json.dumps(blob, indent=2) + "\n").encode()
+
+
 def write_export(path: Path, data: bytes) -> None:
     write_output(path, data, "--to")
 
@@ -258,8 +284,8 @@ def write_export(path: Path, data: bytes) -> None:
 # ---------------------------------------------------------------------------- fine-tuning
 def fit_state(path: Path, model: RoadmapNet, step: Step, model_cfg: ModelConfig) -> tuple[dict, dict]:
     """A weights file's tensors under this network's names, for load_state_dict(strict=False), and what the
-    record says about it. Our own names match by name, a library's (timm/torchvision, for a step that equals
-    one) through `library_names`. The classifier stays freshly
+    record says about it. Our own names match by name, transformers' ConvNext's through `huggingface_name`, a
+    library's (timm/torchvision, for a step that equals one) through `library_names`. The classifier stays freshly
     initialised when the class count differs; any other tensor that does not fit is a ConfigError naming it."""
     where = f"train.init_from {path}"
     theirs, ours = read_state(path), model.state_dict()
@@ -288,8 +314,11 @@ def fit_state(path: Path, model: RoadmapNet, step: Step, model_cfg: ModelConfig)
 
 
 def source_names(theirs: set[str], ours: dict[str, torch.Tensor], step: Step, model_cfg: ModelConfig) -> dict[str, str]:
-    """{our tensor name: the file's}: ours where the file has them all, else those of the library model the step
-    equals (`library_names`)."""
-    if not set(ours) <= theirs and library_kind(step.equals):
-        return library_names(library_kind(step.equals), model_cfg, ours)
+    """{our tensor name: the file's}: ours where the file has them all, else transformers' ConvNext names (by name),
+    else those of the library model the step equals (`library_names`)."""
+    if not set(ours) <= theirs:
+        if HF_STEM in theirs:
+            return {name: huggingface_name(name) for name in ours}
+        if library_kind(step.equals):
+            return library_names(library_kind(step.equals), model_cfg, ours)
     return {name: name for name in ours}
