@@ -127,6 +127,7 @@ def cmd_predict(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    from .perclass import per_class_text, plot_confusion, write_csv
     from .predict import evaluate
     from .runtime import Dist, pick_device
     from .weights import load_kept
@@ -135,9 +136,15 @@ def cmd_evaluate(args) -> None:
     root = args.root or (record["config"]["data"]["root"] if args.data == record["data"] else None)
     result = evaluate(load_kept(record, weights), record, args.data, root, pick_device(args.device, Dist()),
                       eval_subset=args.eval_subset)
-    print(json.dumps(result, indent=1) if args.json else
-          f"{result['step']} seed {result['seed']} on {result['data']}: top-1 {result['top1']:.2f}%, "
-          f"top-5 {result['top5']:.2f}% ({result['images']} images)")
+    title = (f"{result['step']} seed {result['seed']} on {result['data']}: top-1 {result['top1']:.2f}%, "
+             f"top-5 {result['top5']:.2f}% ({result['images']} images)")
+    report = per_class_text(result["confusion"], result["classes"]).rstrip()
+    print(json.dumps(result, indent=1) if args.json else f"{title}\n\n{report}")
+    written = [write_csv(Path(args.csv), result["confusion"], result["classes"])] if args.csv else []
+    if args.plot:
+        written.append(plot_confusion(Path(args.plot), result["confusion"], result["classes"], title))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
 
 
 # bench defaults: the GPU setting, or one a CPU finishes in minutes.
@@ -313,12 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="top-1/top-5 of a run's kept weights on a dataset with the same classes")
+    p = sub.add_parser("evaluate", help="top-1/top-5 and a per-class report (accuracy, precision, confusion matrix) "
+                                        "of a run's kept weights on a dataset with the same classes")
     add_run_choice(p, "--trained-on")
     p.add_argument("--data", required=True, metavar="SPEC", help="the dataset to evaluate on (its eval split)")
     p.add_argument("--root", help="data.root for that dataset (default: the run's, for its own dataset)")
     p.add_argument("--eval-subset", type=int, metavar="N", help="only this many evaluation images")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--csv", type=path_arg, metavar="PATH",
+                   help="also write the per-class report as CSV: a row per class, its confusion-matrix row beside it")
+    p.add_argument("--plot", type=path_arg, metavar="PATH", help="also write the confusion matrix as a PNG heat map")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=cmd_evaluate)
     return parser

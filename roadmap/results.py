@@ -131,10 +131,17 @@ def write_output(path: Path, data: bytes, option: str) -> Path:
     return Path(path)
 
 
+# A list of integers as json.dumps(indent=1) lays it out, an item a line: a record writes it on one line, so a
+# confusion matrix is a row a line (and model.depths one line).
+INT_LIST = re.compile(r"\[\n\s*(-?\d+(?:,\n\s*-?\d+)*)\n\s*\]")
+
+
 def write_record(root: Path, key: RunKey, record: dict) -> Path:
     assert record["status"] in STATUSES, record["status"]
     path = key.record_path(root)
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    text = INT_LIST.sub(lambda m: "[" + ", ".join(m[1].replace(",", " ").split()) + "]",
+                        json.dumps(record, indent=1, sort_keys=True))
+    atomic_write_text(path, text + "\n")
     return path
 
 
@@ -143,7 +150,7 @@ NUMBER = (int, float)
 REQUIRED_FIELDS = {"schema": int, "status": str, "roadmap": str, "scale": str, "data": str, "step": str, "seed": int}
 OPTIONAL_FIELDS = {"top1": NUMBER, "top5": NUMBER, "wall_s": NUMBER, "images_per_s": NUMBER, "gflops": NUMBER,
                    "params": NUMBER, "image_size": int, "num_classes": int, "world_size": int, "reason": str,
-                   "divergence": dict}
+                   "divergence": dict, "confusion": list}
 _WARNED: set[Path] = set()
 
 
@@ -194,7 +201,7 @@ def _is(value, kind) -> bool:
 
 
 def _kind_name(kind) -> str:
-    return {NUMBER: "a number", int: "an integer", str: "a string", dict: "a JSON object"}[kind]
+    return {NUMBER: "a number", int: "an integer", str: "a string", dict: "a JSON object", list: "a JSON list"}[kind]
 
 
 def _damaged(path: Path, problem: str) -> None:
