@@ -116,9 +116,10 @@ def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
 
 def cmd_export(args) -> None:
     from .config import load_step
-    from .weights import check_format, export
+    from .weights import check_format, check_target, export
 
     check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
+    check_target(args.format, Path(args.to))
     record, step, weights = kept_run(args, args.data)
     print(export(record, step, weights, Path(args.to), args.format))
 
@@ -134,6 +135,7 @@ def cmd_predict(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    from .perclass import per_class_text, plot_confusion, write_csv
     from .predict import evaluate
     from .runtime import Dist, pick_device
     from .weights import load_kept
@@ -142,9 +144,15 @@ def cmd_evaluate(args) -> None:
     root = args.root or (record["config"]["data"]["root"] if args.data == record["data"] else None)
     result = evaluate(load_kept(record, weights), record, args.data, root, pick_device(args.device, Dist()),
                       eval_subset=args.eval_subset)
-    print(json.dumps(result, indent=1) if args.json else
-          f"{result['step']} seed {result['seed']} on {result['data']}: top-1 {result['top1']:.2f}%, "
-          f"top-5 {result['top5']:.2f}% ({result['images']} images)")
+    title = (f"{result['step']} seed {result['seed']} on {result['data']}: top-1 {result['top1']:.2f}%, "
+             f"top-5 {result['top5']:.2f}% ({result['images']} images)")
+    report = per_class_text(result["confusion"], result["classes"]).rstrip()
+    print(json.dumps(result, indent=1) if args.json else f"{title}\n\n{report}")
+    written = [write_csv(Path(args.csv), result["confusion"], result["classes"])] if args.csv else []
+    if args.plot:
+        written.append(plot_confusion(Path(args.plot), result["confusion"], result["classes"], title))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
 
 
 # bench defaults: the issue's GPU setting, or one a CPU finishes in minutes.
@@ -317,13 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the JSON evidence (default: outside the tree; commit evidence with --out results/bench)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("export", help="write a run's kept weights for roadmap, timm or torchvision",
-                       description="native: {state_dict, config, classes}, rebuilt by roadmap.weights.load_native; "
-                                   "timm / torchvision: a state_dict under their key names, for a step whose file "
-                                   "says it equals their model (timm: ConvNeXt at any width; torchvision: ResNet "
-                                   "at full width, stem stride 4).")
+    p = sub.add_parser("export", help="write a run's kept weights for roadmap, timm, torchvision or Hugging Face",
+                       description="native: a .safetensors file with the run's config and class names in its "
+                                   "metadata, rebuilt by roadmap.weights.load_native; timm / torchvision: a "
+                                   "state_dict under their key names (safetensors when PATH ends in .safetensors, "
+                                   "else torch.save), for a step whose file says it equals their model (timm: "
+                                   "ConvNeXt at any width; torchvision: ResNet at full width, stem stride 4); "
+                                   "huggingface: a folder that transformers' ConvNextForImageClassification and "
+                                   "AutoImageProcessor load, for a ConvNeXt at any width.")
     add_run_choice(p)
-    p.add_argument("--to", required=True, metavar="PATH", help="the file to write")
+    p.add_argument("--to", required=True, metavar="PATH", help="the file to write (huggingface: the folder)")
     p.add_argument("--format", choices=FORMATS, default="native")
     p.set_defaults(func=cmd_export)
 
@@ -334,12 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="top-1/top-5 of a run's kept weights on a dataset with the same classes")
+    p = sub.add_parser("evaluate", help="top-1/top-5 and a per-class report (accuracy, precision, confusion matrix) "
+                                        "of a run's kept weights on a dataset with the same classes")
     add_run_choice(p, "--trained-on")
     p.add_argument("--data", required=True, metavar="SPEC", help="the dataset to evaluate on (its eval split)")
     p.add_argument("--root", help="data.root for that dataset (default: the run's, for its own dataset)")
     p.add_argument("--eval-subset", type=int, metavar="N", help="only this many evaluation images")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--csv", type=path_arg, metavar="PATH",
+                   help="also write the per-class report as CSV: a row per class, its confusion-matrix row beside it")
+    p.add_argument("--plot", type=path_arg, metavar="PATH", help="also write the confusion matrix as a PNG heat map")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=cmd_evaluate)
     return parser

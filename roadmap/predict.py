@@ -1,4 +1,5 @@
-"""Use a run's kept weights: classify image files (`predict`) or measure top-1/top-5 on a dataset (`evaluate`).
+"""Use a run's kept weights: classify image files (`predict`) or measure top-1/top-5 and the per-class report
+(perclass.py) on a dataset (`evaluate`).
 
 Both see images as the run's evaluation saw its own: its image size, resizing, crop and normalisation (data/serving.py).
 """
@@ -11,6 +12,7 @@ import torch
 
 from .config import DataConfig, ScaleConfig
 from .data import IMAGE_EXTENSIONS, DataError, build_data, read_eval_images
+from .perclass import per_class
 from .train import eval_stats, eval_totals
 
 CHUNK = 64   # images decoded and classified at a time
@@ -80,7 +82,8 @@ def label_map(record: dict, spec: str, classes: list[str]) -> torch.Tensor:
 
 def evaluate(model: torch.nn.Module, record: dict, spec: str, root: str | None, device: torch.device,
              batch_size: int = 256, eval_subset: int | None = None) -> dict:
-    """Top-1/top-5 (%) and loss of the kept weights on `spec`'s evaluation split, seen as the run saw its own."""
+    """Top-1/top-5 (%), loss and confusion matrix (rows and columns in the weights' class order) of the kept weights
+    on `spec`'s evaluation split, seen as the run saw its own."""
     scale, saved = record["config"]["scale"], record["config"]["data"]
     data_cfg = DataConfig(spec=spec, root=root, workers=saved["workers"], synthetic_size=saved["synthetic_size"],
                           synthetic_classes=saved["synthetic_classes"])
@@ -88,6 +91,9 @@ def evaluate(model: torch.nn.Module, record: dict, spec: str, root: str | None, 
     data = build_data(data_cfg, scale_cfg, batch_size=batch_size, device=device, eval_only=True)
     to_weights = label_map(record, spec, data.classes).to(device)
     batches = ((images, to_weights[targets]) for images, targets in data.eval_batches())
-    stats = eval_stats(eval_totals(model.to(device), batches, device))
+    totals, confusion = eval_totals(model.to(device), batches, device, len(record["classes"]))
+    stats = eval_stats(totals)
     return {"step": record["step"], "seed": record["seed"], "data": spec, "images": data.eval_size,
-            "top1": stats["eval_top1"], "top5": stats["eval_top5"], "loss": stats["eval_loss"]}
+            "top1": stats["eval_top1"], "top5": stats["eval_top5"], "loss": stats["eval_loss"],
+            "classes": record["classes"], "confusion": confusion.cpu().tolist(),
+            "per_class": per_class(confusion.cpu().tolist(), record["classes"])}

@@ -5,7 +5,8 @@ Layout:  <results>/<roadmap>/<scale>/<data>/<step>/seed<k>.json   the record (wr
                                                   seed<k>.yaml   the resolved config
                                                   seed<k>.lock   flocked while a process trains the run
          <checkpoints>/<same path>/seed<k>.pt                    last epoch's state, for resume
-         <weights>/<same path>/seed<k>.pt                        a complete run's final weights, kept
+         <weights>/<same path>/seed<k>.safetensors               a complete run's final weights, kept
+                                                                 (seed<k>.pt before: the record names its file)
          <results>/tensorboard/<same path>/seed<k>/              TensorBoard event files (train.log=tensorboard)
 
 A record's `status` is `complete`, `failed` (crash; `reason`) or `diverged` (NaN/inf loss;
@@ -65,7 +66,7 @@ class RunKey:
 
     def weights_path(self, weights_root: Path = Path()) -> Path:
         """Without a root: the path relative to any weights folder, as the record names it."""
-        return self.folder(weights_root) / f"seed{self.seed}.pt"
+        return self.folder(weights_root) / f"seed{self.seed}.safetensors"
 
 
 def data_slug(spec: str) -> str:
@@ -120,10 +121,27 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def write_output(path: Path, data: bytes, option: str) -> Path:
+    """atomic_write_bytes to a path the user named with `option`: one that cannot be written is one line."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise ResultsError(f"cannot write {path} ({why}); pick another {option}") from None
+    return Path(path)
+
+
+# A list of integers as json.dumps(indent=1) lays it out, an item a line: a record writes it on one line, so a
+# confusion matrix is a row a line (and model.depths one line).
+INT_LIST = re.compile(r"\[\n\s*(-?\d+(?:,\n\s*-?\d+)*)\n\s*\]")
+
+
 def write_record(root: Path, key: RunKey, record: dict) -> Path:
     assert record["status"] in STATUSES, record["status"]
     path = key.record_path(root)
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    text = INT_LIST.sub(lambda m: "[" + ", ".join(m[1].replace(",", " ").split()) + "]",
+                        json.dumps(record, indent=1, sort_keys=True))
+    atomic_write_text(path, text + "\n")
     return path
 
 
@@ -132,7 +150,7 @@ NUMBER = (int, float)
 REQUIRED_FIELDS = {"schema": int, "status": str, "roadmap": str, "scale": str, "data": str, "step": str, "seed": int}
 OPTIONAL_FIELDS = {"top1": NUMBER, "top5": NUMBER, "wall_s": NUMBER, "images_per_s": NUMBER, "gflops": NUMBER,
                    "params": NUMBER, "image_size": int, "num_classes": int, "world_size": int, "reason": str,
-                   "divergence": dict}
+                   "divergence": dict, "confusion": list}
 _WARNED: set[Path] = set()
 
 
@@ -183,7 +201,7 @@ def _is(value, kind) -> bool:
 
 
 def _kind_name(kind) -> str:
-    return {NUMBER: "a number", int: "an integer", str: "a string", dict: "a JSON object"}[kind]
+    return {NUMBER: "a number", int: "an integer", str: "a string", dict: "a JSON object", list: "a JSON list"}[kind]
 
 
 def _damaged(path: Path, problem: str) -> None:

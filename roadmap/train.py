@@ -29,6 +29,7 @@ from . import recipe as recipes
 from .config import ConfigError, to_dict
 from .data import build_data, derive_seed
 from .model import count_gflops, count_params
+from .perclass import confusion_counts, record_confusion
 from .plan import RunPlan, config_fingerprint
 from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, default_tensorboard, write_record
 from .runtime import Dist, amp_dtype, command_line, device_name, git_commit, peak_memory_mb, pick_device, rng_state, \
@@ -112,6 +113,7 @@ class Run:
             self.net = self.ddp
         self.state = RunState()
         self.last_top1 = "-"
+        self.confusion: torch.Tensor | None = None   # the last evaluation's, for the record
         self.board: Board | None = None   # TensorBoard (train.log=tensorboard, rank 0), opened by train_run
 
     # -------------------------------------------------------------- checkpoints
@@ -128,8 +130,8 @@ class Run:
     def load_checkpoint(self, path: Path) -> bool:
         if not path.is_file():
             return False
-        try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        try:   # tensors and plain values only (weights_only): a checkpoint in a shared folder runs no code
+            ckpt = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as err:  # a checkpoint from an older version or a broken disk: start over
             print(f"warning: ignoring unreadable checkpoint {path} ({type(err).__name__})", file=sys.stderr)
             return False
@@ -227,20 +229,25 @@ class Run:
     def evaluate(self) -> dict:
         # The bare model, not the DDP wrapper: ranks may hold different numbers of eval batches,
         # and DDP's per-forward buffer broadcast would then wait on a rank that has finished.
-        totals = eval_totals(self.model, self.data.eval_batches(), self.device, self.autocast, self.prepare)
+        totals, confusion = eval_totals(self.model, self.data.eval_batches(), self.device, self.data.num_classes,
+                                        self.autocast, self.prepare)
         if self.info.world_size > 1:
             dist.all_reduce(totals)
+            dist.all_reduce(confusion)
         stats = eval_stats(totals)
+        self.confusion = confusion
         self.last_top1 = f"{stats['eval_top1']:.1f}"
         return stats
 
 
 @torch.no_grad()
-def eval_totals(model: torch.nn.Module, batches, device: torch.device, autocast=nullcontext,
-                prepare=lambda images: images) -> torch.Tensor:
-    """Summed (loss, top-1 hits, top-5 hits, count) of `model` in eval mode over `batches` (this rank's)."""
+def eval_totals(model: torch.nn.Module, batches, device: torch.device, num_classes: int, autocast=nullcontext,
+                prepare=lambda images: images) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed (loss, top-1 hits, top-5 hits, count) of `model` in eval mode over `batches` (this rank's), and
+    their confusion matrix (perclass.py)."""
     model.eval()
     totals = torch.zeros(4, device=device, dtype=torch.float64)
+    confusion = torch.zeros(num_classes, num_classes, device=device, dtype=torch.int64)
     for images, targets in batches:
         with autocast():
             logits = model(prepare(images)).float()
@@ -249,7 +256,8 @@ def eval_totals(model: torch.nn.Module, batches, device: torch.device, autocast=
         totals += torch.stack([F.cross_entropy(logits, targets, reduction="sum").double(),
                                hits[:, 0].sum().double(), hits.any(1).sum().double(),
                                torch.tensor(float(len(targets)), device=device, dtype=torch.float64)])
-    return totals
+        confusion += confusion_counts(targets, top5[:, 0], num_classes)
+    return totals, confusion
 
 
 def eval_stats(totals: torch.Tensor) -> dict:
@@ -344,7 +352,8 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, in
         "amp": str(run.amp).replace("torch.", "") if run.amp else "off", "channels_last": run.channels_last,
         "threads": torch.get_num_threads(),
         "compile": cfg.train.compile, "started": run.state.started, "finished": utc_now(),
-        "classes": run.data.classes, "init_from": run.init_from, **kept,
+        "classes": run.data.classes, "confusion": record_confusion(run.confusion), "init_from": run.init_from,
+        **kept,
     }
 
 

@@ -1,13 +1,13 @@
 """Kept weights: a complete run's final state_dict, and what can be done with it.
 
-A complete run writes <weights>/<roadmap>/<scale>/<data>/<step>/seed<k>.pt, a plain state_dict
-(torch.save; read back with weights_only=True, so no pickled code runs), and its record names that
-file and its sha256. From there:
+A complete run writes <weights>/<roadmap>/<scale>/<data>/<step>/seed<k>.safetensors, a plain state_dict
+(a safetensors file holds tensors and strings only, never pickled code), and its record names that file
+and its sha256. Runs kept before wrote seed<k>.pt (torch.save), still read, with weights_only=True. From there:
 
 - `load_kept` rebuilds the run's RoadmapNet with them (predict, evaluate, export);
-- `export` writes them as a native file ({state_dict, config, classes}; `load_native` rebuilds the
-  network from it), or under timm's ConvNeXt / torchvision's ResNet key names for a step whose file
-  says it `equals` that model;
+- `export` writes them as a native file (a safetensors file whose metadata holds the run's config and
+  class names; `load_native` rebuilds the network from it), under timm's ConvNeXt / torchvision's ResNet
+  key names for a step whose file says it `equals` that model, or as a Hugging Face folder (huggingface.py);
 - `fit_state` fits a weights file onto a step's network for fine-tuning (train.init_from).
 
 Our parameter registration order is timm's and torchvision's (tests/test_model.py), so their key
@@ -17,17 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .config import ConfigError, ModelConfig, Step, set_fields
+from .huggingface import HF_CONFIG, HF_PREPROCESSOR, HF_STEM, HF_WEIGHTS, convnext_problems, huggingface_folder, \
+    huggingface_name
 from .model import RoadmapNet
-from .results import ResultsError, RunKey, atomic_write_bytes, data_slug, load_records
+from .results import ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, write_output
 from .steps import build_model
 
-FORMATS = ("native", "timm", "torchvision")
+FORMATS = ("native", "timm", "torchvision", "huggingface")
+SAFETENSORS = ".safetensors"
+NATIVE = {"roadmap": "native export"}   # in a native export's metadata, beside its config and classes
 HEAD = ("fc.weight", "fc.bias")   # the classifier: re-initialised when a file's class count differs
 # What must be as the step file says for a library model to compute what ours does; widths, depths,
 # stem stride, kernel size and layer scale are passed to the library model, init and drop path do
@@ -37,15 +42,28 @@ STRUCTURE = ("stem", "bottleneck", "ratio", "spatial_first", "depthwise", "group
 
 
 # ---------------------------------------------------------------------------- keeping
-def state_bytes(state: dict[str, torch.Tensor]) -> bytes:
+def plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors as a file holds them: on the CPU, contiguous (channels_last -> plain)."""
+    return {name: t.detach().cpu().contiguous() for name, t in state.items()}
+
+
+def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file; metadata["format"] "pt" as transformers expects of a PyTorch file, unless given."""
+    from safetensors.torch import save
+
+    return save(plain(state), metadata={"format": "pt", **(metadata or {})})
+
+
+def torch_bytes(blob: dict) -> bytes:
+    """A torch.save file of tensors and plain data (readable with weights_only=True)."""
     buffer = io.BytesIO()
-    torch.save({name: t.detach().cpu().contiguous() for name, t in state.items()}, buffer)  # channels_last -> plain
+    torch.save(blob, buffer)
     return buffer.getvalue()
 
 
 def keep_weights(root: Path, key: RunKey, model: nn.Module) -> dict:
     """Write a run's final weights atomically; returns the record's keys that name them."""
-    data = state_bytes(model.state_dict())
+    data = safetensors_bytes(model.state_dict())
     atomic_write_bytes(key.weights_path(root), data)
     return {"weights": key.weights_path().as_posix(), "weights_sha256": hashlib.sha256(data).hexdigest()}
 
@@ -92,7 +110,7 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"weights file {path} does not exist")
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix == SAFETENSORS:
             from safetensors.torch import load_file
             blob = load_file(path)
         else:
@@ -122,16 +140,40 @@ def load_kept(record: dict, root: Path) -> RoadmapNet:
 
 def load_native(path: Path) -> tuple[RoadmapNet, dict, list[str]]:
     """A native export as (the exact network in eval mode, its run's config dict, its class names)."""
+    state, config, classes = read_native(Path(path))
+    model = build_model(set_fields(ModelConfig(), config["model"], "model", f"{path}: "), len(classes))
+    model.load_state_dict(state)
+    return model.eval(), config, classes
+
+
+def read_native(path: Path) -> tuple[dict[str, torch.Tensor], dict, list[str]]:
+    """(state_dict, config, classes) of a native export: a safetensors file with them in its metadata, or a
+    torch.save dict {state_dict, config, classes} as exports were written before."""
+    not_native = f"{path} is not a native export (runner.py export --format native)"
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist")
+    if path.suffix == SAFETENSORS:
+        metadata = safetensors_metadata(path)
+        if not NATIVE.items() <= metadata.items():
+            raise ConfigError(not_native)
+        return read_state(path), json.loads(metadata["config"]), json.loads(metadata["classes"])
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
         raise ConfigError(f"{path} is not a weights file torch can read safely ({type(err).__name__})") from None
     if not isinstance(blob, dict) or not {"state_dict", "config", "classes"} <= set(blob):
-        raise ConfigError(f"{path} is not a native export (runner.py export --format native)")
-    model = build_model(set_fields(ModelConfig(), blob["config"]["model"], "model", f"{path}: "),
-                        len(blob["classes"]))
-    model.load_state_dict(blob["state_dict"])
-    return model.eval(), blob["config"], list(blob["classes"])
+        raise ConfigError(not_native)
+    return blob["state_dict"], blob["config"], list(blob["classes"])
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, "pt") as f:
+            return f.metadata() or {}
+    except Exception as err:  # noqa: BLE001 - whatever the reason, one line: this is no safetensors file
+        raise ConfigError(f"{path} is not a safetensors file ({type(err).__name__})") from None
 
 
 # ---------------------------------------------------------------------------- library models
@@ -172,15 +214,36 @@ def library_names(kind: str, model: ModelConfig, ours: dict[str, torch.Tensor]) 
 
 def check_format(fmt: str, step: Step) -> None:
     """A library format only for a step that equals that library's model (checked before any record is read)."""
-    if fmt != "native" and library_kind(step.equals) != fmt:
+    if fmt == "huggingface":
+        check_convnext(step.model, f"step {step.id}")
+    elif fmt != "native" and library_kind(step.equals) != fmt:
         said = f"says it equals {step.equals}" if step.equals else "names no library model it equals"
         other = f" or --format {library_kind(step.equals)}" if library_kind(step.equals) else ""
         raise ConfigError(f"step {step.id} is not a {fmt} model (its step file {said}); use --format native{other}")
 
 
+def check_convnext(model: ModelConfig, what: str) -> None:
+    problems = convnext_problems(model)
+    if problems:
+        raise ConfigError(f"{what} is not a ConvNeXt, which Hugging Face's ConvNext needs: {'; '.join(problems)}; "
+                          f"use --format native")
+
+
+def check_target(fmt: str, to: Path) -> None:
+    """Where an export goes: a native export is a .safetensors file, a Hugging Face export a folder."""
+    to = Path(to)
+    if fmt == "native" and to.suffix != SAFETENSORS:
+        raise ConfigError(f"a native export is a safetensors file: name it {to.with_suffix(SAFETENSORS)}, not {to}")
+    if fmt == "huggingface" and to.exists() and not to.is_dir():
+        raise ConfigError(f"--format huggingface writes a folder, and {to} is a file; pick another --to")
+
+
 def check_exportable(kind: str, step: Step, model: ModelConfig) -> None:
     """A library format only for a step that equals that library's model, with the step's structure."""
     check_format(kind, step)
+    if kind == "huggingface":
+        check_convnext(model, f"this run of {step.id}")
+        return
     for key in STRUCTURE:
         if getattr(model, key) != getattr(step.model, key):
             raise ConfigError(f"this run set model.{key}={getattr(model, key)!r} (the step file: "
@@ -189,39 +252,47 @@ def check_exportable(kind: str, step: Step, model: ModelConfig) -> None:
 
 def export(record: dict, step: Step, root: Path, to: Path, fmt: str) -> Path:
     """Write a run's kept weights to `to` in `fmt`; nothing is written when the format does not fit."""
-    model = model_config(record)
+    to, model = Path(to), model_config(record)
+    check_target(fmt, to)
     if fmt != "native":
         check_exportable(fmt, step, model)
     state = load_kept(record, root).state_dict()
+    if fmt == "huggingface":
+        tensors, config, preprocessor = huggingface_folder(record, model, state)
+        for name, data in ((HF_WEIGHTS, safetensors_bytes(tensors)), (HF_CONFIG, json_bytes(config)),
+                           (HF_PREPROCESSOR, json_bytes(preprocessor))):
+            write_export(to / name, data)
+        return to
     if fmt == "native":
-        blob = {"state_dict": state, "config": record["config"], "classes": record["classes"]}
-    else:
-        names = library_names(fmt, model, state)
-        blob = {names[name]: tensor for name, tensor in state.items()}
-    buffer = io.BytesIO()
-    torch.save(blob, buffer)
-    try:
-        atomic_write_bytes(to, buffer.getvalue())
-    except OSError as err:
-        raise ResultsError(f"cannot write {to} ({err.strerror}); pick another --to") from None
-    return Path(to)
+        write_export(to, safetensors_bytes(state, {**NATIVE, "config": json.dumps(record["config"]),
+                                                   "classes": json.dumps(record["classes"])}))
+        return to
+    names = library_names(fmt, model, state)
+    theirs = {names[name]: tensor for name, tensor in state.items()}
+    write_export(to, safetensors_bytes(theirs) if to.suffix == SAFETENSORS else torch_bytes(plain(theirs)))
+    return to
+
+
+def json_bytes(blob: dict) -> bytes:
+    return (json.dumps(blob, indent=2) + "\n").encode()
+
+
+def write_export(path: Path, data: bytes) -> None:
+    write_output(path, data, "--to")
 
 
 # ---------------------------------------------------------------------------- fine-tuning
 def fit_state(path: Path, model: RoadmapNet, step: Step, model_cfg: ModelConfig) -> tuple[dict, dict]:
     """A weights file's tensors under this network's names, for load_state_dict(strict=False), and what the
-    record says about it. Our own names match by name; a library's (timm/torchvision, for a step that
-    equals one) through `library_names`. The classifier stays freshly initialised when the class count
-    differs; any other tensor that does not fit is a ConfigError naming it."""
+    record says about it. Our own names match by name, transformers' ConvNext's through `huggingface_name`, a
+    library's (timm/torchvision, for a step that equals one) through `library_names`. The classifier stays freshly
+    initialised when the class count differs; any other tensor that does not fit is a ConfigError naming it."""
     where = f"train.init_from {path}"
     theirs, ours = read_state(path), model.state_dict()
-    names = {name: name for name in ours}
-    kind = library_kind(step.equals)
-    if not set(ours) <= set(theirs) and kind:
-        try:
-            names = library_names(kind, model_cfg, ours)
-        except ConfigError as err:
-            raise ConfigError(f"{where}: {err}") from None
+    try:
+        names = source_names(set(theirs), ours, step, model_cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
     fitted, head = {}, "loaded"
     for name, tensor in ours.items():
         source = names[name]
@@ -240,3 +311,14 @@ def fit_state(path: Path, model: RoadmapNet, step: Step, model_cfg: ModelConfig)
     if extra:
         raise ConfigError(f"{where}: tensor '{extra[0]}' has no place in step {step.id}'s network")
     return fitted, {"path": str(path), "sha256": sha256_of(Path(path)), "head": head}
+
+
+def source_names(theirs: set[str], ours: dict[str, torch.Tensor], step: Step, model_cfg: ModelConfig) -> dict[str, str]:
+    """{our tensor name: the file's}: ours where the file has them all, else transformers' ConvNext names (by name),
+    else those of the library model the step equals (`library_names`)."""
+    if not set(ours) <= theirs:
+        if HF_STEM in theirs:
+            return {name: huggingface_name(name) for name in ours}
+        if library_kind(step.equals):
+            return library_names(library_kind(step.equals), model_cfg, ours)
+    return {name: name for name in ours}

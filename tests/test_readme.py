@@ -69,6 +69,36 @@ def test_a_step_of_ones_own_end_to_end(tmp_path):
     assert "| kernel9_convnext | ConvNeXt-T with 9x9 kernels (branch) |" in md
 
 
+OWN_IMAGES = re.search(r"### Train a classifier on your own images\n(.*?)\n### ", README, flags=re.S)[1]
+QUICK = ["--set", "scale.epochs=1", "--set", "scale.batch_size=8", "--set", "scale.micro_batch=8", "--no-progress"]
+
+
+def test_the_own_images_walkthrough_runs_as_written(tmp_path, photos):
+    """Image folder -> a run of ConvNeXt-T -> per-class report -> predict -> Hugging Face, on a small folder in
+    the commands' own working folder; the GPU fine-tuning command planned (--dry-run) from a timm ConvNeXt-T file."""
+    transformers = pytest.importorskip("transformers", reason="the huggingface extra (make test installs it)")
+    import timm
+    from safetensors.torch import save_file
+
+    photos(tmp_path / "my_images")
+    save_file(timm.create_model("convnext_tiny").state_dict(), tmp_path / "convnext_tiny.safetensors")
+    blocks = re.findall(r"```(bash|python)\n(.*?)```", OWN_IMAGES, flags=re.S)
+    lines = [line.split("  #")[0].strip() for lang, block in blocks if lang == "bash" for line in block.splitlines()]
+    commands = [shlex.split(line)[2:] for line in lines if line.startswith("python runner.py")]
+    assert [c[0] for c in commands] == ["run", "evaluate", "predict", "export", "run"]
+    for args in commands:
+        quick = (QUICK if "cpu" in args else ["--dry-run", *QUICK]) if args[0] == "run" else []   # a few images
+        proc = runner(*args, *quick, cwd=tmp_path)
+        assert proc.returncode == 0, (args, proc.stderr[-2000:])
+        assert args[0] != "evaluate" or "accuracy (recall) %" in proc.stdout
+    assert (tmp_path / "mine" / "per_class.csv").is_file() and (tmp_path / "mine" / "confusion.png").is_file()
+    transformers.ConvNextConfig.from_pretrained(tmp_path / "my_convnext")
+    (code,) = [block for lang, block in blocks if lang == "python"]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() in ("cat", "dog", "fox"), proc.stderr[-2000:]
+
+
 def test_table_and_plot_write_only_where_told(tmp_path):
     """Commands that read do not touch the tree: table without --readme leaves README alone."""
     results = ROOT / "results"

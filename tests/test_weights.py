@@ -1,4 +1,4 @@
-"""Trained models are kept and usable: weights and classes in the record, export to roadmap / timm /
+"""Trained models are kept and usable: weights (safetensors) and classes in the record, export to roadmap / timm /
 torchvision, predict and evaluate, fine-tuning from weights. One tiny run (trained once) serves most tests."""
 import dataclasses
 import json
@@ -11,14 +11,16 @@ import torch
 import torchvision
 from PIL import Image
 
+from safetensors.torch import load_file
+
 from roadmap import cli
-from roadmap.config import DataConfig, ModelConfig, ScaleConfig, build_run_config, load_step, to_dict, set_fields
+from roadmap.config import DataConfig, ModelConfig, ScaleConfig, load_step, set_fields
 from roadmap.data import build_data, load_source, read_eval_images
 from roadmap.data.sources import FASHION_MNIST_CLASSES
-from roadmap.results import SCHEMA_VERSION, RunKey, read_record, write_record
+from roadmap.results import RunKey, read_record
 from roadmap.predict import label_map
 from roadmap.steps import build_model
-from roadmap.weights import keep_weights, load_kept, load_native, sha256_of
+from roadmap.weights import load_kept, load_native, read_state, sha256_of
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 # ConvNeXt at 1/8 width, stem stride 4 (timm's default patch size), 32 px, 64 synthetic images, one epoch.
@@ -52,16 +54,38 @@ def one_error_line(capsys, expect: str) -> None:
 
 
 # ---------------------------------------------------------------------------- kept weights
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte header length, that many bytes of JSON, then raw tensor bytes (no room for
+    pickled code)."""
+    data = path.read_bytes()
+    header = int.from_bytes(data[:8], "little")
+    return data[8:9] == b"{" and isinstance(json.loads(data[8:8 + header]), dict)
+
+
 def test_a_complete_run_keeps_its_weights_and_names_them_in_its_record(run):
     root, record = run
     path = root / "results" / "weights" / record["weights"]
-    assert record["weights"] == f"resnet50/demo/synthetic/{STEP}/seed0.pt" and path.is_file()
-    assert sha256_of(path) == record["weights_sha256"]
+    assert record["weights"] == f"resnet50/demo/synthetic/{STEP}/seed0.safetensors" and path.is_file()
+    assert is_safetensors(path) and sha256_of(path) == record["weights_sha256"]
     assert record["classes"] == [f"class{i}" for i in range(10)] and record["init_from"] is None
-    state = torch.load(path, weights_only=True)
+    state = load_file(path)
     network = set_fields(ModelConfig(), record["config"]["model"], "model")
     assert set(state) == set(build_model(network, 10).state_dict())
     assert not list((root / "ckpt").rglob("*.pt")), "the checkpoint goes, the weights stay"
+
+
+def test_weights_kept_before_as_pt_files_still_load(run, tmp_path):
+    """Runs kept before safetensors wrote seed<k>.pt (torch.save); their records name that file."""
+    root, record = run
+    kept = load_kept(record, root / "results" / "weights")
+    old = tmp_path / "weights" / Path(record["weights"]).with_suffix(".pt")
+    old.parent.mkdir(parents=True)
+    torch.save(kept.state_dict(), old)
+    before = {**record, "weights": Path(record["weights"]).with_suffix(".pt").as_posix(),
+              "weights_sha256": sha256_of(old)}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_kept(before, tmp_path / "weights")(x), kept(x), atol=0, rtol=0)
 
 
 def test_a_rerun_warns_when_a_complete_runs_weights_are_missing(run, capsys):
@@ -90,12 +114,33 @@ def test_every_source_knows_its_class_names(tmp_path):
 # ---------------------------------------------------------------------------- export
 def test_native_export_rebuilds_the_exact_network(run, tmp_path):
     root, record = run
-    assert use(root, "export", "--to", str(tmp_path / "native.pt")) == 0
-    model, config, classes = load_native(tmp_path / "native.pt")
+    assert use(root, "export", "--to", str(tmp_path / "native.safetensors")) == 0
+    assert is_safetensors(tmp_path / "native.safetensors")
+    model, config, classes = load_native(tmp_path / "native.safetensors")
     assert classes == record["classes"] and config == record["config"]
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), load_kept(record, root / "results" / "weights")(x), atol=0, rtol=0)
+
+
+def test_a_native_export_written_before_by_torch_save_still_loads(run, tmp_path):
+    root, record = run
+    kept = load_kept(record, root / "results" / "weights")
+    torch.save({"state_dict": kept.state_dict(), "config": record["config"], "classes": record["classes"]},
+               tmp_path / "old.pt")
+    model, config, classes = load_native(tmp_path / "old.pt")
+    assert classes == record["classes"] and config == record["config"]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), kept(x), atol=0, rtol=0)
+
+
+def test_a_native_export_is_a_safetensors_file_or_nothing(run, tmp_path, capsys):
+    root, _ = run
+    capsys.readouterr()
+    assert use(root, "export", "--to", str(tmp_path / "native.pt")) == 2
+    one_error_line(capsys, f"name it {tmp_path / 'native.safetensors'}")
+    assert not (tmp_path / "native.pt").exists()
 
 
 def test_timm_export_at_the_runs_width_loads_into_timms_convnext(run, tmp_path):
@@ -109,36 +154,17 @@ def test_timm_export_at_the_runs_width_loads_into_timms_convnext(run, tmp_path):
         torch.testing.assert_close(theirs(x), load_kept(record, root / "results" / "weights")(x), atol=1e-5, rtol=1e-5)
 
 
-def fake_run(root: Path, roadmap: str, step_id: str, classes: int = 10, **scale) -> torch.nn.Module:
-    """A freshly built network (full size, unless `scale` says otherwise) saved as a complete run's weights, with
-    its record."""
-    cfg = build_run_config(roadmap, step_id, "paper", "synthetic", 0, {"scale": {"image_size": 64, **scale}})
-    torch.manual_seed(0)
-    net = build_model(cfg.model, classes).eval()
-    for m in net.modules():  # not the init: make norms and layer scale matter in the comparison
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-        if getattr(m, "gamma", None) is not None:
-            m.gamma.data.uniform_(0.5, 1.5)
-    key = RunKey(roadmap, "paper", "synthetic", step_id, 0)
-    write_record(root / "results", key, {
-        "schema": SCHEMA_VERSION, "roadmap": roadmap, "step": step_id, "scale": "paper", "data": "synthetic",
-        "seed": 0, "status": "complete", "top1": 50.0, "config": json.loads(json.dumps(to_dict(cfg))),
-        "classes": [f"class{i}" for i in range(classes)], **keep_weights(root / "results" / "weights", key, net)})
-    return net
-
-
-def test_full_width_convnext_t_exports_to_timm_create_model(tmp_path):
+def test_full_width_convnext_t_exports_to_timm_create_model(tmp_path, fake_run):
     ours = fake_run(tmp_path, "resnet50", STEP)
-    assert use(tmp_path, "export", "--scale", "paper", "--to", str(tmp_path / "t.pt"), "--format", "timm") == 0
-    theirs = timm.create_model("convnext_tiny", num_classes=10, checkpoint_path=str(tmp_path / "t.pt")).eval()
+    assert use(tmp_path, "export", "--scale", "paper", "--to", str(tmp_path / "t.safetensors"), "--format", "timm") == 0
+    assert is_safetensors(tmp_path / "t.safetensors")
+    theirs = timm.create_model("convnext_tiny", num_classes=10, checkpoint_path=str(tmp_path / "t.safetensors")).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(theirs(x), ours(x), atol=1e-5, rtol=1e-5)
 
 
-def test_step_0_exports_to_torchvisions_resnet50(tmp_path):
+def test_step_0_exports_to_torchvisions_resnet50(tmp_path, fake_run):
     ours = fake_run(tmp_path, "resnet50", "resnet50")
     assert cli.main(["export", "--step", "resnet50", "--scale", "paper", "--results", str(tmp_path / "results"),
                      "--to", str(tmp_path / "r.pt"), "--format", "torchvision"]) == 0
@@ -160,12 +186,13 @@ def test_export_mistakes_are_one_line_and_write_nothing(run, tmp_path, capsys, a
     root, _ = run
     capsys.readouterr()
     step = [] if "--step" in args else ["--step", STEP]
-    assert cli.main(["export", *step, "--results", str(root / "results"), "--to", str(tmp_path / "out.pt"), *args]) == 2
+    to = tmp_path / "out.safetensors"
+    assert cli.main(["export", *step, "--results", str(root / "results"), "--to", str(to), *args]) == 2
     one_error_line(capsys, expect)
-    assert not (tmp_path / "out.pt").exists()
+    assert not to.exists()
 
 
-def test_a_demo_width_resnet_cannot_be_torchvisions(tmp_path, capsys):
+def test_a_demo_width_resnet_cannot_be_torchvisions(tmp_path, capsys, fake_run):
     fake_run(tmp_path, "resnet50", "resnet50", width_mult=0.125, stem_stride=2)   # as the demo scale trains it
     assert cli.main(["export", "--step", "resnet50", "--scale", "paper", "--results", str(tmp_path / "results"),
                      "--to", str(tmp_path / "r.pt"), "--format", "torchvision"]) == 2
@@ -261,9 +288,21 @@ def test_fine_tuning_from_a_timm_state_dict_reinitialises_a_head_of_another_size
     record = read_record(RunKey("resnet50", "demo", "synthetic", STEP, 0).record_path(tmp_path / "results"))
     assert record["init_from"]["path"] == str(tmp_path / "timm.pt")
     assert record["init_from"]["head"].startswith("re-initialised (10 classes in the file, 4 here)")
-    tuned = torch.load(tmp_path / "results" / "weights" / record["weights"], weights_only=True)
+    tuned = read_state(tmp_path / "results" / "weights" / record["weights"])
     torch.testing.assert_close(tuned["stem.0.weight"], start["stem.0.weight"], atol=1e-6, rtol=0)
     assert tuned["fc.weight"].shape[0] == 4
+
+
+def test_fine_tuning_from_a_native_safetensors_export(run, tmp_path):
+    root, _ = run
+    assert use(root, "export", "--to", str(tmp_path / "mine.safetensors")) == 0
+    start = read_state(tmp_path / "mine.safetensors")
+    assert train(tmp_path, "--set", f"train.init_from={tmp_path / 'mine.safetensors'}", "--set", "recipe.lr=1e-12") == 0
+    record = read_record(RunKey("resnet50", "demo", "synthetic", STEP, 0).record_path(tmp_path / "results"))
+    assert record["init_from"]["head"] == "loaded" and record["init_from"]["sha256"] == sha256_of(
+        tmp_path / "mine.safetensors")
+    tuned = read_state(tmp_path / "results" / "weights" / record["weights"])
+    torch.testing.assert_close(tuned["fc.weight"], start["fc.weight"], atol=1e-6, rtol=0)
 
 
 def test_weights_that_do_not_fit_the_step_stop_before_anything_is_written(tmp_path, capsys):
