@@ -24,7 +24,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import UserError
+from .errors import ConfigError, UserError
 
 SCHEMA_VERSION = 1
 UMASK = os.umask(0o022)   # read once (it can only be read by setting it), then put back
@@ -36,13 +36,32 @@ class ResultsError(UserError):
     """The results folder cannot be used (unwritable, or a run is locked by another process)."""
 
 
+PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def path_part(name: str, what: str, hint: str = "") -> str:
+    """`name` if it can be one part of a path, else ConfigError: the one place a name or an id (roadmap, scale,
+    step, data slug) becomes a folder or file name. A plain name stays inside the folder it is joined to: no
+    separator, no '..', no absolute path, no '.' that is the folder itself."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"{what} {name!r} is not a plain name (letters, digits, '.', '_' and '-', not '.' or "
+                          f"'..'): it becomes a folder or file name{hint}")
+    return name
+
+
 @dataclass(frozen=True)
 class RunKey:
+    """One run, and where its files are: every name in it is checked (path_part) as it is made."""
     roadmap: str
     scale: str
     data: str
     step: str
     seed: int
+
+    def __post_init__(self):
+        for what, name in (("roadmap", self.roadmap), ("scale name", self.scale), ("data", data_slug(self.data)),
+                           ("step id", self.step)):
+            path_part(name, what)
 
     def folder(self, root: Path) -> Path:
         return Path(root) / self.roadmap / self.scale / data_slug(self.data) / self.step
@@ -172,7 +191,10 @@ def record_problem(record, path: Path) -> str | None:
         return f"status {record['status']!r}, not one of {', '.join(STATUSES)}"
     if record["status"] == "complete" and record.get("top1") is None:
         return "complete without a top-1"
-    key = RunKey(record["roadmap"], record["scale"], record["data"], record["step"], record["seed"])
+    try:
+        key = RunKey(record["roadmap"], record["scale"], record["data"], record["step"], record["seed"])
+    except ConfigError as err:
+        return str(err)
     if Path(path).parts[-5:] != key.record_path(Path()).parts:   # counted twice, or under the wrong step
         return f"it holds {key.step} seed {key.seed} of {key.roadmap}/{key.scale}/{key.data}, another run than its path"
     return None

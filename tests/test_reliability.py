@@ -223,6 +223,7 @@ def test_a_damaged_idx_file_through_the_cli(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- 4. damaged results and state
 DAMAGED_RECORDS = {  # step: the bytes of its record
+    "kernel9": json.dumps(good_record("kernel9", scale="../demo")).encode(),   # a name that is no folder's
     "stage_ratio": b"[1, 2, 3]\n",
     "patchify_stem": b'{"schema": 1, "step": "\xff\xfe"}',
     "depthwise": b'{"schema": 1, "status": "complete", "roadmap": "resnet50"',
