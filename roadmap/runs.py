@@ -26,7 +26,7 @@ from .steps import build_model
 from .runtime import Dist, amp_dtype, git_commit, init_distributed, pick_device
 from .train import Diverged, failure_record, record_result, train_run
 from .weights import fit_state, missing_weights
-from .workers import hand_out, serve, worker_threads
+from .workers import end_with_parent, hand_out, serve, worker_threads
 
 
 def check_data(run: RunPlan, info: Dist) -> Source:
@@ -266,6 +266,8 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
 
     With `jobs` > 1 the runs train in that many worker processes, each started with `argv` (this
     command's arguments) and `worker` set: it trains the runs the parent hands it (workers.py)."""
+    if worker:
+        end_with_parent()   # first: a worker whose parent is killed, even while it starts up, ends too
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
     source = check_data(planned[0], info)
