@@ -116,10 +116,11 @@ def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
 
 def cmd_export(args) -> None:
     from .config import load_step
-    from .weights import check_format, export
+    from .weights import check_format, check_not_named, export
 
     check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
     record, step, weights = kept_run(args, args.data)
+    check_not_named(Path(args.to), Path(args.results), weights, "--to")
     print(export(record, step, weights, Path(args.to), args.format))
 
 

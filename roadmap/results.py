@@ -8,6 +8,9 @@ Layout:  <results>/<roadmap>/<scale>/<data>/<step>/seed<k>.json   the record (wr
          <weights>/<same path>/seed<k>.pt                        a complete run's final weights, kept
          <results>/tensorboard/<same path>/seed<k>/              TensorBoard event files (train.log=tensorboard)
 
+Every part of those paths is a plain name (path_part), so every file a run writes stays inside its folder;
+checkpoints and weights, which share their relative paths, never share a folder (check_apart).
+
 A record's `status` is `complete`, `failed` (crash; `reason`) or `diverged` (NaN/inf loss;
 `divergence` holds epoch, step and the last finite loss). Records are never half-written: every
 file goes to a temporary name, is fsynced, then renamed over the target.
@@ -108,6 +111,14 @@ def default_checkpoints(results: Path) -> Path:
     """Checkpoints live inside their results folder unless --checkpoints says otherwise: a fresh
     results folder never meets another folder's checkpoints."""
     return Path(results) / "checkpoints"
+
+
+def check_apart(checkpoints: Path, weights: Path) -> None:
+    """A run's checkpoint and its kept weights have one relative path (seed<k>.pt): in one folder they would be
+    one file, and the checkpoint clean-up would delete the weights the record names. Refused before any work."""
+    if Path(checkpoints).resolve() == Path(weights).resolve():
+        raise ResultsError(f"--checkpoints and --weights are one folder ({checkpoints}): a run's checkpoint and its "
+                           f"kept weights would be one file (seed<k>.pt); give them separate folders")
 
 
 # ---------------------------------------------------------------------------- atomic files

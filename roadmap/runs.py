@@ -21,11 +21,12 @@ from .config import SECTIONS, ConfigError, to_dict
 from .data import Source, check_fits, open_source
 from .errors import UserError
 from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs
-from .results import RunLock, check_writable, data_slug, finished_status, lock_is_held, read_record, warn_damaged
+from .results import RunLock, check_apart, check_writable, data_slug, finished_status, lock_is_held, read_record, \
+    warn_damaged
 from .steps import build_model
 from .runtime import Dist, amp_dtype, git_commit, init_distributed, pick_device
 from .train import Diverged, failure_record, record_result, train_run
-from .weights import fit_state, missing_weights
+from .weights import drop_checkpoint, fit_state, missing_weights
 from .workers import end_with_parent, hand_out, serve, worker_threads
 
 
@@ -169,7 +170,7 @@ def skip_finished(run: RunPlan, label: str, results: Path, checkpoints: Path, we
         say(info, f"warning: {run.step.id} seed {run.key.seed} is complete but {missing}; "
                   f"delete {run.key.record_path(results)} to train it again")
     if info.is_main:  # left behind by a kill between writing the record and cleaning up
-        run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
+        drop_checkpoint(run.key.checkpoint_path(checkpoints), record)
     return True
 
 
@@ -187,7 +188,7 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info:
         record_result(results, run.key, record, info)
         if info.is_main and record["status"] == "complete":
             # Only now: a kill before the record is written must still find the checkpoint.
-            run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
+            drop_checkpoint(run.key.checkpoint_path(checkpoints), record)
     finally:
         lock.release()  # after the record: whoever takes the lock next finds it
     if info.world_size > 1 and record["status"] == "failed":
@@ -281,6 +282,7 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
         check_jobs(planned[0], info)
     git_commit()  # the code this roadmap runs, recorded as it is now
     check_same_config(planned, results)
+    check_apart(checkpoints, weights)
     check_writable(results, "--results")
     check_writable(checkpoints, "--checkpoints")
     check_writable(weights, "--weights")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import torch
@@ -240,3 +241,50 @@ def fit_state(path: Path, model: RoadmapNet, step: Step, model_cfg: ModelConfig)
     if extra:
         raise ConfigError(f"{where}: tensor '{extra[0]}' has no place in step {step.id}'s network")
     return fitted, {"path": str(path), "sha256": sha256_of(Path(path)), "head": head}
+
+
+# ---------------------------------------------------------------------------- files a record names
+# No command overwrites or deletes a file a record names: the record, its run's kept weights (whose sha256 it
+# holds), the weights its run was fine-tuned from.
+def named_files(results: Path, weights: Path) -> list[tuple[Path, str]]:
+    """(path, what it is) of every file a usable record under `results` names, its weights under `weights`."""
+    named = []
+    for record in load_records(results):
+        run = f"{record['step']} seed {record['seed']}"
+        key = RunKey(record["roadmap"], record["scale"], record["data"], record["step"], record["seed"])
+        named.append((key.record_path(results), f"the record of {run}"))
+        if isinstance(record.get("weights"), str):
+            named.append((Path(weights) / record["weights"], f"the kept weights of {run}"))
+        if isinstance(record.get("init_from"), dict) and isinstance(record["init_from"].get("path"), str):
+            named.append((Path(record["init_from"]["path"]), f"the weights {run} was fine-tuned from"))
+    return named
+
+
+def check_not_named(path: Path, results: Path, weights: Path, option: str) -> None:
+    """Refuse to write `path` (given by `option`) when it is a file a record names: writing would destroy the
+    evidence of a run (a kept weights file that no longer matches its sha256 can never be used again)."""
+    for named, what in named_files(results, weights):
+        if same_file(Path(path), named):
+            raise ResultsError(f"{option} {path} is {what}: the runner never overwrites a file a record names; "
+                               f"pick another path")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one file, or writing `a` (a rename over it) would replace `b`."""
+    if a.parent.resolve() / a.name == b.parent.resolve() / b.name:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:   # either is missing: not one file
+        return False
+
+
+def drop_checkpoint(path: Path, record: dict | None) -> None:
+    """Delete a finished run's checkpoint, unless the file there is the weights its record names (a checkpoints
+    folder that is, or was, the weights folder: both name their files seed<k>.pt under the same path)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    if record and isinstance(record.get("weights_sha256"), str) and sha256_of(path) == record["weights_sha256"]:
+        return
+    path.unlink(missing_ok=True)

@@ -165,6 +165,38 @@ def test_export_mistakes_are_one_line_and_write_nothing(run, tmp_path, capsys, a
     assert not (tmp_path / "out.pt").exists()
 
 
+# ---------------------------------------------------------------------------- files a record names
+@pytest.mark.parametrize("target", ["weights", "record"])
+def test_export_never_overwrites_a_file_a_record_names(run, capsys, target):
+    root, record = run
+    key = RunKey("resnet50", "demo", "synthetic", STEP, 0)
+    to = root / "results" / "weights" / record["weights"] if target == "weights" else key.record_path(root / "results")
+    before = to.read_bytes()
+    capsys.readouterr()
+    assert use(root, "export", "--to", str(to)) == 2
+    one_error_line(capsys, f"--to {to} is the {'kept weights' if target == 'weights' else 'record'} of {STEP} seed 0")
+    assert to.read_bytes() == before
+    assert sha256_of(root / "results" / "weights" / record["weights"]) == record["weights_sha256"]
+
+
+def test_checkpoints_and_weights_in_one_folder_are_refused_before_anything_is_written(tmp_path, capsys):
+    shared = tmp_path / "shared"
+    capsys.readouterr()
+    assert train(tmp_path, "--checkpoints", str(shared), "--weights", str(shared)) == 2
+    one_error_line(capsys, f"--checkpoints and --weights are one folder ({shared})")
+    assert not shared.exists() and not (tmp_path / "results").exists()
+
+
+def test_a_checkpoint_clean_up_spares_the_weights_a_record_names(run, capsys):
+    root, record = run
+    kept = root / "results" / "weights" / record["weights"]
+    # The weights folder named as the checkpoints folder of a later command: the finished run's "checkpoint"
+    # there is its kept weights, which the skip's clean-up must not delete.
+    assert train(root, "--checkpoints", str(root / "results" / "weights"), "--weights", str(root / "other")) == 0
+    assert "already complete, skipped" in capsys.readouterr().err
+    assert kept.is_file() and sha256_of(kept) == record["weights_sha256"]
+
+
 def test_a_demo_width_resnet_cannot_be_torchvisions(tmp_path, capsys):
     fake_run(tmp_path, "resnet50", "resnet50", width_mult=0.125, stem_stride=2)   # as the demo scale trains it
     assert cli.main(["export", "--step", "resnet50", "--scale", "paper", "--results", str(tmp_path / "results"),
