@@ -140,7 +140,7 @@ def cmd_evaluate(args) -> None:
     from .weights import load_kept
 
     record, _, weights = kept_run(args, args.trained_on)
-    root = args.root or (record["config"]["data"]["root"] if args.data == record["data"] else None)
+    root = args.root or (record["config"]["data"].get("root") if args.data == record["data"] else None)
     result = evaluate(load_kept(record, weights), record, args.data, root, pick_device(args.device, Dist()),
                       eval_subset=args.eval_subset)
     print(json.dumps(result, indent=1) if args.json else

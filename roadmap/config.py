@@ -156,7 +156,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict]:
                               f"{closest(section, SECTIONS)}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):   # not YAML, or too deep for it: the text itself
             value = raw
         out.setdefault(section, {})[name] = value
     return out
@@ -174,6 +174,8 @@ def read_yaml(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:   # '[[[[...' deep enough to exhaust the parser's stack
+        raise ConfigError(f"{path}: nested too deeply to read") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

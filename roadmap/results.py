@@ -181,6 +181,8 @@ def read_record(path: Path) -> dict | None:
         return _damaged(path, "not UTF-8 text")
     except json.JSONDecodeError as err:
         return _damaged(path, f"not JSON: {err.msg} at line {err.lineno}")
+    except RecursionError:   # '[[[[...' deep enough to exhaust the parser's stack
+        return _damaged(path, "nested too deeply to read")
     problem = record_problem(record, path)
     return _damaged(path, problem) if problem else record
 
@@ -267,6 +269,16 @@ def check_writable(root: Path, option: str = "--results") -> None:
                            f"pass another {option}") from None
 
 
+def blocking_file(folder: Path) -> Path | None:
+    """What stands, not a folder, where `folder` or one of its parents must be (a file, a dangling link), or None."""
+    for part in (Path(folder), *Path(folder).parents):
+        if part.is_dir():
+            return None
+        if part.exists() or part.is_symlink():
+            return part
+    return None
+
+
 # ---------------------------------------------------------------------------- run locks
 class RunLock:
     """An exclusive lock on one run: an flock on seed<k>.lock, through filelock.
@@ -287,8 +299,17 @@ class RunLock:
         self.key = key
         self._lock = FileLock(self.path, timeout=0)   # one attempt: a second runner stops at once, never waits
 
+    def check(self) -> None:
+        """The lock file is opened where it stands: a link there would be followed to whatever it points to, and a
+        folder cannot be locked. Either is refused, before anything is written (run_command checks every run)."""
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            what = "a symbolic link" if self.path.is_symlink() else "not a plain file"
+            raise ResultsError(f"lock file {self.path} is {what}; delete it (the runner creates its lock files "
+                               f"itself, as plain empty files)")
+
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.check()
         try:
             self._lock.acquire()
         except Timeout:

@@ -21,8 +21,8 @@ from .config import SECTIONS, ConfigError, to_dict
 from .data import Source, check_fits, open_source
 from .errors import UserError
 from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs
-from .results import RunLock, check_apart, check_writable, data_slug, finished_status, lock_is_held, read_record, \
-    warn_damaged
+from .results import ResultsError, RunLock, blocking_file, check_apart, check_writable, data_slug, default_tensorboard, \
+    finished_status, lock_is_held, read_record, warn_damaged
 from .steps import build_model
 from .runtime import Dist, amp_dtype, git_commit, init_distributed, pick_device
 from .train import Diverged, failure_record, record_result, train_run
@@ -102,12 +102,29 @@ def saved_config(path: Path) -> dict | None:
         problem = "not UTF-8 text"
     except yaml.YAMLError as err:
         problem = f"not YAML: {type(err).__name__}"
+    except RecursionError:   # '[[[[...' deep enough to exhaust the parser's stack
+        problem = "nested too deeply to read"
     else:
         if isinstance(saved, dict) and all(isinstance(saved.get(section), dict) for section in SECTIONS):
             return saved
         problem = "not a mapping of config sections"
     warn_damaged(path, problem, "it cannot be compared with this run's config, and is rewritten if the run trains")
     return None
+
+
+def check_run_paths(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path) -> None:
+    """Every run can write where it writes, checked before anything is trained: no file where one of its folders
+    goes (its TensorBoard folder included), no link or folder where its lock file goes."""
+    for run in planned:
+        folders = {"--results": run.key.folder(results), "--checkpoints": run.key.folder(checkpoints),
+                   "--weights": run.key.folder(weights)}
+        if run.cfg.train.log == "tensorboard":
+            folders["--results (its tensorboard/ folder)"] = run.key.tensorboard_dir(default_tensorboard(results))
+        for option, folder in folders.items():
+            if blocker := blocking_file(folder):
+                raise ResultsError(f"{blocker} is a file where {run.step.id} seed {run.key.seed} needs the folder "
+                                   f"{folder}; move it away or pass another {option}")
+        RunLock(results, run.key).check()
 
 
 OUTCOMES = ("complete", "skipped", "failed", "diverged")   # what `run` counts, in the order it says them
@@ -286,6 +303,7 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     check_writable(results, "--results")
     check_writable(checkpoints, "--checkpoints")
     check_writable(weights, "--weights")
+    check_run_paths(planned, results, checkpoints, weights)
     info = init_distributed(pick_device(planned[0].cfg.train.device, info).type)
     if worker:
         serve(lambda i: run_one(planned[i], results, checkpoints, weights, info, False, run_label(planned, i)))

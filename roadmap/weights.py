@@ -59,10 +59,33 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def missing_weights(record: dict, root: Path) -> str | None:
-    """Why a complete run's weights cannot be used, or None when its file is there."""
+# What predict, evaluate and export read from a complete run's record ('a.b': key b of mapping a), of which type.
+KEPT_FIELDS = {"weights": str, "weights_sha256": str, "classes": list, "config": dict, "config.model": dict,
+               "config.scale": dict, "config.scale.image_size": int, "config.scale.crop": str, "config.data": dict,
+               "config.data.workers": int, "config.data.synthetic_size": int, "config.data.synthetic_classes": int}
+
+
+def kept_problem(record: dict) -> str | None:
+    """Why a complete run's record cannot serve its kept weights, or None: it names none (trained before
+    weights were kept), or it lacks a field that using them reads (a damaged or hand-made record)."""
     if not record.get("weights"):
         return "its record names no weights (it was trained before weights were kept)"
+    for dotted, kind in KEPT_FIELDS.items():
+        value = record
+        for name in dotted.split("."):
+            value = value.get(name) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"its record has no usable {dotted} (a {kind.__name__}); it is damaged"
+    if not record["classes"] or not all(isinstance(name, str) for name in record["classes"]):
+        return "its record's classes are not a list of class names; it is damaged"
+    return None
+
+
+def missing_weights(record: dict, root: Path) -> str | None:
+    """Why a complete run's weights cannot be used, or None when its record names them and the file is there."""
+    problem = kept_problem(record)
+    if problem:
+        return problem
     path = Path(root) / record["weights"]
     return None if path.is_file() else f"its weights {path} are missing"
 
@@ -80,6 +103,11 @@ def find_record(results: Path, roadmap: str, step: Step, scale: str, data: str |
                           f"({', '.join(sorted(data_slug(r['data']) for r in found))}); pick one with --data")
     if found[0]["status"] != "complete":
         raise ResultsError(f"{where} is {found[0]['status']}, not complete: it has no weights")
+    problem = kept_problem(found[0])
+    if problem:   # before anything reads the record's fields
+        record = found[0]
+        path = RunKey(record["roadmap"], record["scale"], record["data"], record["step"], seed).record_path(results)
+        raise ResultsError(f"{where}: {problem}; delete {path} to train it again")
     return found[0]
 
 

@@ -121,6 +121,8 @@ def test_image_folder_mistakes(layout, expect, tmp_path, capsys):
     ("base: gelu\ntitle: t\nmodel: {kernal_size: 3}\n", "did you mean 'kernel_size'"),
     ("base: nothere\ntitle: t\n", "base 'nothere' is not a step"),
     ("base: mine\ntitle: t\n", "base cycle"),
+    pytest.param("base: gelu\ntitle: t\nmodel: {depths: " + "[" * 100_000 + "]" * 100_000 + "}\n",
+                 "nested too deeply to read", id="nested too deeply"),
 ])
 def test_step_file_mistakes_through_the_cli(text, expect, tmp_path, capsys, monkeypatch):
     steps = broken_steps(tmp_path, "99_mine.yaml", text)

@@ -233,6 +233,7 @@ DAMAGED_RECORDS = {  # step: the bytes of its record
     "kernel7": json.dumps(good_record("kernel7", top1="high")).encode(),
     "gelu": json.dumps(good_record("gelu", top1=None)).encode(),
     "layernorm": json.dumps(good_record("layernorm", status="finished")).encode(),
+    "kernel5": b"[" * 100_000 + b"]" * 100_000,   # deep enough to exhaust the JSON parser's stack
 }
 
 
@@ -277,7 +278,8 @@ def test_run_redoes_a_damaged_record_and_survives_a_damaged_config(tmp_path, cap
     assert f"{key.config_path(results)} is damaged (not UTF-8" in err
     assert read_record(key.record_path(results))["status"] == "complete"
     assert config.read_yaml(key.config_path(results))["model"]["act"] == "gelu"   # rewritten
-    for text in ("- a list\n", "model: [1, 2]\n", "key: [unclosed\n"):
+    for text in ("- a list\n", "model: [1, 2]\n", "key: [unclosed\n",
+                 "model: " + "[" * 100_000 + "]" * 100_000):
         key.config_path(results).write_text(text)
         assert runs.saved_config(key.config_path(results)) is None
 
@@ -448,6 +450,18 @@ def test_a_lock_file_that_no_process_holds_is_free(tmp_path):
         atomic_write_text(key.folder(tmp_path) / "seed0.lock", left_behind)
         with RunLock(tmp_path, key) as lock:
             assert lock_is_held(lock.path)
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_what_it_points_to_untouched(tmp_path, capsys):
+    results, precious = tmp_path / "results", tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    lock = RunLock(results, RunKey("resnet50", "demo", "synthetic", "gelu", 0)).path
+    lock.parent.mkdir(parents=True)
+    lock.symlink_to(precious)
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--results", str(results))
+    assert_refused(code, err, f"lock file {lock} is a symbolic link")
+    assert precious.read_text() == "keep me"
+    assert not [p for p in results.rglob("*") if p.is_file() and not p.is_symlink()]
 
 
 # ---------------------------------------------------------------------------- 8. 16-bit images

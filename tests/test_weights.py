@@ -283,6 +283,23 @@ def test_evaluate_matches_classes_by_name():
     assert label_map(record, "imagefolder:x", ["Bag", "T-shirt_top", "Trouser"]).tolist() == [2, 0, 1]
 
 
+@pytest.mark.parametrize("command", ["predict", "export", "evaluate"])
+@pytest.mark.parametrize("field", ["classes", "weights_sha256", "config"])
+def test_a_record_that_lacks_what_its_weights_need_is_one_line(run, tmp_path, capsys, command, field):
+    root, record = run
+    results = tmp_path / "results"
+    write_record(results, RunKey("resnet50", "demo", "synthetic", STEP, 0),
+                 {k: v for k, v in record.items() if k != field})
+    image = tmp_path / "shoe.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
+    args = {"predict": [str(image)], "export": ["--to", str(tmp_path / "out.pt")], "evaluate": ["--data", "synthetic"]}
+    capsys.readouterr()
+    assert cli.main([command, "--step", STEP, "--results", str(results), "--weights", str(root / "results" / "weights"),
+                     *args[command]]) == 2
+    one_error_line(capsys, f"its record has no usable {field}")
+    assert not (tmp_path / "out.pt").exists()
+
+
 # ---------------------------------------------------------------------------- fine-tuning
 def test_fine_tuning_from_a_timm_state_dict_reinitialises_a_head_of_another_size(run, tmp_path):
     root, _ = run
