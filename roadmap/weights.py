@@ -119,7 +119,7 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file: a state_dict (.pt/.pth/.bin or .safetensors), or a native export."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"weights file {path} does not exist")
+        raise ConfigError(f"weights file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -333,3 +333,11 @@ def test_weights_of_the_same_step_at_another_width_name_the_first_tensor(tmp_pat
     assert train(tmp_path, "--set", f"train.init_from={tmp_path / 'wide.pt'}") == 2
     one_error_line(capsys, "tensor 'stem.0.weight' has shape (16, 3, 4, 4)")
     assert not (tmp_path / "results").exists()
+
+
+def test_weights_to_start_from_that_are_a_folder_say_so(tmp_path, capsys):
+    capsys.readouterr()
+    assert train(tmp_path, "--set", f"train.init_from={tmp_path}") == 2
+    one_error_line(capsys, f"weights file {tmp_path} is a folder, not a file")
+    assert not (tmp_path / "results").exists()
+
