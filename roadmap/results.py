@@ -269,6 +269,15 @@ def check_writable(root: Path, option: str = "--results") -> None:
                            f"pass another {option}") from None
 
 
+def leads_out(folder: Path, root: Path) -> bool:
+    """Whether `folder` is not inside `root`, links followed: a link planted inside a shared
+    results folder would otherwise carry a run's files anywhere."""
+    try:
+        return not folder.resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):   # a loop of links leads nowhere inside
+        return True
+
+
 def blocking_file(folder: Path) -> Path | None:
     """What stands, not a folder, where `folder` or one of its parents must be (a file, a dangling link), or None."""
     for part in (Path(folder), *Path(folder).parents):

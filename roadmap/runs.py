@@ -22,7 +22,7 @@ from .data import Source, check_fits, open_source
 from .errors import UserError
 from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs
 from .results import ResultsError, RunLock, blocking_file, check_apart, check_writable, data_slug, default_tensorboard, \
-    finished_status, lock_is_held, read_record, warn_damaged
+    finished_status, leads_out, lock_is_held, read_record, warn_damaged
 from .steps import build_model
 from .runtime import Dist, amp_dtype, git_commit, init_distributed, pick_device
 from .train import Diverged, failure_record, record_result, train_run
@@ -113,14 +113,19 @@ def saved_config(path: Path) -> dict | None:
 
 
 def check_run_paths(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path) -> None:
-    """Every run can write where it writes, checked before anything is trained: no file where one of its folders
-    goes (its TensorBoard folder included), no link or folder where its lock file goes."""
+    """Every run can write where it writes, checked before anything is trained: its folders (its TensorBoard
+    folder included) stay inside the folder each belongs to (no link inside it leads out) and no file stands
+    where one of them goes; no link or folder stands where its lock file goes."""
+    roots = {"--results": results, "--checkpoints": checkpoints, "--weights": weights}
     for run in planned:
-        folders = {"--results": run.key.folder(results), "--checkpoints": run.key.folder(checkpoints),
-                   "--weights": run.key.folder(weights)}
+        folders = {option: (root, run.key.folder(root)) for option, root in roots.items()}
         if run.cfg.train.log == "tensorboard":
-            folders["--results (its tensorboard/ folder)"] = run.key.tensorboard_dir(default_tensorboard(results))
-        for option, folder in folders.items():
+            board = default_tensorboard(results)
+            folders["--results (its tensorboard/ folder)"] = (board, run.key.tensorboard_dir(board))
+        for option, (root, folder) in folders.items():
+            if leads_out(folder, root):
+                raise ResultsError(f"{folder} leads out of {root} (a link inside it points elsewhere); remove the "
+                                   f"link or pass another {option}")
             if blocker := blocking_file(folder):
                 raise ResultsError(f"{blocker} is a file where {run.step.id} seed {run.key.seed} needs the folder "
                                    f"{folder}; move it away or pass another {option}")

@@ -309,6 +309,17 @@ def test_readme_without_markers_is_one_line_and_nothing_is_written(tmp_path, cap
     assert_refused(code, err, "cannot be read")
 
 
+@pytest.mark.parametrize("linked", ["resnet50", "checkpoints/resnet50/demo"])
+def test_a_link_inside_the_results_folder_that_leads_out_is_refused(tmp_path, capsys, linked):
+    results, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (results / linked).parent.mkdir(parents=True)
+    (results / linked).symlink_to(elsewhere)   # planted in a shared results folder
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--results", str(results))
+    assert_refused(code, err, "leads out of")
+    assert not any(elsewhere.iterdir())
+
+
 # ---------------------------------------------------------------------------- 6. checkpoints not to resume
 def test_the_fingerprint_ignores_exactly_the_resumable_keys():
     base = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, {})
