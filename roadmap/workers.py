@@ -47,18 +47,26 @@ def start_worker(argv: list[str], threads: int) -> subprocess.Popen:
 
 def end_with_parent() -> None:
     """Worker mode: end as soon as the parent that started this worker dies, however it dies (kill -9, the OOM
-    killer): SIGTERM unwinds the run in progress (its lock is released, its checkpoint kept), so no orphan goes on
-    training and holding a lock that an immediate rerun would meet.
+    killer): one SIGTERM unwinds the run in progress (its lock is released, its checkpoint kept), so no orphan
+    goes on training and holding a lock that an immediate rerun would meet.
 
-    On Linux the kernel sends it (prctl PR_SET_PDEATHSIG); everywhere a thread also watches the parent's pid,
-    which covers a parent that died before the prctl, and systems without one."""
+    On Linux the kernel sends it (prctl PR_SET_PDEATHSIG); elsewhere a thread watches the parent's pid. Either
+    way a parent that died before this call is seen at once (this process has another parent already)."""
     parent = int(os.environ.get(PARENT_ENV) or os.getppid())
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-        except (OSError, AttributeError):   # no prctl here after all: the thread alone
-            pass
-    threading.Thread(target=watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+    if not parent_death_signal():
+        threading.Thread(target=watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+    elif os.getppid() != parent:   # gone before the kernel was asked: no signal will come from it
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def parent_death_signal() -> bool:
+    """Ask the kernel for SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG); False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM)) == 0
+    except (OSError, AttributeError):   # no prctl to call after all
+        return False
 
 
 def watch_parent(parent: int, every_s: float = 0.5) -> None:
