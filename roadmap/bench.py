@@ -85,6 +85,8 @@ def check_numbers(batch: int, image_size: int, repeat: int, warmup: int, iters: 
                   stem_stride: int = 4) -> None:
     if batch < 1:
         raise ConfigError(f"--batch must be at least 1, not {batch}")
+    if image_size < 1:   # refused as zero, not taken for the default nor called a bad multiple of the stride
+        raise ConfigError(f"--image-size must be at least 1 pixel, not {image_size}")
     check_image_size(image_size, stem_stride)
     if repeat < 1:
         raise ConfigError(f"--repeat must be at least 1 timed window, not {repeat}")

@@ -116,11 +116,12 @@ def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
 
 def cmd_export(args) -> None:
     from .config import load_step
-    from .weights import check_format, check_target, export
+    from .weights import check_format, check_not_named, check_target, export
 
     check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
-    check_target(args.format, Path(args.to))
     record, step, weights = kept_run(args, args.data)
+    check_not_named(Path(args.to), Path(args.results), weights, "--to")   # before its suffix: say what it is
+    check_target(args.format, Path(args.to))
     print(export(record, step, weights, Path(args.to), args.format))
 
 
@@ -141,7 +142,7 @@ def cmd_evaluate(args) -> None:
     from .weights import load_kept
 
     record, _, weights = kept_run(args, args.trained_on)
-    root = args.root or (record["config"]["data"]["root"] if args.data == record["data"] else None)
+    root = args.root or (record["config"]["data"].get("root") if args.data == record["data"] else None)
     result = evaluate(load_kept(record, weights), record, args.data, root, pick_device(args.device, Dist()),
                       eval_subset=args.eval_subset)
     title = (f"{result['step']} seed {result['seed']} on {result['data']}: top-1 {result['top1']:.2f}%, "

@@ -84,7 +84,7 @@ def bench_records(device: str, bench_dir: Path) -> list[dict]:
     for path in sorted(bench_dir.glob("*.json")):
         try:
             record = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):   # unreadable, not JSON, or nested too deeply: not evidence
             continue
         if isinstance(record, dict) and device.lower() in str(record.get("device", "")).lower():
             records.append({**record, "_path": path})

@@ -18,6 +18,7 @@ import yaml
 from .errors import ConfigError
 from .fields import bounded, check_fields, closest, coerce, set_fields
 from .model import ModelConfig
+from .results import path_part
 
 # The steps and scales shipped with the project; ROADMAP_STEPS_DIR=/my/steps runner.py ... points
 # elsewhere, read (and checked) where it is used: see steps_root.
@@ -155,7 +156,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict]:
                               f"{closest(section, SECTIONS)}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):   # not YAML, or too deep for it: the text itself
             value = raw
         out.setdefault(section, {})[name] = value
     return out
@@ -173,6 +174,8 @@ def read_yaml(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:   # '[[[[...' deep enough to exhaust the parser's stack
+        raise ConfigError(f"{path}: nested too deeply to read") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -208,6 +211,7 @@ def step_files(roadmap: str, steps_dir: Path | None = None) -> dict[str, Path]:
         prefix, _, step_id = path.stem.partition("_")
         if not prefix.isdigit() or not step_id:
             raise ConfigError(f"{path}: step files are named NN_<id>.yaml (NN gives the roadmap order)")
+        path_part(step_id, f"{path}: step id")   # it names the folder of the step's runs
         if step_id in files:
             raise ConfigError(f"{path}: step id '{step_id}' is used twice in roadmap '{roadmap}'")
         files[step_id] = path
@@ -281,7 +285,9 @@ def _resolve(step_id: str, order: int, raw: dict, files: dict, roadmap: str) -> 
 
 def load_scale(name: str, steps_dir: Path | None = None) -> ScaleConfig:
     steps_dir = steps_root(steps_dir)
-    path = steps_dir / "scales" / f"{name}.yaml"
+    # A name, not a path: it picks a file of scales/ and names the folder of the scale's runs.
+    own = "; a scale of your own is a file NAME.yaml in the scales/ folder of ROADMAP_STEPS_DIR, passed as NAME"
+    path = steps_dir / "scales" / f"{path_part(name, 'scale', own)}.yaml"
     if not path.is_file():
         names = sorted(p.stem for p in (steps_dir / "scales").glob("*.yaml"))
         raise ConfigError(f"unknown scale '{name}'; choose from {', '.join(names)}{closest(name, names)}")

@@ -9,6 +9,9 @@ Layout:  <results>/<roadmap>/<scale>/<data>/<step>/seed<k>.json   the record (wr
                                                                  (seed<k>.pt before: the record names its file)
          <results>/tensorboard/<same path>/seed<k>/              TensorBoard event files (train.log=tensorboard)
 
+Every part of those paths is a plain name (path_part), so every file a run writes stays inside its folder;
+checkpoints and weights, which share their relative paths, never share a folder (check_apart).
+
 A record's `status` is `complete`, `failed` (crash; `reason`) or `diverged` (NaN/inf loss;
 `divergence` holds epoch, step and the last finite loss). Records are never half-written: every
 file goes to a temporary name, is fsynced, then renamed over the target.
@@ -25,7 +28,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import UserError
+from .errors import ConfigError, UserError
 
 SCHEMA_VERSION = 1
 UMASK = os.umask(0o022)   # read once (it can only be read by setting it), then put back
@@ -37,13 +40,32 @@ class ResultsError(UserError):
     """The results folder cannot be used (unwritable, or a run is locked by another process)."""
 
 
+PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def path_part(name: str, what: str, hint: str = "") -> str:
+    """`name` if it can be one part of a path, else ConfigError: the one place a name or an id (roadmap, scale,
+    step, data slug) becomes a folder or file name. A plain name stays inside the folder it is joined to: no
+    separator, no '..', no absolute path, no '.' that is the folder itself."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"{what} {name!r} is not a plain name (letters, digits, '.', '_' and '-', not '.' or "
+                          f"'..'): it becomes a folder or file name{hint}")
+    return name
+
+
 @dataclass(frozen=True)
 class RunKey:
+    """One run, and where its files are: every name in it is checked (path_part) as it is made."""
     roadmap: str
     scale: str
     data: str
     step: str
     seed: int
+
+    def __post_init__(self):
+        for what, name in (("roadmap", self.roadmap), ("scale name", self.scale), ("data", data_slug(self.data)),
+                           ("step id", self.step)):
+            path_part(name, what)
 
     def folder(self, root: Path) -> Path:
         return Path(root) / self.roadmap / self.scale / data_slug(self.data) / self.step
@@ -90,6 +112,14 @@ def default_checkpoints(results: Path) -> Path:
     """Checkpoints live inside their results folder unless --checkpoints says otherwise: a fresh
     results folder never meets another folder's checkpoints."""
     return Path(results) / "checkpoints"
+
+
+def check_apart(checkpoints: Path, weights: Path) -> None:
+    """A run's checkpoint and its kept weights have one relative path (seed<k>.pt): in one folder they would be
+    one file, and the checkpoint clean-up would delete the weights the record names. Refused before any work."""
+    if Path(checkpoints).resolve() == Path(weights).resolve():
+        raise ResultsError(f"--checkpoints and --weights are one folder ({checkpoints}): a run's checkpoint and its "
+                           f"kept weights would be one file (seed<k>.pt); give them separate folders")
 
 
 # ---------------------------------------------------------------------------- atomic files
@@ -169,6 +199,8 @@ def read_record(path: Path) -> dict | None:
         return _damaged(path, "not UTF-8 text")
     except json.JSONDecodeError as err:
         return _damaged(path, f"not JSON: {err.msg} at line {err.lineno}")
+    except RecursionError:   # '[[[[...' deep enough to exhaust the parser's stack
+        return _damaged(path, "nested too deeply to read")
     problem = record_problem(record, path)
     return _damaged(path, problem) if problem else record
 
@@ -190,7 +222,10 @@ def record_problem(record, path: Path) -> str | None:
         return f"status {record['status']!r}, not one of {', '.join(STATUSES)}"
     if record["status"] == "complete" and record.get("top1") is None:
         return "complete without a top-1"
-    key = RunKey(record["roadmap"], record["scale"], record["data"], record["step"], record["seed"])
+    try:
+        key = RunKey(record["roadmap"], record["scale"], record["data"], record["step"], record["seed"])
+    except ConfigError as err:
+        return str(err)
     if Path(path).parts[-5:] != key.record_path(Path()).parts:   # counted twice, or under the wrong step
         return f"it holds {key.step} seed {key.seed} of {key.roadmap}/{key.scale}/{key.data}, another run than its path"
     return None
@@ -252,6 +287,25 @@ def check_writable(root: Path, option: str = "--results") -> None:
                            f"pass another {option}") from None
 
 
+def leads_out(folder: Path, root: Path) -> bool:
+    """Whether `folder` is not inside `root`, links followed: a link planted inside a shared
+    results folder would otherwise carry a run's files anywhere."""
+    try:
+        return not folder.resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):   # a loop of links leads nowhere inside
+        return True
+
+
+def blocking_file(folder: Path) -> Path | None:
+    """What stands, not a folder, where `folder` or one of its parents must be (a file, a dangling link), or None."""
+    for part in (Path(folder), *Path(folder).parents):
+        if part.is_dir():
+            return None
+        if part.exists() or part.is_symlink():
+            return part
+    return None
+
+
 # ---------------------------------------------------------------------------- run locks
 class RunLock:
     """An exclusive lock on one run: an flock on seed<k>.lock, through filelock.
@@ -272,8 +326,17 @@ class RunLock:
         self.key = key
         self._lock = FileLock(self.path, timeout=0)   # one attempt: a second runner stops at once, never waits
 
+    def check(self) -> None:
+        """The lock file is opened where it stands: a link there would be followed to whatever it points to, and a
+        folder cannot be locked. Either is refused, before anything is written (run_command checks every run)."""
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            what = "a symbolic link" if self.path.is_symlink() else "not a plain file"
+            raise ResultsError(f"lock file {self.path} is {what}; delete it (the runner creates its lock files "
+                               f"itself, as plain empty files)")
+
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.check()
         try:
             self._lock.acquire()
         except Timeout:

@@ -21,12 +21,13 @@ from .config import SECTIONS, ConfigError, to_dict
 from .data import Source, check_fits, open_source
 from .errors import UserError
 from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs
-from .results import RunLock, check_writable, data_slug, finished_status, lock_is_held, read_record, warn_damaged
+from .results import ResultsError, RunLock, blocking_file, check_apart, check_writable, data_slug, default_tensorboard, \
+    finished_status, leads_out, lock_is_held, read_record, warn_damaged
 from .steps import build_model
 from .runtime import Dist, amp_dtype, git_commit, init_distributed, pick_device
 from .train import Diverged, failure_record, record_result, train_run
-from .weights import fit_state, missing_weights
-from .workers import hand_out, serve, worker_threads
+from .weights import drop_checkpoint, fit_state, missing_weights
+from .workers import end_with_parent, hand_out, serve, worker_threads
 
 
 def check_data(run: RunPlan, info: Dist) -> Source:
@@ -101,12 +102,34 @@ def saved_config(path: Path) -> dict | None:
         problem = "not UTF-8 text"
     except yaml.YAMLError as err:
         problem = f"not YAML: {type(err).__name__}"
+    except RecursionError:   # '[[[[...' deep enough to exhaust the parser's stack
+        problem = "nested too deeply to read"
     else:
         if isinstance(saved, dict) and all(isinstance(saved.get(section), dict) for section in SECTIONS):
             return saved
         problem = "not a mapping of config sections"
     warn_damaged(path, problem, "it cannot be compared with this run's config, and is rewritten if the run trains")
     return None
+
+
+def check_run_paths(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path) -> None:
+    """Every run can write where it writes, checked before anything is trained: its folders (its TensorBoard
+    folder included) stay inside the folder each belongs to (no link inside it leads out) and no file stands
+    where one of them goes; no link or folder stands where its lock file goes."""
+    roots = {"--results": results, "--checkpoints": checkpoints, "--weights": weights}
+    for run in planned:
+        folders = {option: (root, run.key.folder(root)) for option, root in roots.items()}
+        if run.cfg.train.log == "tensorboard":
+            board = default_tensorboard(results)
+            folders["--results (its tensorboard/ folder)"] = (board, run.key.tensorboard_dir(board))
+        for option, (root, folder) in folders.items():
+            if leads_out(folder, root):
+                raise ResultsError(f"{folder} leads out of {root} (a link inside it points elsewhere); remove the "
+                                   f"link or pass another {option}")
+            if blocker := blocking_file(folder):
+                raise ResultsError(f"{blocker} is a file where {run.step.id} seed {run.key.seed} needs the folder "
+                                   f"{folder}; move it away or pass another {option}")
+        RunLock(results, run.key).check()
 
 
 OUTCOMES = ("complete", "skipped", "failed", "diverged")   # what `run` counts, in the order it says them
@@ -169,7 +192,7 @@ def skip_finished(run: RunPlan, label: str, results: Path, checkpoints: Path, we
         say(info, f"warning: {run.step.id} seed {run.key.seed} is complete but {missing}; "
                   f"delete {run.key.record_path(results)} to train it again")
     if info.is_main:  # left behind by a kill between writing the record and cleaning up
-        run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
+        drop_checkpoint(run.key.checkpoint_path(checkpoints), record)
     return True
 
 
@@ -187,7 +210,7 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info:
         record_result(results, run.key, record, info)
         if info.is_main and record["status"] == "complete":
             # Only now: a kill before the record is written must still find the checkpoint.
-            run.key.checkpoint_path(checkpoints).unlink(missing_ok=True)
+            drop_checkpoint(run.key.checkpoint_path(checkpoints), record)
     finally:
         lock.release()  # after the record: whoever takes the lock next finds it
     if info.world_size > 1 and record["status"] == "failed":
@@ -266,6 +289,8 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
 
     With `jobs` > 1 the runs train in that many worker processes, each started with `argv` (this
     command's arguments) and `worker` set: it trains the runs the parent hands it (workers.py)."""
+    if worker:
+        end_with_parent()   # first: a worker whose parent is killed, even while it starts up, ends too
     info = Dist.from_env()
     planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
     source = check_data(planned[0], info)
@@ -279,9 +304,11 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
         check_jobs(planned[0], info)
     git_commit()  # the code this roadmap runs, recorded as it is now
     check_same_config(planned, results)
+    check_apart(checkpoints, weights)
     check_writable(results, "--results")
     check_writable(checkpoints, "--checkpoints")
     check_writable(weights, "--weights")
+    check_run_paths(planned, results, checkpoints, weights)
     info = init_distributed(pick_device(planned[0].cfg.train.device, info).type)
     if worker:
         serve(lambda i: run_one(planned[i], results, checkpoints, weights, info, False, run_label(planned, i)))

@@ -93,10 +93,13 @@ def seed_global_rngs(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    """Every generator's state as tensors and plain values (numpy's key as a list), so a checkpoint holding it
-    is read with weights_only=True."""
-    name, key, position, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (name, key.tolist(), position, has_gauss, gauss),
+    """Every global generator's state as tensors, lists and numbers only: a checkpoint that holds it is read
+    back with torch.load(weights_only=True), which unpickles no object (and so runs no code)."""
+    version, internal, gauss_next = random.getstate()
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+             "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "cached_gaussian": float(cached_gaussian)},
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -104,12 +107,13 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, key, *rest = state["numpy"]
-    np.random.set_state((name, np.asarray(key, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
+    python, numpy = state["python"], state["numpy"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
+    np.random.set_state((numpy["kind"], np.array(numpy["keys"], dtype=np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())   # a generator takes its state from the CPU, wherever it was loaded to
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 # ---------------------------------------------------------------------------- provenance

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import io
 import math
+import pickle
 import platform
 import sys
 import time
@@ -118,6 +119,7 @@ class Run:
 
     # -------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: Path) -> None:
+        """One plain dict of tensors, lists and numbers (rng_state's too): read_checkpoint unpickles no object."""
         if not self.info.is_main:
             return
         buffer = io.BytesIO()
@@ -128,24 +130,28 @@ class Run:
         atomic_write_bytes(path, buffer.getvalue())
 
     def load_checkpoint(self, path: Path) -> bool:
-        if not path.is_file():
+        """Continue from this run's checkpoint at `path`; False, with one warning naming the file, for anything
+        else there (another config's, an older runner's, a damaged or a planted file): the run starts over.
+
+        Raises DamagedCheckpoint for a file of this config that does not restore it: it may have changed the
+        run half-way, so the caller starts over from a new Run (train_run does)."""
+        ckpt = read_checkpoint(path, self.device, self.step.id)
+        if ckpt is None:
             return False
-        try:   # tensors and plain values only (weights_only): a checkpoint in a shared folder runs no code
-            ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:  # a checkpoint from an older version or a broken disk: start over
-            print(f"warning: ignoring unreadable checkpoint {path} ({type(err).__name__})", file=sys.stderr)
-            return False
-        if not isinstance(ckpt, dict) or ckpt.get("fingerprint") != self.fingerprint:
+        if ckpt.get("fingerprint") != self.fingerprint:
             # Saved under another config (or by a runner without fingerprints): resuming it would mix two runs.
-            print(f"warning: checkpoint {path} was saved under another config; starting {self.step.id} over",
-                  file=sys.stderr)
+            warn_checkpoint(path, f"was saved under another config; starting {self.step.id} over")
             return False
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = RunState(**ckpt["state"])
-        set_rng_state(ckpt["rng"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self.state = RunState(**ckpt["state"])
+            set_rng_state(ckpt["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError) as err:
+            raise DamagedCheckpoint(f"does not restore this run ({type(err).__name__}); starting {self.step.id} "
+                                    "over") from None
         return True
 
     # -------------------------------------------------------------- one epoch
@@ -265,6 +271,33 @@ def eval_stats(totals: torch.Tensor) -> dict:
     return {"eval_loss": loss / count, "eval_top1": 100 * top1 / count, "eval_top5": 100 * top5 / count}
 
 
+# ---------------------------------------------------------------------------- reading checkpoints
+class DamagedCheckpoint(Exception):
+    """A checkpoint of this run's config whose contents do not restore it; the message ends its warning."""
+
+
+def read_checkpoint(path: Path, device: torch.device, step_id: str) -> dict | None:
+    """The dict at `path`, read as tensors and plain data only: torch.load(weights_only=True) unpickles no
+    object, so a file planted in a shared checkpoints folder runs no code. None when there is none, or (with
+    one warning that names the file) when it holds anything else: the run starts over."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        return warn_checkpoint(path, f"holds pickled objects, which are never loaded (they could run code: an "
+                                     f"older runner's checkpoint, or a planted file); starting {step_id} over")
+    except Exception as err:  # noqa: BLE001 - a broken disk, a cut file: whatever it is, start over
+        return warn_checkpoint(path, f"cannot be read ({type(err).__name__}); starting {step_id} over")
+    if not isinstance(ckpt, dict):
+        return warn_checkpoint(path, f"is not a checkpoint (a {type(ckpt).__name__}); starting {step_id} over")
+    return ckpt
+
+
+def warn_checkpoint(path: Path, why: str) -> None:
+    print(f"warning: checkpoint {path} {why}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------------------- records
 def base_record(plan: RunPlan) -> dict:
     cfg, step, key = plan.cfg, plan.step, plan.key
@@ -296,6 +329,18 @@ def write_epoch_log(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, out.getvalue())
 
 
+def resumed_run(plan: RunPlan, info: Dist, progress: bool, ckpt_path: Path) -> Run:
+    """The run, continued from its checkpoint when it has a usable one, else fresh."""
+    run = Run(plan, info, progress)
+    try:
+        if run.load_checkpoint(ckpt_path) and info.is_main:
+            print(f"resuming {plan.step.id} seed {plan.key.seed} after epoch {run.state.epoch}", file=sys.stderr)
+        return run
+    except DamagedCheckpoint as err:
+        warn_checkpoint(ckpt_path, str(err))
+        return Run(plan, info, progress)   # nothing half-restored: every stream seeded anew
+
+
 def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist,
               progress: bool = True) -> dict:
     """Train one run to the end (resuming from its checkpoint), keep its final weights and return its
@@ -304,10 +349,8 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, in
     Raises Diverged on a NaN/inf loss; other exceptions are the caller's to record."""
     session_start = time.perf_counter()
     cfg, step, key = plan.cfg, plan.step, plan.key
-    run = Run(plan, info, progress)
     ckpt_path = key.checkpoint_path(checkpoints)
-    if run.load_checkpoint(ckpt_path) and info.is_main:
-        print(f"resuming {step.id} seed {key.seed} after epoch {run.state.epoch}", file=sys.stderr)
+    run = resumed_run(plan, info, progress, ckpt_path)
     run.state.started = run.state.started or utc_now()
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -76,10 +77,33 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def missing_weights(record: dict, root: Path) -> str | None:
-    """Why a complete run's weights cannot be used, or None when its file is there."""
+# What predict, evaluate and export read from a complete run's record ('a.b': key b of mapping a), of which type.
+KEPT_FIELDS = {"weights": str, "weights_sha256": str, "classes": list, "config": dict, "config.model": dict,
+               "config.scale": dict, "config.scale.image_size": int, "config.scale.crop": str, "config.data": dict,
+               "config.data.workers": int, "config.data.synthetic_size": int, "config.data.synthetic_classes": int}
+
+
+def kept_problem(record: dict) -> str | None:
+    """Why a complete run's record cannot serve its kept weights, or None: it names none (trained before
+    weights were kept), or it lacks a field that using them reads (a damaged or hand-made record)."""
     if not record.get("weights"):
         return "its record names no weights (it was trained before weights were kept)"
+    for dotted, kind in KEPT_FIELDS.items():
+        value = record
+        for name in dotted.split("."):
+            value = value.get(name) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"its record has no usable {dotted} (a {kind.__name__}); it is damaged"
+    if not record["classes"] or not all(isinstance(name, str) for name in record["classes"]):
+        return "its record's classes are not a list of class names; it is damaged"
+    return None
+
+
+def missing_weights(record: dict, root: Path) -> str | None:
+    """Why a complete run's weights cannot be used, or None when its record names them and the file is there."""
+    problem = kept_problem(record)
+    if problem:
+        return problem
     path = Path(root) / record["weights"]
     return None if path.is_file() else f"its weights {path} are missing"
 
@@ -97,6 +121,11 @@ def find_record(results: Path, roadmap: str, step: Step, scale: str, data: str |
                           f"({', '.join(sorted(data_slug(r['data']) for r in found))}); pick one with --data")
     if found[0]["status"] != "complete":
         raise ResultsError(f"{where} is {found[0]['status']}, not complete: it has no weights")
+    problem = kept_problem(found[0])
+    if problem:   # before anything reads the record's fields
+        record = found[0]
+        path = RunKey(record["roadmap"], record["scale"], record["data"], record["step"], seed).record_path(results)
+        raise ResultsError(f"{where}: {problem}; delete {path} to train it again")
     return found[0]
 
 
@@ -108,7 +137,7 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file: a state_dict (.pt/.pth/.bin or .safetensors), or a native export."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"weights file {path} does not exist")
+        raise ConfigError(f"weights file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
     try:
         if path.suffix == SAFETENSORS:
             from safetensors.torch import load_file
@@ -322,3 +351,48 @@ def source_names(theirs: set[str], ours: dict[str, torch.Tensor], step: Step, mo
         if library_kind(step.equals):
             return library_names(library_kind(step.equals), model_cfg, ours)
     return {name: name for name in ours}
+# ---------------------------------------------------------------------------- files a record names
+# No command overwrites or deletes a file a record names: the record, its run's kept weights (whose sha256 it
+# holds), the weights its run was fine-tuned from.
+def named_files(results: Path, weights: Path) -> list[tuple[Path, str]]:
+    """(path, what it is) of every file a usable record under `results` names, its weights under `weights`."""
+    named = []
+    for record in load_records(results):
+        run = f"{record['step']} seed {record['seed']}"
+        key = RunKey(record["roadmap"], record["scale"], record["data"], record["step"], record["seed"])
+        named.append((key.record_path(results), f"the record of {run}"))
+        if isinstance(record.get("weights"), str):
+            named.append((Path(weights) / record["weights"], f"the kept weights of {run}"))
+        if isinstance(record.get("init_from"), dict) and isinstance(record["init_from"].get("path"), str):
+            named.append((Path(record["init_from"]["path"]), f"the weights {run} was fine-tuned from"))
+    return named
+
+
+def check_not_named(path: Path, results: Path, weights: Path, option: str) -> None:
+    """Refuse to write `path` (given by `option`) when it is a file a record names: writing would destroy the
+    evidence of a run (a kept weights file that no longer matches its sha256 can never be used again)."""
+    for named, what in named_files(results, weights):
+        if same_file(Path(path), named):
+            raise ResultsError(f"{option} {path} is {what}: the runner never overwrites a file a record names; "
+                               f"pick another path")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one file, or writing `a` (a rename over it) would replace `b`."""
+    if a.parent.resolve() / a.name == b.parent.resolve() / b.name:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:   # either is missing: not one file
+        return False
+
+
+def drop_checkpoint(path: Path, record: dict | None) -> None:
+    """Delete a finished run's checkpoint, unless the file there is the weights its record names (a checkpoints
+    folder that is, or was, the weights folder: both name their files seed<k>.pt under the same path)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    if record and isinstance(record.get("weights_sha256"), str) and sha256_of(path) == record["weights_sha256"]:
+        return
+    path.unlink(missing_ok=True)

@@ -5,15 +5,19 @@ one-thread processes on two cores train about 1.5x the images/s of one two-threa
 for the cpu scale). The parent hands out runs in roadmap order, one at a time, to whichever worker
 is free, so one seed's roadmap finishes first, and the runs' locks and records stay as in one
 process. A worker is this command again (same arguments, so the same plan and checks) in worker mode:
-it reads run indices on stdin and answers each with its outcome on stdout.
+it reads run indices on stdin and answers each with its outcome on stdout, and ends when its parent does,
+however the parent ends (end_with_parent): no orphan keeps training, or holding a lock.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import selectors
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import deque
 from pathlib import Path
 
@@ -22,6 +26,8 @@ import torch
 from .runtime import COMMAND_ENV, command_line
 
 WORKER_FLAG = "--worker"   # hidden: the parent adds it to its own arguments
+PARENT_ENV = "ROADMAP_JOBS_PARENT"   # the parent's pid, which its workers watch (end_with_parent)
+PR_SET_PDEATHSIG = 1   # <linux/prctl.h>: the signal this process gets when its parent dies
 
 
 def worker_threads(jobs: int) -> int:
@@ -31,12 +37,43 @@ def worker_threads(jobs: int) -> int:
 
 def start_worker(argv: list[str], threads: int) -> subprocess.Popen:
     package_root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), COMMAND_ENV: command_line(),
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), COMMAND_ENV: command_line(), PARENT_ENV: str(os.getpid()),
            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     code = "import sys; from roadmap.cli import main; sys.exit(main(sys.argv[1:]))"
     # A session of its own: Ctrl-C on a terminal reaches the parent alone, which passes it on once (SIGTERM).
     return subprocess.Popen([sys.executable, "-c", code, *argv, WORKER_FLAG], env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1, start_new_session=True)
+
+
+def end_with_parent() -> None:
+    """Worker mode: end as soon as the parent that started this worker dies, however it dies (kill -9, the OOM
+    killer): one SIGTERM unwinds the run in progress (its lock is released, its checkpoint kept), so no orphan
+    goes on training and holding a lock that an immediate rerun would meet.
+
+    On Linux the kernel sends it (prctl PR_SET_PDEATHSIG); elsewhere a thread watches the parent's pid. Either
+    way a parent that died before this call is seen at once (this process has another parent already)."""
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
+    if not parent_death_signal():
+        threading.Thread(target=watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+    elif os.getppid() != parent:   # gone before the kernel was asked: no signal will come from it
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def parent_death_signal() -> bool:
+    """Ask the kernel for SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG); False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM)) == 0
+    except (OSError, AttributeError):   # no prctl to call after all
+        return False
+
+
+def watch_parent(parent: int, every_s: float = 0.5) -> None:
+    """Once this process's parent is no longer `parent` (it died: the process was given to another), SIGTERM it."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def hand_out(todo: list[int], argv: list[str], jobs: int) -> tuple[dict, int]:

@@ -75,6 +75,10 @@ CASES = {
     "unknown crop": (["run", "--step", "gelu", "--set", "scale.crop=zoom"], "scale.crop must be"),
     "no subcommand option": (["run"], "one of the arguments --step --all is required"),
     "unknown flag": (["run", "--all", "--epochs", "3"], "unrecognized arguments: --epochs"),
+    "scale name that is a path": (["run", "--step", "gelu", "--set", "scale.name=../../outside"],
+                                  "scale name '../../outside' is not a plain name"),
+    "scale given as a file": (["run", "--step", "gelu", "--scale", "steps/scales/demo.yaml"],
+                              "scale 'steps/scales/demo.yaml' is not a plain name"),
 }
 
 
@@ -117,6 +121,8 @@ def test_image_folder_mistakes(layout, expect, tmp_path, capsys):
     ("base: gelu\ntitle: t\nmodel: {kernal_size: 3}\n", "did you mean 'kernel_size'"),
     ("base: nothere\ntitle: t\n", "base 'nothere' is not a step"),
     ("base: mine\ntitle: t\n", "base cycle"),
+    pytest.param("base: gelu\ntitle: t\nmodel: {depths: " + "[" * 100_000 + "]" * 100_000 + "}\n",
+                 "nested too deeply to read", id="nested too deeply"),
 ])
 def test_step_file_mistakes_through_the_cli(text, expect, tmp_path, capsys, monkeypatch):
     steps = broken_steps(tmp_path, "99_mine.yaml", text)
@@ -124,6 +130,15 @@ def test_step_file_mistakes_through_the_cli(text, expect, tmp_path, capsys, monk
     results = tmp_path / "results"
     code, err = run_in_process(capsys, ["run", "--step", "mine", *FAST], results)
     assert_one_clear_line(code, err, expect, results)
+
+
+def test_a_step_file_whose_id_is_not_a_plain_name_is_one_line(tmp_path, capsys, monkeypatch):
+    steps = broken_steps(tmp_path, "99_...yaml", "base: gelu\ntitle: one folder up\n")   # its id would be '..'
+    monkeypatch.setattr("roadmap.config.STEPS_DIR", steps)
+    results = tmp_path / "results"
+    code, err = run_in_process(capsys, ["run", "--all", *FAST], results)
+    assert_one_clear_line(code, err, "99_...yaml: step id '..' is not a plain name", results)
+    assert not list(tmp_path.rglob("*.json"))
 
 
 def test_strict_mode_refuses_a_corrupt_image_before_training(tmp_path, capsys):

@@ -5,7 +5,7 @@ import pytest
 import timm
 import torch
 
-from roadmap import bench
+from roadmap import bench, cli
 from roadmap.config import ConfigError
 
 TINY = dict(batch=2, image_size=32, dtype="fp32", channels_last=None, compile=False, repeat=2, warmup=1, iters=1,
@@ -116,6 +116,7 @@ def test_mixed_precision_on_the_cpu(tmp_path, dtype):
 @pytest.mark.parametrize("overrides,message", [
     (dict(batch=0), "--batch"),
     (dict(image_size=16), "total stride"),
+    (dict(image_size=0), "--image-size must be at least 1 pixel, not 0"),
     (dict(repeat=0), "--repeat"),
     (dict(iters=0), "--iters"),
     (dict(warmup=-1), "--warmup"),
@@ -128,6 +129,16 @@ def test_bad_arguments(tmp_path, overrides, message):
     args = {"roadmap": "resnet50", "step_ids": ["resnet50"], **TINY, "out_dir": tmp_path, **overrides}
     with pytest.raises(ConfigError, match=message):
         bench.bench_command(**args)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args,message", [(["--batch", "0"], "--batch must be at least 1, not 0"),
+                                          (["--image-size", "0"], "--image-size must be at least 1 pixel, not 0")])
+@pytest.mark.parametrize("scale", [[], ["--scale", "demo"]])
+def test_zero_from_the_command_line_is_zero_not_the_default(tmp_path, capsys, args, message, scale):
+    assert cli.main(["bench", "--steps", "resnet50", "--device", "cpu", "--out", str(tmp_path), *scale, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {message}", err
     assert not any(tmp_path.iterdir())
 
 

@@ -216,3 +216,36 @@ def test_a_worker_killed_outright_stops_the_command_and_a_rerun_finishes(tmp_pat
     assert again.returncode == 0, again.stderr[-2000:]
     found = records(tmp_path)
     assert set(found) == {"gelu", "layernorm"} and all(r["status"] == "complete" for r in found.values())
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, ended but not yet reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_end_with_a_parent_killed_outright_and_a_rerun_is_not_refused(tmp_path):
+    args = runner(tmp_path, "--step", "gelu", "layernorm", "--jobs", "2")
+    # Epochs far longer than the test: killed in the first, before any config or checkpoint is written.
+    proc = subprocess.Popen([*args, "--set", "data.synthetic_size=4000"], env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    locks = wait_for_locks(proc, tmp_path, ["gelu", "layernorm"])   # both workers are training
+    workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                  text=True).stdout.split()]
+    assert len(workers) == 2, workers
+    proc.kill()   # the OOM killer's way with the parent: nobody tells its workers
+    proc.wait()
+    deadline = time.time() + 60   # seconds on an idle machine; a loaded one may give a worker little CPU to unwind
+    while time.time() < deadline and any(map(alive, workers)):
+        time.sleep(0.1)
+    assert not any(map(alive, workers)), "a worker outlived its parent"
+    assert not any(lock_is_held(lock) for lock in locks)   # their flocks went with them
+    # Run again at once, the same runs (smaller, so that the test stays short): none is refused as taken.
+    again = subprocess.run([*args, "--set", "data.synthetic_size=64", "--set", "scale.epochs=1"], env=env(),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "another process" not in again.stderr, again.stderr[-2000:]
+    found = records(tmp_path)
+    assert set(found) == {"gelu", "layernorm"} and all(r["status"] == "complete" for r in found.values())

@@ -1,11 +1,14 @@
 """Reliability by class: non-finite and absurd values, empty paths, damaged dataset files, damaged results
-and saved configs, output paths, checkpoints of another config, interrupts and stale locks, 16-bit images.
+and saved configs, output paths, checkpoints of another config (or planted, or damaged), interrupts and
+stale (or planted) locks, 16-bit images.
 
 Every user mistake is one line on stderr, exit 2, no traceback, nothing written; every damaged file a
 program finds on its own is one warning that names it, and the program goes on."""
 import gzip
+import io
 import json
 import os
+import random
 import signal
 import struct
 import subprocess
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from roadmap import cli, config, runs
@@ -25,6 +29,7 @@ from roadmap.config import SECTIONS, ConfigError, DataConfig, ScaleConfig, build
 from roadmap.data import DataError, build_data
 from roadmap.data.folders import DEEP_GRAY_MODES, open_rgb
 from roadmap.plan import RESUMABLE_CHANGES, config_fingerprint
+from roadmap.runtime import rng_state, seed_global_rngs, set_rng_state
 from roadmap.results import RunKey, RunLock, atomic_write_text, finished_status, load_records, lock_is_held, \
     read_record, write_record
 
@@ -218,6 +223,7 @@ def test_a_damaged_idx_file_through_the_cli(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- 4. damaged results and state
 DAMAGED_RECORDS = {  # step: the bytes of its record
+    "kernel9": json.dumps(good_record("kernel9", scale="../demo")).encode(),   # a name that is no folder's
     "stage_ratio": b"[1, 2, 3]\n",
     "patchify_stem": b'{"schema": 1, "step": "\xff\xfe"}',
     "depthwise": b'{"schema": 1, "status": "complete", "roadmap": "resnet50"',
@@ -227,6 +233,7 @@ DAMAGED_RECORDS = {  # step: the bytes of its record
     "kernel7": json.dumps(good_record("kernel7", top1="high")).encode(),
     "gelu": json.dumps(good_record("gelu", top1=None)).encode(),
     "layernorm": json.dumps(good_record("layernorm", status="finished")).encode(),
+    "kernel5": b"[" * 100_000 + b"]" * 100_000,   # deep enough to exhaust the JSON parser's stack
 }
 
 
@@ -271,7 +278,8 @@ def test_run_redoes_a_damaged_record_and_survives_a_damaged_config(tmp_path, cap
     assert f"{key.config_path(results)} is damaged (not UTF-8" in err
     assert read_record(key.record_path(results))["status"] == "complete"
     assert config.read_yaml(key.config_path(results))["model"]["act"] == "gelu"   # rewritten
-    for text in ("- a list\n", "model: [1, 2]\n", "key: [unclosed\n"):
+    for text in ("- a list\n", "model: [1, 2]\n", "key: [unclosed\n",
+                 "model: " + "[" * 100_000 + "]" * 100_000):
         key.config_path(results).write_text(text)
         assert runs.saved_config(key.config_path(results)) is None
 
@@ -301,7 +309,18 @@ def test_readme_without_markers_is_one_line_and_nothing_is_written(tmp_path, cap
     assert_refused(code, err, "cannot be read")
 
 
-# ---------------------------------------------------------------------------- 6. checkpoints of another config
+@pytest.mark.parametrize("linked", ["resnet50", "checkpoints/resnet50/demo"])
+def test_a_link_inside_the_results_folder_that_leads_out_is_refused(tmp_path, capsys, linked):
+    results, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (results / linked).parent.mkdir(parents=True)
+    (results / linked).symlink_to(elsewhere)   # planted in a shared results folder
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--results", str(results))
+    assert_refused(code, err, "leads out of")
+    assert not any(elsewhere.iterdir())
+
+
+# ---------------------------------------------------------------------------- 6. checkpoints not to resume
 def test_the_fingerprint_ignores_exactly_the_resumable_keys():
     base = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, {})
     changes = {"compile": True, "channels_last": True, "device": "cpu", "workers": 0, "root": "/elsewhere",
@@ -328,29 +347,93 @@ def test_the_fingerprint_knows_data_by_what_it_holds_not_by_its_path():
     assert fingerprint("/old/shoes", "ab12") != fingerprint("/old/boots", "ab12")         # another dataset's name
 
 
-def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path, capsys, monkeypatch):
-    original = runs.train_run.__globals__["Run"].train_epoch
+def interrupted_after_epoch_1(capsys, monkeypatch, results: Path) -> tuple[list[str], RunKey]:
+    """A 2-epoch gelu run stopped by Ctrl-C as its second epoch begins: its checkpoint holds epoch 1.
+    Returns the command (to run again, now uninterrupted) and the run's key."""
+    run_class = runs.train_run.__globals__["Run"]
+    original = run_class.train_epoch
 
     def interrupted_in_epoch_2(self, epoch):
         if epoch == 1:
             raise KeyboardInterrupt
         return original(self, epoch)
 
-    monkeypatch.setattr(runs.train_run.__globals__["Run"], "train_epoch", interrupted_in_epoch_2)
-    results = tmp_path / "results"
+    monkeypatch.setattr(run_class, "train_epoch", interrupted_in_epoch_2)
     args = ["run", "--step", "gelu", *TINY, "--set", "scale.epochs=2", "--results", str(results)]
     assert main(capsys, *args)[0] == 130
-    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    monkeypatch.setattr(run_class, "train_epoch", original)
+    return args, RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+
+
+def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path, capsys, monkeypatch):
+    results = tmp_path / "results"
+    args, key = interrupted_after_epoch_1(capsys, monkeypatch, results)
     checkpoint = key.checkpoint_path(results / "checkpoints")   # by default inside the results folder
     assert checkpoint.is_file() and key.config_path(results).is_file()
     # The saved config is gone (as after a cleanup), so only the checkpoint knows what it was trained under.
     key.config_path(results).unlink()
-    monkeypatch.setattr(runs.train_run.__globals__["Run"], "train_epoch", original)
     code, err = main(capsys, *args, "--set", "recipe.lr=0.01")
     assert code == 0, err
     assert f"checkpoint {checkpoint} was saved under another config; starting gelu over" in err
     assert "resuming" not in err
     assert len(read_record(key.record_path(results))["epochs"]) == 2
+
+
+def test_the_rng_state_is_plain_data_that_restores_every_stream():
+    seed_global_rngs(7)
+    random.gauss(0, 1)   # python's cached Gaussian is part of its state
+    buffer = io.BytesIO()
+    torch.save(rng_state(), buffer)
+    draws = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), torch.rand(3).tolist())
+    buffer.seek(0)
+    set_rng_state(torch.load(buffer, weights_only=True))   # no pickled object: numpy's keys are a list
+    assert (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), torch.rand(3).tolist()) == draws
+
+
+class Planted:
+    """What someone who can write into a shared checkpoints folder might leave there: loading it runs code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")   # unpickling it creates the marker file
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_the_run_starts_over(tmp_path, capsys):
+    results, marker = tmp_path / "results", tmp_path / "marker"
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    checkpoint = key.checkpoint_path(results / "checkpoints")
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"fingerprint": "whatever", "state": Planted(marker)}, checkpoint)
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--results", str(results))
+    assert code == 0, err
+    assert not marker.exists(), "the planted pickle ran"
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: checkpoint {checkpoint} holds pickled objects, which are never loaded (they could "
+                        f"run code: an older runner's checkpoint, or a planted file); starting gelu over"], err
+    assert "resuming" not in err and read_record(key.record_path(results))["status"] == "complete"
+
+
+def test_a_checkpoint_of_this_config_that_does_not_restore_it_starts_the_run_over(tmp_path, capsys, monkeypatch):
+    results = tmp_path / "results"
+    args, key = interrupted_after_epoch_1(capsys, monkeypatch, results)
+    checkpoint = key.checkpoint_path(results / "checkpoints")
+    damaged = torch.load(checkpoint, weights_only=True)   # what the runner saves is plain data
+    damaged["rng"]["numpy"]["keys"] = [1, 2, 3]   # its own fingerprint, but a state no generator takes
+    torch.save(damaged, checkpoint)
+    code, err = main(capsys, *args)
+    assert code == 0, err
+    assert f"warning: checkpoint {checkpoint} does not restore this run (IndexError); starting gelu over" in err
+    assert "resuming" not in err
+    assert [e["epoch"] for e in read_record(key.record_path(results))["epochs"]] == [1, 2]
+
+
+def test_every_torch_file_is_read_without_unpickling_objects():
+    # Checkpoints, kept weights, exports, init_from: a file someone else wrote must not be able to run code.
+    loads = [(path.name, line.strip()) for path in (ROOT / "roadmap").rglob("*.py")
+             for line in path.read_text().splitlines() if "torch.load(" in line]
+    assert loads and all("weights_only=True" in line for _, line in loads), loads
 
 
 # ---------------------------------------------------------------------------- 7. interrupts and stale locks
@@ -378,6 +461,18 @@ def test_a_lock_file_that_no_process_holds_is_free(tmp_path):
         atomic_write_text(key.folder(tmp_path) / "seed0.lock", left_behind)
         with RunLock(tmp_path, key) as lock:
             assert lock_is_held(lock.path)
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_what_it_points_to_untouched(tmp_path, capsys):
+    results, precious = tmp_path / "results", tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    lock = RunLock(results, RunKey("resnet50", "demo", "synthetic", "gelu", 0)).path
+    lock.parent.mkdir(parents=True)
+    lock.symlink_to(precious)
+    code, err = main(capsys, "run", "--step", "gelu", *TINY, "--results", str(results))
+    assert_refused(code, err, f"lock file {lock} is a symbolic link")
+    assert precious.read_text() == "keep me"
+    assert not [p for p in results.rglob("*") if p.is_file() and not p.is_symlink()]
 
 
 # ---------------------------------------------------------------------------- 8. 16-bit images

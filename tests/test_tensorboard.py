@@ -104,3 +104,15 @@ def test_an_unknown_log_is_one_line(tmp_path, capsys, value, expect):
     code, err = run(capsys, tmp_path / "results", "--set", f"train.log={value}")
     assert_one_line(code, err, expect)
     assert not (tmp_path / "results").exists()
+
+
+@needs_tensorboard
+@pytest.mark.parametrize("where", ["tensorboard", "run"])
+def test_a_file_where_the_event_folder_goes_is_one_line_before_training(tmp_path, capsys, where):
+    results = tmp_path / "results"
+    blocker = default_tensorboard(results) if where == "tensorboard" else KEY.tensorboard_dir(default_tensorboard(results))
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file, not a folder")
+    code, err = run(capsys, results)
+    assert_one_line(code, err, f"{blocker} is a file where gelu seed 0 needs the folder")
+    assert not KEY.record_path(results).exists() and not list(results.rglob("*.lock"))   # before any run began

@@ -192,6 +192,38 @@ def test_export_mistakes_are_one_line_and_write_nothing(run, tmp_path, capsys, a
     assert not to.exists()
 
 
+# ---------------------------------------------------------------------------- files a record names
+@pytest.mark.parametrize("target", ["weights", "record"])
+def test_export_never_overwrites_a_file_a_record_names(run, capsys, target):
+    root, record = run
+    key = RunKey("resnet50", "demo", "synthetic", STEP, 0)
+    to = root / "results" / "weights" / record["weights"] if target == "weights" else key.record_path(root / "results")
+    before = to.read_bytes()
+    capsys.readouterr()
+    assert use(root, "export", "--to", str(to)) == 2
+    one_error_line(capsys, f"--to {to} is the {'kept weights' if target == 'weights' else 'record'} of {STEP} seed 0")
+    assert to.read_bytes() == before
+    assert sha256_of(root / "results" / "weights" / record["weights"]) == record["weights_sha256"]
+
+
+def test_checkpoints_and_weights_in_one_folder_are_refused_before_anything_is_written(tmp_path, capsys):
+    shared = tmp_path / "shared"
+    capsys.readouterr()
+    assert train(tmp_path, "--checkpoints", str(shared), "--weights", str(shared)) == 2
+    one_error_line(capsys, f"--checkpoints and --weights are one folder ({shared})")
+    assert not shared.exists() and not (tmp_path / "results").exists()
+
+
+def test_a_checkpoint_clean_up_spares_the_weights_a_record_names(run, capsys):
+    root, record = run
+    kept = root / "results" / "weights" / record["weights"]
+    # The weights folder named as the checkpoints folder of a later command: the finished run's "checkpoint"
+    # there is its kept weights, which the skip's clean-up must not delete.
+    assert train(root, "--checkpoints", str(root / "results" / "weights"), "--weights", str(root / "other")) == 0
+    assert "already complete, skipped" in capsys.readouterr().err
+    assert kept.is_file() and sha256_of(kept) == record["weights_sha256"]
+
+
 def test_a_demo_width_resnet_cannot_be_torchvisions(tmp_path, capsys, fake_run):
     fake_run(tmp_path, "resnet50", "resnet50", width_mult=0.125, stem_stride=2)   # as the demo scale trains it
     assert cli.main(["export", "--step", "resnet50", "--scale", "paper", "--results", str(tmp_path / "results"),
@@ -278,6 +310,23 @@ def test_evaluate_matches_classes_by_name():
     assert label_map(record, "imagefolder:x", ["Bag", "T-shirt_top", "Trouser"]).tolist() == [2, 0, 1]
 
 
+@pytest.mark.parametrize("command", ["predict", "export", "evaluate"])
+@pytest.mark.parametrize("field", ["classes", "weights_sha256", "config"])
+def test_a_record_that_lacks_what_its_weights_need_is_one_line(run, tmp_path, capsys, command, field):
+    root, record = run
+    results = tmp_path / "results"
+    write_record(results, RunKey("resnet50", "demo", "synthetic", STEP, 0),
+                 {k: v for k, v in record.items() if k != field})
+    image = tmp_path / "shoe.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
+    args = {"predict": [str(image)], "export": ["--to", str(tmp_path / "out.pt")], "evaluate": ["--data", "synthetic"]}
+    capsys.readouterr()
+    assert cli.main([command, "--step", STEP, "--results", str(results), "--weights", str(root / "results" / "weights"),
+                     *args[command]]) == 2
+    one_error_line(capsys, f"its record has no usable {field}")
+    assert not (tmp_path / "out.pt").exists()
+
+
 # ---------------------------------------------------------------------------- fine-tuning
 def test_fine_tuning_from_a_timm_state_dict_reinitialises_a_head_of_another_size(run, tmp_path):
     root, _ = run
@@ -323,3 +372,11 @@ def test_weights_of_the_same_step_at_another_width_name_the_first_tensor(tmp_pat
     assert train(tmp_path, "--set", f"train.init_from={tmp_path / 'wide.pt'}") == 2
     one_error_line(capsys, "tensor 'stem.0.weight' has shape (16, 3, 4, 4)")
     assert not (tmp_path / "results").exists()
+
+
+def test_weights_to_start_from_that_are_a_folder_say_so(tmp_path, capsys):
+    capsys.readouterr()
+    assert train(tmp_path, "--set", f"train.init_from={tmp_path}") == 2
+    one_error_line(capsys, f"weights file {tmp_path} is a folder, not a file")
+    assert not (tmp_path / "results").exists()
+
