@@ -119,9 +119,9 @@ def cmd_export(args) -> None:
     from .weights import check_format, check_not_named, check_target, export
 
     check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
-    record, step, weights = kept_run(args, args.data)
-    check_not_named(Path(args.to), Path(args.results), weights, "--to")   # before its suffix: say what it is
     check_target(args.format, Path(args.to))
+    record, step, weights = kept_run(args, args.data)
+    check_not_named(Path(args.to), Path(args.results), weights, "--to")
     print(export(record, step, weights, Path(args.to), args.format))
 
 
