@@ -106,7 +106,8 @@ def test_table_and_plot_write_only_where_told(tmp_path):
         pytest.skip("no committed cpu-scale results")
     before = (ROOT / "README.md").read_bytes()
     for command in ("table", "plot"):
-        proc = runner(command, "--scale", "cpu", "--results", str(results), "--out", str(tmp_path / command))
+        proc = runner(command, "--scale", "cpu", "--data", "fashion-mnist", "--results", str(results),
+                      "--out", str(tmp_path / command))
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert (ROOT / "README.md").read_bytes() == before
     assert sorted(p.name for p in (tmp_path / "plot").iterdir()) == [
