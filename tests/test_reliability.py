@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from roadmap import cli, config, runs
+from roadmap import cli, config, gpucheck, runs
 from roadmap.config import SECTIONS, ConfigError, DataConfig, ScaleConfig, build_run_config, check_config, \
     parse_overrides, set_fields
 from roadmap.data import DataError, build_data
@@ -518,23 +518,8 @@ def test_a_refusal_in_the_first_epoch_leaves_no_file(tmp_path, capsys):
     assert not [p for p in results.rglob("*") if p.is_file() and p.suffix != ".lock"], list(results.rglob("*"))
 
 
-FAILING_RANK = """
-import sys
-sys.path.insert(0, {root!r})
-from roadmap import cli, train
-
-original = train.Run.train_epoch
-
-
-def train_epoch(self, epoch):
-    if epoch == 1 and self.info.rank == 1:
-        raise RuntimeError("simulated failure on rank 1")
-    return original(self, epoch)
-
-
-train.Run.train_epoch = train_epoch
-sys.exit(cli.main())
-"""
+# The planted failure make gpu-check runs on a GPU: rank 1 raises in its second epoch.
+FAILING_RANK = gpucheck.FAILING_RANK
 
 
 @pytest.mark.skipif(not (Path(sys.executable).parent / "torchrun").exists(), reason="no torchrun")
