@@ -306,3 +306,21 @@ def test_image_folder_accepts_test_instead_of_val(tmp_path):
     folder = make_folder(tmp_path / "data", bad_files=False)
     (folder / "val").rename(folder / "test")
     assert build(f"imagefolder:{folder}").eval_size == 6
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_pad_crop_is_crop_then_flip_with_an_eighth_of_the_side_as_border(size):
+    """The one-gather crop + flip draws and returns what padding, cropping, then flipping would; its border
+    is an eighth of the side (CIFAR's 4 px at 32), so a 64 px scale jitters the image as much as 32 px."""
+    pad = augment.crop_padding(size)
+    assert pad == size // 8
+    images = torch.rand(16, 3, size, size)
+    torch.manual_seed(0)
+    got = augment.pad_random_crop_flip(images, size)
+    torch.manual_seed(0)
+    top, left = torch.randint(0, 2 * pad + 1, (16,)), torch.randint(0, 2 * pad + 1, (16,))
+    flip = torch.rand(16) < 0.5
+    padded = torch.nn.functional.pad(images, (pad,) * 4)
+    for i in range(16):
+        window = padded[i, :, top[i]:top[i] + size, left[i]:left[i] + size]
+        assert torch.equal(got[i], window.flip(-1) if flip[i] else window)

@@ -19,7 +19,6 @@ from torchvision.transforms import v2
 from .checks import DataError
 
 EVAL_CROP_PCT = 0.875                   # timm's default: resize to size / 0.875, center crop size
-PAD = 4                                 # the 'pad' crop: pad 4 px, random crop back (CIFAR style)
 RAND_AUGMENT_GROUP = 8                  # samples that share one draw of RandAugment ops on the device
 
 
@@ -136,13 +135,20 @@ def random_resized_crop(images: torch.Tensor, out_size: int) -> torch.Tensor:
                      sampling_ratio=-1, aligned=True)
 
 
+def crop_padding(image_size: int) -> int:
+    """The 'pad' crop's zero border: CIFAR's 4 px of 32, an eighth of the side, so that a larger scale
+    jitters the same share of the image (8 px at 64) and differs from the 32 px one in resolution alone."""
+    return image_size // 8
+
+
 def pad_random_crop_flip(images: torch.Tensor, out_size: int) -> torch.Tensor:
-    """Zero-pad PAD px, then a random out_size window per sample, mirrored for half of them.
+    """Zero-pad crop_padding(out_size) px, then a random out_size window per sample, mirrored for half of them.
 
     Crop and flip are one gather over each image's flattened pixels: 6x faster on a CPU than indexing with
     four broadcast index tensors, then flipping. The draws (rows, columns, then the flips, as random_flip
     draws them after a crop) and so the batches are those of cropping, then flipping."""
-    padded = F.pad(images, (PAD, PAD, PAD, PAD))
+    pad = crop_padding(out_size)
+    padded = F.pad(images, (pad, pad, pad, pad))
     (batch, channels, side, _), span = padded.shape, padded.shape[-1] - out_size + 1
     top = torch.randint(0, span, (batch,)).to(images.device)
     left = torch.randint(0, span, (batch,)).to(images.device)

@@ -22,7 +22,7 @@ from timm.data.random_erasing import RandomErasing
 from torchvision import transforms as T
 
 from ..config import DataConfig
-from .augment import EVAL_CROP_PCT, PAD, DeviceTrainAugment, Normalize, center_crop, derive_seed, \
+from .augment import EVAL_CROP_PCT, DeviceTrainAugment, crop_padding, Normalize, center_crop, derive_seed, \
     seeded_global_rngs, stored_size
 from .checks import DataError, check_held_in_memory, check_no_class_lost, report_unreadable, warn
 from .folders import decode_file, decode_files, open_rgb
@@ -201,7 +201,7 @@ def streaming_transforms(crop: str, image_size: int, rand_augment: str, erasing:
         return train, create_transform(image_size, is_training=False, interpolation="bicubic", crop_pct=EVAL_CROP_PCT)
     fill = tuple(round(255 * m) for m in IMAGENET_DEFAULT_MEAN)
     steps = [T.Resize(image_size, T.InterpolationMode.BICUBIC), T.CenterCrop(image_size),
-             T.RandomCrop(image_size, padding=PAD), T.RandomHorizontalFlip()]
+             T.RandomCrop(image_size, padding=crop_padding(image_size)), T.RandomHorizontalFlip()]
     if rand_augment:
         hparams = {"img_mean": fill, "translate_const": int(image_size * 0.45),
                    "interpolation": Image.Resampling.BICUBIC}
