@@ -5,19 +5,17 @@ computes the run's logits; `AutoImageProcessor.from_pretrained(DIR)` prepares an
 did, as far as its ConvNextImageProcessor can say it (README: what differs). Writing the folder needs no
 `transformers`: its files are plain JSON and safetensors.
 
-Our tensor names are translated to theirs by name (module by module, as timm's `checkpoint_filter_fn`), never
-by position: a name with no place in their ConvNext is an error naming it.
+Our tensor names are translated to theirs by name (names.HUGGINGFACE_CONVNEXT), never by position: a name with
+no place in their ConvNext is an error naming it.
 """
 from __future__ import annotations
-
-import re
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .data.augment import EVAL_CROP_PCT
-from .errors import ConfigError
 from .model import ModelConfig
+from .names import HUGGINGFACE_CONVNEXT
 
 HF_CONFIG, HF_WEIGHTS, HF_PREPROCESSOR = "config.json", "model.safetensors", "preprocessor_config.json"
 # What transformers' ConvNext computes, fixed in its code (modeling_convnext.py: ConvNextEmbeddings, ConvNextStage,
@@ -29,13 +27,7 @@ SAID = {"bn": "BatchNorm", "resnet": "the ResNet stem", "in_block": "in-block do
 BICUBIC = 3   # PIL.Image.Resampling.BICUBIC, as an image processor's `resample` names it
 LAYER_NORM_EPS = 1e-6   # every LayerNorm of ours; transformers' config default (1e-12) would change the head's
 
-# Ours -> theirs, by name. Top level (prefix -> prefix); within a block (stages.<i>.<k>.<rest>).
-TOP = {"stem.0.": "convnext.embeddings.patch_embeddings.", "stem.1.": "convnext.embeddings.layernorm.",
-       "head_norm.": "convnext.layernorm.", "fc.": "classifier."}
-BLOCK = {"gamma": "layer_scale_parameter", "layers.0.0.": "dwconv.", "layers.0.1.": "layernorm.",
-         "layers.1.0.": "pwconv1.", "layers.2.0.": "pwconv2."}
-STAGE_ITEM = re.compile(r"stages\.(\d+)\.(\d+)\.(.+)")
-HF_STEM = TOP["stem.0."] + "weight"   # a tensor every transformers ConvNext file holds: how fit_state knows one
+HF_STEM = HUGGINGFACE_CONVNEXT.of("stem.0.weight")   # a tensor every transformers ConvNext file holds: how fit_state knows one
 
 
 def convnext_problems(model: ModelConfig) -> list[str]:
@@ -47,24 +39,6 @@ def convnext_problems(model: ModelConfig) -> list[str]:
             said = f" ({SAID[ours]})" if ours in SAID else ""
             problems.append(f"{key} {ours!r}{said}, not {theirs!r}")
     return problems
-
-
-def huggingface_name(name: str) -> str:
-    """Our tensor name -> transformers' ConvNextForImageClassification's."""
-    for ours, theirs in TOP.items():
-        if name.startswith(ours):
-            return theirs + name[len(ours):]
-    item = STAGE_ITEM.fullmatch(name)
-    if item:
-        stage, index, rest = int(item[1]), int(item[2]), item[3]
-        prefix = f"convnext.encoder.stages.{stage}"
-        if stage > 0 and index == 0:   # the downsampling layer (LN, 2x2 conv): the same numbering in both
-            return f"{prefix}.downsampling_layer.{rest}"
-        block = index - 1 if stage > 0 else index
-        for ours, theirs in BLOCK.items():
-            if rest.startswith(ours):
-                return f"{prefix}.layers.{block}.{theirs}{rest[len(ours):]}"
-    raise ConfigError(f"tensor '{name}' has no place in Hugging Face's ConvNext")
 
 
 def huggingface_config(model: ModelConfig, classes: list[str], image_size: int) -> dict:
@@ -91,6 +65,6 @@ def huggingface_folder(record: dict, model: ModelConfig,
                        state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """(model.safetensors' tensors, config.json, preprocessor_config.json) of a run of a ConvNeXt."""
     scale = record["config"]["scale"]
-    tensors = {huggingface_name(name): tensor for name, tensor in state.items()}
+    tensors = {HUGGINGFACE_CONVNEXT.of(name): tensor for name, tensor in state.items()}
     return (tensors, huggingface_config(model, record["classes"], scale["image_size"]),
             huggingface_preprocessor(scale["image_size"], scale["crop"]))

@@ -22,8 +22,8 @@ official ConvNeXt (a side branch of its own, so that its effect is measured, not
 
 Two facts keep the endpoints exact: a conv has a bias unless a BatchNorm follows it (torchvision
 ResNet / official ConvNeXt), and with LayerNorm the 1x1 convs are Linear layers over the channel
-dimension, as in the official ConvNeXt block. The same parameter shapes and the same registration
-order as torchvision `resnet50` (step 0) and timm `convnext_tiny` (last step) follow.
+dimension, as in the official ConvNeXt block. The same parameters as torchvision `resnet50` (step 0) and
+timm `convnext_tiny` (last step) follow; names.py says which of theirs each of ours is.
 """
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ from torch import nn
 
 from .errors import ConfigError
 from .fields import bounded, check_fields
+
+# The version of the tensor names below; a checkpoint of another one starts its run over (plan.config_fingerprint).
+# 2: the block's named parts and stages with .downsample/.blocks (names.py renames files of 1 when it reads them).
+TENSOR_LAYOUT = 2
 
 Act = Literal["relu", "gelu"]
 # One per Act. ReLU in place, as torchvision's and timm's ResNets: no new tensor per activation (on a CPU
@@ -82,77 +86,108 @@ class PointwiseLinear(nn.Linear):
         return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
 
 
-class ConvUnit(nn.Sequential):
-    """conv -> optional norm -> optional activation; the bias is dropped only before a BatchNorm."""
+def conv(cin: int, cout: int, kernel_size: int = 1, stride: int = 1, groups: int = 1, *, bias: bool,
+         linear: bool = False) -> nn.Module:
+    """A conv, or a 1x1 conv as nn.Linear over channels (the LayerNorm steps, as the official block)."""
+    if linear:
+        return PointwiseLinear(cin, cout, bias=bias)
+    return nn.Conv2d(cin, cout, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias)
 
-    def __init__(self, cin, cout, kernel_size=1, stride=1, groups=1, norm=None, act=None, linear=False):
-        bias = norm != "bn"
-        if linear:
-            conv = PointwiseLinear(cin, cout, bias=bias)
-        else:
-            conv = nn.Conv2d(cin, cout, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias)
-        layers = [conv]
-        if norm:
-            layers.append(make_norm(norm, cout))
-        if act:
-            layers.append(ACTIVATIONS[act]())
-        super().__init__(*layers)
+
+def norm_or_identity(kind: str, channels: int, present: bool) -> nn.Module:
+    return make_norm(kind, channels) if present else nn.Identity()
+
+
+def act_or_identity(kind: str, present: bool) -> nn.Module:
+    return ACTIVATIONS[kind]() if present else nn.Identity()
 
 
 class Block(nn.Module):
-    """A residual block of any roadmap step: three layers, a shortcut and optional layer scale.
+    """A residual block of any roadmap step: a kxk conv and two 1x1 convs, a shortcut, optional layer scale.
 
-    classic bottleneck:  1x1 (dim -> dim/4) -> kxk -> 1x1 (-> dim)   (ResNet; width = dim/4)
-    inverted bottleneck: 1x1 (dim -> 4dim)  -> kxk -> 1x1 (-> dim)   (MobileNetV2 / Transformer MLP)
-    spatial_first moves the kxk conv to the front (on the block's input width), as in ConvNeXt.
+    classic bottleneck:  pwconv1 (dim -> dim/4) -> conv_kxk -> pwconv2 (-> dim)   (ResNet; width = dim/4)
+    inverted bottleneck: pwconv1 (dim -> 4dim)  -> conv_kxk -> pwconv2 (-> dim)   (MobileNetV2 / Transformer MLP)
+    spatial_first moves conv_kxk to the front (on the block's input width), as in ConvNeXt (Fig. 4):
+        conv_kxk -> norm_kxk -> pwconv1 -> act1 -> pwconv2 -> gamma -> drop_path -> + shortcut
+
+    Every block has the same named parts; what a step switches off is an nn.Identity, and the parts are
+    registered in the order the block runs them, so print(model) shows the layout of each step. A conv has
+    a bias unless a BatchNorm follows it (torchvision ResNet / official ConvNeXt).
+
+    Args:
+        in_dim, out_dim, hidden_dim: channels in, out, and between the two 1x1 convs.
+        stride: 2 in a stage's first block when blocks downsample (ResNet), else 1.
+        spatial_first, kernel_size, depthwise, groups: the kxk conv: where, how large, how grouped.
+        act, acts: the activation, and 'all' (ResNet: after every conv and the sum) or 'one' (between the 1x1s).
+        norm, norms: the norm, and 'all' (after every conv) or 'one' (after the kxk conv alone).
+        layer_scale: initial per-channel gain on the residual branch (CaiT), 0 for none.
+        drop_path: stochastic depth rate of this block.
     """
 
-    def __init__(self, in_dim, out_dim, hidden_dim, stride, *, spatial_first, kernel_size, depthwise, groups,
-                 act, acts, norm, norms, layer_scale, drop_path):
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, stride: int, *, spatial_first: bool,
+                 kernel_size: int, depthwise: bool, groups: int, act: str, acts: str, norm: str, norms: str,
+                 layer_scale: float, drop_path: float):
         super().__init__()
-        # Layer scale: a learnable per-channel gain on the residual branch (CaiT), registered first
-        # so the parameter order follows timm's ConvNeXt block.
+        self.spatial_first = spatial_first
         self.gamma = nn.Parameter(layer_scale * torch.ones(out_dim)) if layer_scale > 0 else None
-        pointwise_as_linear = norm == "ln"
-        all_norms = norms == "all"
-        all_acts = acts == "all"
+        all_norms, all_acts, linear = norms == "all", acts == "all", norm == "ln"
+        kxk_dim = in_dim if spatial_first else hidden_dim
 
-        def spatial(dim):
-            return ConvUnit(dim, dim, kernel_size, stride, dim if depthwise else groups, norm=norm, act=act if all_acts else None)
+        def kxk():
+            self.conv_kxk = conv(kxk_dim, kxk_dim, kernel_size, stride, kxk_dim if depthwise else groups,
+                                 bias=norm != "bn")
+            self.norm_kxk = make_norm(norm, kxk_dim)   # fewer norms keeps this one (Sec. 2.6)
+            self.act_kxk = act_or_identity(act, all_acts)
 
+        # Registered in the order they run: the state_dict, the init's draws and print(model) follow it.
         if spatial_first:
-            # Fewer norms keeps the single norm after the spatial conv; fewer activations keeps the
-            # single activation between the two 1x1 layers (Sec. 2.6).
-            self.layers = nn.ModuleList([
-                spatial(in_dim),
-                ConvUnit(in_dim, hidden_dim, norm=norm if all_norms else None, act=act, linear=pointwise_as_linear),
-                ConvUnit(hidden_dim, out_dim, norm=norm if all_norms else None, linear=pointwise_as_linear),
-            ])
-        else:
-            norm_pw = norm if all_norms else None
-            self.layers = nn.ModuleList([
-                ConvUnit(in_dim, hidden_dim, norm=norm_pw, act=act, linear=pointwise_as_linear),
-                spatial(hidden_dim),
-                ConvUnit(hidden_dim, out_dim, norm=norm_pw, linear=pointwise_as_linear),
-            ])
+            kxk()
+        self.pwconv1 = conv(in_dim, hidden_dim, bias=not all_norms or norm != "bn", linear=linear)
+        self.norm1 = norm_or_identity(norm, hidden_dim, all_norms)
+        self.act1 = ACTIVATIONS[act]()   # fewer activations keeps this one, between the 1x1s (Sec. 2.6)
+        if not spatial_first:
+            kxk()
+        self.pwconv2 = conv(hidden_dim, out_dim, bias=not all_norms or norm != "bn", linear=linear)
+        self.norm2 = norm_or_identity(norm, out_dim, all_norms)
         if in_dim != out_dim or stride != 1:
             # torchvision's projection shortcut: 1x1 conv with the block's stride, then a norm.
-            self.shortcut = ConvUnit(in_dim, out_dim, 1, stride, norm=norm)
+            self.shortcut = nn.Sequential(conv(in_dim, out_dim, 1, stride, bias=norm != "bn"), make_norm(norm, out_dim))
         else:
             self.shortcut = nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        # The activation after the residual sum of a ResNet block goes with "fewer activations".
-        self.post_act = ACTIVATIONS[act]() if all_acts else nn.Identity()
+        self.act_out = act_or_identity(act, all_acts)   # a ResNet's activation after the sum
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = self.shortcut(x)                # (N, out, H/s, W/s)
-        for layer in self.layers:
-            x = layer(x)                           # (N, out, H/s, W/s) after the last layer
+        shortcut = self.shortcut(x)                  # (N, out, H/s, W/s)
+        if self.spatial_first:
+            x = self.kxk(x)                          # (N, in, H, W)
+        x = self.pwconv1(x)                          # (N, hidden, H, W)
+        x = self.norm1(x)
+        x = self.act1(x)
+        if not self.spatial_first:
+            x = self.kxk(x)                          # (N, hidden, H/s, W/s)
+        x = self.pwconv2(x)                          # (N, out, H/s, W/s)
+        x = self.norm2(x)
         if self.gamma is not None:
             x = x * self.gamma.view(1, -1, 1, 1)
         x = self.drop_path(x)
-        x += shortcut                              # in place, as torchvision and timm: one activation fewer
-        return self.post_act(x)
+        x += shortcut                                # in place, as torchvision and timm: one activation fewer
+        return self.act_out(x)
+
+    def kxk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act_kxk(self.norm_kxk(self.conv_kxk(x)))
+
+
+class Stage(nn.Module):
+    """A stage as timm's ConvNeXtStage: an optional downsampling layer, then blocks at one resolution."""
+
+    def __init__(self, downsample: nn.Module, blocks: list[Block]):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
 
 
 class RoadmapNet(nn.Module):
@@ -173,23 +208,24 @@ class RoadmapNet(nn.Module):
             # "one [LN] after the stem" (Sec. 2.6), with the LNs of the downsampling layers.
             self.stem.append(LayerNorm2d(c.widths[0], eps=1e-6))
         # Linear decay rule (timm, official); on the cpu, as timm, so a network builds on the meta device too.
-        drop_rates = torch.linspace(0, c.drop_path, sum(c.depths), device="cpu").tolist()
+        drop_rates = torch.linspace(0, c.drop_path, sum(c.depths), device="cpu").split(list(c.depths))
         self.stages = nn.ModuleList()
         in_dim = c.widths[0]
         for i, depth in enumerate(c.depths):
             stride = 1 if i == 0 else 2
-            stage = nn.Sequential()
+            downsample = nn.Identity()
             if separate and i > 0:
                 # ConvNeXt: LN then a 2x2 stride-2 conv between stages, in place of strided blocks.
-                stage.append(nn.Sequential(LayerNorm2d(in_dim, eps=1e-6), nn.Conv2d(in_dim, dims[i], 2, 2)))
+                downsample = nn.Sequential(LayerNorm2d(in_dim, eps=1e-6), nn.Conv2d(in_dim, dims[i], 2, 2))
                 in_dim, stride = dims[i], 1
-            for _ in range(depth):
-                stage.append(Block(
+            blocks = []
+            for rate in drop_rates[i].tolist():
+                blocks.append(Block(
                     in_dim, dims[i], hidden[i], stride, spatial_first=c.spatial_first, kernel_size=c.kernel_size,
                     depthwise=c.depthwise, groups=c.groups, act=c.act, acts=c.acts, norm=c.norm, norms=c.norms,
-                    layer_scale=c.layer_scale, drop_path=drop_rates.pop(0)))
+                    layer_scale=c.layer_scale, drop_path=rate))
                 in_dim, stride = dims[i], 1
-            self.stages.append(stage)
+            self.stages.append(Stage(downsample, blocks))
         self.num_features = dims[-1]
         self.head_norm = nn.LayerNorm(dims[-1], eps=1e-6) if separate else nn.Identity()
         self.fc = nn.Linear(dims[-1], num_classes)
@@ -232,7 +268,7 @@ class RoadmapNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)                           # (N, C0, H/stem_stride, W/stem_stride)
         for stage in self.stages:
-            x = stage(x)                           # spatial size halves at stages 2..4
+            x = stage(x)                           # (N, Ci, H/s, W/s); s doubles at stages 2..4
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -268,7 +304,7 @@ def count_params(model: nn.Module) -> int:
 def count_gflops(model: nn.Module, image_size: int = 224) -> float:
     """Giga multiply-accumulates of convs and linear layers: the paper's "GFLOPs".
 
-    FlopCounterMode counts 2 FLOPs per MAC, hence the halving (ROADMAP_FACTS.md)."""
+    FlopCounterMode counts 2 FLOPs per MAC, hence the halving: the paper counts MACs as FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training

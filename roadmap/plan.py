@@ -16,7 +16,7 @@ from . import recipe as recipes
 from . import tblog
 from .config import ConfigError, RunConfig, Step, build_run_config, check_config, load_roadmap, load_step, to_dict
 from .data import Source
-from .model import check_model, total_stride
+from .model import TENSOR_LAYOUT, check_model, total_stride
 from .results import RunKey, data_slug
 
 
@@ -35,6 +35,7 @@ def config_fingerprint(cfg: RunConfig, data_identity: dict | None = None) -> str
         values[section].pop(key, None)
     values["data"]["spec"] = data_slug(values["data"]["spec"])
     values["data_identity"] = data_identity
+    values["tensor_layout"] = TENSOR_LAYOUT   # a checkpoint's tensor names must be this network's
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 

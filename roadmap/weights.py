@@ -10,8 +10,8 @@ and its sha256. Runs kept before wrote seed<k>.pt (torch.save), still read, with
   key names for a step whose file says it `equals` that model, or as a Hugging Face folder (huggingface.py);
 - `fit_state` fits a weights file onto a step's network for fine-tuning (train.init_from).
 
-Our parameter registration order is timm's and torchvision's (tests/test_model.py), so their key
-names are translated by order, every shape checked.
+Tensor names go to and from timm's, torchvision's and transformers' by name (names.py), every shape checked;
+files written before the block's parts had names are renamed on reading (names.upgrade).
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from .config import ConfigError, ModelConfig, Step, set_fields
-from .huggingface import HF_CONFIG, HF_PREPROCESSOR, HF_STEM, HF_WEIGHTS, convnext_problems, huggingface_folder, \
-    huggingface_name
+from .huggingface import HF_CONFIG, HF_PREPROCESSOR, HF_STEM, HF_WEIGHTS, convnext_problems, huggingface_folder
 from .model import RoadmapNet
+from .names import HUGGINGFACE_CONVNEXT, TIMM_CONVNEXT, TORCHVISION_RESNET, upgrade
 from .results import ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, write_output
 from .steps import build_model
 
@@ -162,16 +162,18 @@ def load_kept(record: dict, root: Path) -> RoadmapNet:
     path = Path(root) / record["weights"]
     if sha256_of(path) != record["weights_sha256"]:
         raise ResultsError(f"{path} is not the file its record names (sha256 differs); it was overwritten")
-    model = build_model(model_config(record), len(record["classes"]))
-    model.load_state_dict(read_state(path))
+    config = model_config(record)
+    model = build_model(config, len(record["classes"]))
+    model.load_state_dict(upgrade(read_state(path), config))
     return model.eval()
 
 
 def load_native(path: Path) -> tuple[RoadmapNet, dict, list[str]]:
     """A native export as (the exact network in eval mode, its run's config dict, its class names)."""
     state, config, classes = read_native(Path(path))
-    model = build_model(set_fields(ModelConfig(), config["model"], "model", f"{path}: "), len(classes))
-    model.load_state_dict(state)
+    model_cfg = set_fields(ModelConfig(), config["model"], "model", f"{path}: ")
+    model = build_model(model_cfg, len(classes))
+    model.load_state_dict(upgrade(state, model_cfg))
     return model.eval(), config, classes
 
 
@@ -230,15 +232,19 @@ def library_model(kind: str, model: ModelConfig, num_classes: int) -> nn.Module:
 
 
 def library_names(kind: str, model: ModelConfig, ours: dict[str, torch.Tensor]) -> dict[str, str]:
-    """{our tensor name: the library's}, paired by registration order, every shape checked."""
+    """{our tensor name: the library's}, by name (names.py), every tensor of both models placed, every shape checked."""
+    names = TIMM_CONVNEXT if kind == "timm" else TORCHVISION_RESNET
     theirs = library_model(kind, model, ours["fc.weight"].shape[0]).state_dict()
-    if len(theirs) != len(ours):
-        raise ConfigError(f"this network has {len(ours)} tensors, {kind}'s {len(theirs)}: it is not that model")
-    for (name, tensor), (their_name, their_tensor) in zip(ours.items(), theirs.items()):
-        if tensor.shape != their_tensor.shape:
-            raise ConfigError(f"'{name}' {tuple(tensor.shape)} does not fit {kind}'s '{their_name}' "
-                              f"{tuple(their_tensor.shape)}: this network is not that model")
-    return dict(zip(ours, theirs))
+    pairs = {name: names.of(name) for name in ours}
+    unplaced = sorted(set(theirs) - set(pairs.values()))
+    if unplaced:
+        raise ConfigError(f"{kind}'s tensor '{unplaced[0]}' has no place in this network: it is not that model")
+    for name, their_name in pairs.items():
+        if their_name not in theirs or ours[name].shape != theirs[their_name].shape:
+            found = f"{tuple(theirs[their_name].shape)}" if their_name in theirs else "no such tensor"
+            raise ConfigError(f"'{name}' {tuple(ours[name].shape)} does not fit {kind}'s '{their_name}' "
+                              f"({found}): this network is not that model")
+    return pairs
 
 
 def check_format(fmt: str, step: Step) -> None:
@@ -313,11 +319,12 @@ def write_export(path: Path, data: bytes) -> None:
 # ---------------------------------------------------------------------------- fine-tuning
 def fit_state(path: Path, model: RoadmapNet, step: Step, model_cfg: ModelConfig) -> tuple[dict, dict]:
     """A weights file's tensors under this network's names, for load_state_dict(strict=False), and what the
-    record says about it. Our own names match by name, transformers' ConvNext's through `huggingface_name`, a
+    record says about it. Our own names match by name (renamed first if written before the named block), transformers' ConvNext's through
+    names.HUGGINGFACE_CONVNEXT, a
     library's (timm/torchvision, for a step that equals one) through `library_names`. The classifier stays freshly
     initialised when the class count differs; any other tensor that does not fit is a ConfigError naming it."""
     where = f"train.init_from {path}"
-    theirs, ours = read_state(path), model.state_dict()
+    theirs, ours = upgrade(read_state(path), model_cfg), model.state_dict()
     try:
         names = source_names(set(theirs), ours, step, model_cfg)
     except ConfigError as err:
@@ -347,7 +354,7 @@ def source_names(theirs: set[str], ours: dict[str, torch.Tensor], step: Step, mo
     else those of the library model the step equals (`library_names`)."""
     if not set(ours) <= theirs:
         if HF_STEM in theirs:
-            return {name: huggingface_name(name) for name in ours}
+            return {name: HUGGINGFACE_CONVNEXT.of(name) for name in ours}
         if library_kind(step.equals):
             return library_names(library_kind(step.equals), model_cfg, ours)
     return {name: name for name in ours}

@@ -107,8 +107,8 @@ def test_the_init_is_the_same_before_and_after_bn_to_ln():
     """1x1 layers become Linear at BN -> LN; under the authors' init they are drawn as the 1x1 convs were."""
     conv = small(init="authors", norm="bn")
     linear = small(init="authors", norm="ln")
-    w_conv = conv.stages[1][0].layers[2][0].weight
-    w_lin = linear.stages[1][0].layers[2][0].weight
+    w_conv = conv.stages[1].blocks[0].pwconv2.weight
+    w_lin = linear.stages[1].blocks[0].pwconv2.weight
     assert w_conv.squeeze().shape == w_lin.shape
     bound = 1 / math.sqrt(w_lin.shape[1])
     assert w_conv.abs().max() <= bound and w_lin.abs().max() <= bound

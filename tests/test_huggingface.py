@@ -107,7 +107,7 @@ def test_fine_tuning_starts_from_a_hugging_face_convnext_file(run, exported, tmp
     (tuned,) = load_records(tmp_path / "results")
     assert tuned["init_from"]["head"] == "loaded"
     after = load_kept(tuned, tmp_path / "results" / "weights").state_dict()
-    for name in ("stem.0.weight", "stages.3.1.layers.1.0.weight", "head_norm.weight", "fc.weight"):
+    for name in ("stem.0.weight", "stages.3.blocks.0.pwconv1.weight", "head_norm.weight", "fc.weight"):
         torch.testing.assert_close(after[name], start[name], atol=1e-6, rtol=0)
 
 

@@ -11,7 +11,9 @@ import torchvision
 from roadmap.config import load_roadmap
 from roadmap.errors import ConfigError
 from roadmap.model import ACTIVATIONS, Act, ModelConfig, RoadmapNet, count_gflops, count_params
+from roadmap.names import upgrade
 from roadmap.steps import build_model
+from roadmap.weights import library_names
 
 PAPER_CSV = Path(__file__).resolve().parent / "paper_roadmap.csv"  # the paper's per-step numbers
 STEPS = [(r, s) for r in ("resnet50", "resnet200") for s in load_roadmap(r)]
@@ -52,13 +54,11 @@ def test_steps_cover_the_paper_csv():
             assert step.adopted == (row["adopted"] == "yes")
 
 
-def copy_in_order(src: torch.nn.Module, dst: torch.nn.Module) -> None:
-    """Copy every parameter and buffer by registration order, insisting that shapes agree."""
-    src_state, dst_state = src.state_dict(), dst.state_dict()
-    assert len(src_state) == len(dst_state)
-    for (ks, vs), (kd, vd) in zip(src_state.items(), dst_state.items()):
-        assert vs.shape == vd.shape, f"{ks} {tuple(vs.shape)} vs {kd} {tuple(vd.shape)}"
-    dst.load_state_dict(dict(zip(dst_state, src_state.values())))
+def copy_by_name(src: torch.nn.Module, dst: torch.nn.Module, kind: str, config) -> None:
+    """Copy every parameter and buffer under its translated name (roadmap.names), insisting that shapes agree."""
+    theirs, ours = src.state_dict(), dst.state_dict()
+    names = library_names(kind, config, ours)
+    dst.load_state_dict({name: theirs[names[name]] for name in ours})
 
 
 def shapes(module):
@@ -99,7 +99,7 @@ def test_endpoints_are_exact(roadmap, step_id):
         for m in ref.modules():  # layer scale is 1e-6 at init: make the blocks matter in the comparison
             if hasattr(m, "gamma") and isinstance(m.gamma, torch.nn.Parameter):
                 m.gamma.data.uniform_(0.5, 1.5)
-    copy_in_order(ref, ours)
+    copy_by_name(ref, ours, "timm" if step_id == "separate_downsampling" else "torchvision", step.model)
     x = torch.randn(2, 3, 224 if roadmap == "resnet50" else 128, 224 if roadmap == "resnet50" else 128)
     with torch.no_grad():
         expected, got = ref(x), ours(x)
@@ -143,3 +143,37 @@ def test_fast_path_keeps_the_numerics(step_id):
     torch.testing.assert_close(channels_last, reference, atol=1e-5, rtol=1e-5)
     scale = reference.abs().max()
     assert (bf16 - reference).abs().max() <= 0.05 * scale, "bf16 outputs drift beyond bf16 tolerance"
+
+
+def test_print_shows_each_steps_block_by_its_named_parts():
+    """The kxk conv, the norms and the activations have names; what a step switches off is an Identity."""
+    steps = {s.id: s for s in load_roadmap("resnet50")}
+    resnet = str(build_model(steps["resnet50"].model).stages[0].blocks[0])
+    convnext = str(build_model(steps["separate_downsampling"].model).stages[1].blocks[0])
+    assert resnet.index("(pwconv1)") < resnet.index("(conv_kxk): Conv2d(64, 64, kernel_size=(3, 3)") < resnet.index("(pwconv2)")
+    assert "(act_out): ReLU" in resnet and "(norm2): BatchNorm2d" in resnet
+    assert convnext.index("(conv_kxk): Conv2d(192, 192, kernel_size=(7, 7)") < convnext.index("(pwconv1)")
+    assert "groups=192" in convnext and "(norm_kxk): LayerNorm2d" in convnext
+    for switched_off in ("(act_kxk): Identity()", "(norm1): Identity()", "(norm2): Identity()", "(act_out): Identity()"):
+        assert switched_off in convnext
+    net = build_model(steps["separate_downsampling"].model)
+    assert isinstance(net.stages[0].downsample, torch.nn.Identity) and len(net.stages[1].downsample) == 2
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.parametrize("step_id", ["resnet50", "separate_downsampling"])
+def test_weights_named_before_the_named_block_are_renamed_and_compute_the_same(step_id):
+    """tests/fixtures/legacy-<step>.safetensors: a small network of the step, its state_dict under the names of
+    before the named block, an input and the logits that network gave (written once by that code)."""
+    import dataclasses
+    from safetensors.torch import load_file
+    blob = load_file(FIXTURES / f"legacy-{step_id}.safetensors")
+    x, expected = blob.pop("__input__"), blob.pop("__logits__")
+    step = next(s for s in load_roadmap("resnet50") if s.id == step_id)
+    config = dataclasses.replace(step.model, widths=(4, 8, 8, 16), depths=(1, 1, 2, 1), groups=1)
+    net = build_model(config, num_classes=3).eval()
+    net.load_state_dict(upgrade(blob, config))   # strict: every tensor placed
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), expected, atol=1e-6, rtol=1e-6)
