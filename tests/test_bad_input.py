@@ -1,14 +1,11 @@
 """A catalogue of user mistakes: each is ONE line on stderr, exit 2, no traceback, nothing written."""
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from roadmap import cli
+from conftest import main, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--no-progress", "--set", "scale.classic_epochs=1"]
@@ -24,12 +21,8 @@ def image_folder(root: Path, splits=("train", "val"), classes=("a", "b"), per_cl
 
 
 def run_in_process(capsys, args, results):
-    """cli.main as the console script runs it; returns (exit code, stderr)."""
-    try:
-        code = cli.main(args + ["--results", str(results)] if args and args[0] == "run" else args)
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+    """main, a run writing to `results` (where nothing may be written): (exit code, stderr)."""
+    return main(capsys, *args, *(["--results", results] if args and args[0] == "run" else []))
 
 
 def assert_one_clear_line(code, err, expect, results: Path):
@@ -169,8 +162,7 @@ def test_unwritable_results_folder(tmp_path, capsys):
 
 def test_a_real_subprocess_prints_one_line_for_a_broken_step_file(tmp_path):
     steps = broken_steps(tmp_path, "99_mine.yaml", "base: gelu\ntitle: t\nmodel: {kernel_size: 4}\n")
-    env = {**os.environ, "ROADMAP_STEPS_DIR": str(steps)}
-    proc = subprocess.run([sys.executable, str(ROOT / "runner.py"), "run", "--step", "mine", "--results",
-                           str(tmp_path / "results"), *FAST], capture_output=True, text=True, env=env, timeout=120)
+    env = {"ROADMAP_STEPS_DIR": str(steps)}
+    proc = runner("run", "--step", "mine", "--results", tmp_path / "results", *FAST, env=env, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "kernel_size must be odd" in proc.stderr
     assert not (tmp_path / "results").exists()

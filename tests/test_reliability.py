@@ -23,7 +23,8 @@ import pytest
 import torch
 from PIL import Image
 
-from roadmap import cli, config, gpucheck, runs
+from conftest import main, tiny
+from roadmap import config, gpucheck, runs
 from roadmap.config import SECTIONS, ConfigError, DataConfig, ScaleConfig, build_run_config, check_config, \
     parse_overrides, set_fields
 from roadmap.data import DataError, build_data
@@ -34,18 +35,7 @@ from roadmap.results import RunKey, RunLock, atomic_write_text, finished_status,
     read_record, write_record
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--data", "synthetic", "--no-progress", "--set", "scale.epochs=1", "--set", "scale.classic_epochs=1",
-        "--set", "scale.batch_size=16", "--set", "scale.micro_batch=16", "--set", "data.synthetic_size=48",
-        "--set", "scale.image_size=16", "--set", "scale.stem_stride=2", "--set", "train.deterministic=true"]
-
-
-def main(capsys, *args) -> tuple[int, str]:
-    """cli.main as the console script runs it: (exit code, stderr)."""
-    try:
-        code = cli.main(list(args))
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+TINY = tiny()
 
 
 def assert_refused(code, err, expect, folder: Path | None = None):
