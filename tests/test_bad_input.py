@@ -1,4 +1,7 @@
-"""A catalogue of user mistakes: each is ONE line on stderr, exit 2, no traceback, nothing written."""
+"""A catalogue of user mistakes: each is ONE line on stderr, exit 2, no traceback, nothing written.
+
+The one home of a bad input case: a wrong value, key, type, flag or dataset is a line of CASES (or a test here),
+whichever module refuses it."""
 import shutil
 from pathlib import Path
 
@@ -66,6 +69,11 @@ CASES = {
     "unknown amp": (["run", "--step", "gelu", "--set", "train.amp=fp8"], "train.amp must be"),
     "unknown recipe": (["run", "--step", "gelu", "--set", "recipe.name=fancy"], "recipe.name must be one of"),
     "unknown crop": (["run", "--step", "gelu", "--set", "scale.crop=zoom"], "scale.crop must be"),
+    "momentum above 1": (["run", "--step", "gelu", "--set", "recipe.momentum=1.5"], "recipe.momentum must be"),
+    "zero step gamma": (["run", "--step", "gelu", "--set", "recipe.step_gamma=0"], "recipe.step_gamma must be"),
+    "zero lr batch": (["run", "--step", "gelu", "--set", "recipe.lr_batch=0"], "recipe.lr_batch must be"),
+    "zero recipe epochs": (["run", "--step", "gelu", "--set", "recipe.epochs=0"], "recipe.epochs must be"),
+    "wrong type of epochs": (["run", "--step", "kernel7", "--set", "scale.epochs=two"], "scale.epochs must be int"),
     "no subcommand option": (["run"], "one of the arguments --step --all is required"),
     "unknown flag": (["run", "--all", "--epochs", "3"], "unrecognized arguments: --epochs"),
     "scale name that is a path": (["run", "--step", "gelu", "--set", "scale.name=../../outside"],
