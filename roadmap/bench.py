@@ -33,7 +33,7 @@ from .config import ConfigError, RecipeConfig, ScaleConfig, Step, TrainConfig, l
     scaled_model
 from .model import count_gflops, count_params
 from .plan import check_image_size
-from .report import markdown_table
+from .markdown import markdown_table
 from .results import atomic_write_text, check_writable
 from .steps import build_model
 from .runtime import Dist, device_name, pick_device

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 def cmd_list(args) -> None:
     from .config import load_roadmap
-    from .report import markdown_table, marked_text, replace_between_markers, steps_markers
+    from .markdown import markdown_table
+    from .readme import marked_text, replace_between_markers, steps_markers
     from .steps import describe
 
     markers = steps_markers(args.roadmap)
@@ -84,7 +85,8 @@ def cmd_table(args) -> None:
     from .report import make_table
 
     readme = Path(args.readme) if args.readme else None
-    for path in make_table(args.roadmap, args.scale, args.data, Path(args.results), Path(args.out), readme):
+    for path in make_table(args.roadmap, args.scale, args.data, Path(args.results), Path(args.out), readme,
+                           figure=not args.no_figure):
         print(path)
 
 
@@ -283,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_arguments(p)
     p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
                    help="also refresh this README's results section (default README.md); without it no README is touched")
+    p.add_argument("--no-figure", action="store_true",
+                   help="with --readme: leave the figure out of README (by default it links the one 'plot' wrote to --out)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot", help="figure of the step-by-step gains (png + svg)")

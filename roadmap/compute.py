@@ -23,7 +23,7 @@ from .config import ConfigError
 from .data import IMAGE_EXTENSIONS
 from .model import count_gflops
 from .plan import RunPlan
-from .report import markdown_table
+from .markdown import markdown_table
 from .steps import build_model
 from .workers import worker_threads
 

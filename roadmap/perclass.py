@@ -58,7 +58,7 @@ def _shown(value: float | None) -> str:
 
 def per_class_text(confusion: list[list[int]], classes: list[str]) -> str:
     """The per-class table, then the confusion matrix (up to PRINTED_MAX_CLASSES), as markdown."""
-    from .report import markdown_table   # pandas and scipy: not for the training processes that import this module
+    from .markdown import markdown_table   # pandas and scipy: not for the training processes that import this module
 
     rows = [[i, r["class"], r["images"], r["predicted"], _shown(r["accuracy"]), _shown(r["precision"]),
              _shown(r["f1"])] for i, r in enumerate(per_class(confusion, classes))]

@@ -22,9 +22,11 @@ import pandas as pd
 from scipy import stats
 
 from .config import ConfigError, Step, load_roadmap
-from .report import CONFIDENCE, _save, _signed, build_table, markdown_table, paired_delta, reference_steps, \
-    select_records
+from .figures import save_figure
+from .markdown import markdown_table, signed
+from .readme import marked_text, replace_between_markers
 from .results import atomic_write_text, check_writable, data_slug
+from .table import CONFIDENCE, build_table, missing, paired_delta, reference_steps, select_records
 
 WELCH_TEST = (f"Welch's t-test on the two sets' per-seed differences (step minus its reference; seeds of different "
               f"sets are independent), two-sided: the {CONFIDENCE:.0%} CI of the difference excludes 0")
@@ -161,24 +163,20 @@ def build_study(steps: list[Step], sets: list[ResultSet]) -> tuple[pd.DataFrame,
 
 # ---------------------------------------------------------------------------- text
 def _delta_cell(row: dict, k: int) -> str:
-    if _isnan(row[f"delta_{k}"]):
+    if missing(row[f"delta_{k}"]):
         return "–"
     star = "*" if row[f"significant_{k}"] is True else ""
-    ci = "" if _isnan(row[f"low_{k}"]) else f" [{_signed(row[f'low_{k}'])}, {_signed(row[f'high_{k}'])}]"
-    return f"{_signed(row[f'delta_{k}'])}{star}{ci}"
+    ci = "" if missing(row[f"low_{k}"]) else f" [{signed(row[f'low_{k}'])}, {signed(row[f'high_{k}'])}]"
+    return f"{signed(row[f'delta_{k}'])}{star}{ci}"
 
 
 def _diff_cell(row: dict, i: int, j: int) -> str:
     diff = row[f"diff_{i}_{j}"]
-    if _isnan(diff):
+    if missing(diff):
         return "–"
     star = "*" if row[f"diff_significant_{i}_{j}"] is True else ""
     low, high = row[f"diff_low_{i}_{j}"], row[f"diff_high_{i}_{j}"]
-    return f"{_signed(diff)}{star}" + ("" if _isnan(low) else f" [{_signed(low)}, {_signed(high)}]")
-
-
-def _isnan(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+    return f"{signed(diff)}{star}" + ("" if missing(low) else f" [{signed(low)}, {signed(high)}]")
 
 
 def study_markdown(df: pd.DataFrame, sets: list[ResultSet], pairs: list) -> str:
@@ -186,7 +184,7 @@ def study_markdown(df: pd.DataFrame, sets: list[ResultSet], pairs: list) -> str:
              [f"{short_label(sets[j])} − {short_label(sets[i])} ({factor})" for i, j, factor in pairs]
     rows = []
     for row in compared_rows(df):
-        paper = "–" if _isnan(row["paper_delta"]) else _signed(row["paper_delta"])
+        paper = "–" if missing(row["paper_delta"]) else signed(row["paper_delta"])
         rows.append([row["id"], row["change"] + ("" if row["adopted"] else " (branch)"), paper]
                     + [f"{_delta_cell(row, k)} ({row[f'n_{k}']})" for k in range(len(sets))]
                     + [_diff_cell(row, i, j) for i, j, _ in pairs])
@@ -207,7 +205,7 @@ def endpoint_line(result_set: ResultSet, steps: list[Step]) -> str | None:
     delta = statistics.fmean(scores[end.id][s] - scores[start.id][s] for s in set(scores[end.id]) & set(scores[start.id]))
     verdict = ("above" if delta > 0 else "below") + (" beyond noise" if test["significant"] else
                                                      " within noise" if test["significant"] is False else " (no test)")
-    return (f"{short_label(result_set)}: {end.id} ends {verdict} {start.id} ({_signed(delta)} points, "
+    return (f"{short_label(result_set)}: {end.id} ends {verdict} {start.id} ({signed(delta)} points, "
             f"n={test['n_pairs']})")
 
 
@@ -217,7 +215,7 @@ def study_notes(df: pd.DataFrame, sets: list[ResultSet], pairs: list, steps: lis
              f"the set's seeds, {CONFIDENCE:.0%} CI in brackets); paper Δ: ImageNet-1k at 224 px.",
              f"Differences between sets: {WELCH_TEST}; * marks those."]
     for k, result_set in enumerate(sets):
-        tested = [r for r in rows if r[f"significant_{k}"] in (True, False) and not _isnan(r["paper_delta"])]
+        tested = [r for r in rows if r[f"significant_{k}"] in (True, False) and not missing(r["paper_delta"])]
         agree = [r["id"] for r in tested if r[f"significant_{k}"] and _same_sign(r[f"delta_{k}"], r["paper_delta"])]
         notes.append(f"Reproduces in {short_label(result_set)} (same sign as the paper, beyond noise): "
                      f"{len(agree)} of {len(tested)} tested steps" + (f": {', '.join(agree)}" if agree else ""))
@@ -225,7 +223,7 @@ def study_notes(df: pd.DataFrame, sets: list[ResultSet], pairs: list, steps: lis
         moved = [r for r in rows if r[f"diff_significant_{i}_{j}"] is True]
         towards = [r["id"] for r in moved if _moves_towards_paper(r, i, j)]
         text = (f"Depends on {factor} ({short_label(sets[i])} -> {short_label(sets[j])}), the step's delta changing "
-                f"beyond noise: " + (", ".join(f"{r['id']} ({_signed(r[f'diff_{i}_{j}'])})" for r in moved)
+                f"beyond noise: " + (", ".join(f"{r['id']} ({signed(r[f'diff_{i}_{j}'])})" for r in moved)
                                      if moved else "none"))
         if moved:
             text += f"; towards the paper's sign: {', '.join(towards) or 'none'}"
@@ -240,7 +238,7 @@ def _same_sign(a: float, b: float) -> bool:
 
 def _moves_towards_paper(row: dict, i: int, j: int) -> bool:
     paper = row["paper_delta"]
-    return not _isnan(paper) and paper != 0 and (row[f"diff_{i}_{j}"] > 0) == (paper > 0)
+    return not missing(paper) and paper != 0 and (row[f"diff_{i}_{j}"] > 0) == (paper > 0)
 
 
 def context_line(roadmap: str, sets: list[ResultSet]) -> str:
@@ -271,15 +269,15 @@ def plot_study(df: pd.DataFrame, sets: list[ResultSet], out_dir: Path, stem: str
         fig, ax = plt.subplots(figsize=(9, 1.5 + 0.22 * series * len(rows)), layout="constrained")
         for n, row in enumerate(rows):
             y0 = n - 0.4 + height / 2
-            if not _isnan(row["paper_delta"]):
+            if not missing(row["paper_delta"]):
                 ax.barh(y0, row["paper_delta"], height, color=PAPER_COLOR, alpha=0.6,
                         label="paper (ImageNet, 224 px)" if n == 0 else None)
             for k, result_set in enumerate(sets):
                 y, delta = y0 + (k + 1) * height, row[f"delta_{k}"]
-                if _isnan(delta):
+                if missing(delta):
                     continue
                 color = SET_COLORS[k % len(SET_COLORS)]
-                err = None if _isnan(row[f"low_{k}"]) else [[delta - row[f"low_{k}"]], [row[f"high_{k}"] - delta]]
+                err = None if missing(row[f"low_{k}"]) else [[delta - row[f"low_{k}"]], [row[f"high_{k}"] - delta]]
                 ax.barh(y, delta, height, color=color, xerr=err, error_kw={"elinewidth": 0.8, "capsize": 1.5},
                         label=short_label(result_set) if n == 0 else None)
                 if row[f"significant_{k}"] is True:
@@ -292,7 +290,7 @@ def plot_study(df: pd.DataFrame, sets: list[ResultSet], out_dir: Path, stem: str
         ax.set_xlabel(f"Δ top-1 vs reference step (points); ours ± {CONFIDENCE:.0%} CI, * beyond seed noise")
         ax.legend(loc="best", fontsize=8)
         ax.set_title(textwrap.fill(title.replace("`", ""), 110), fontsize=9)
-        paths = _save(fig, out_dir, stem)
+        paths = save_figure(fig, out_dir, stem)
         plt.close(fig)
     return paths
 
@@ -301,8 +299,6 @@ def plot_study(df: pd.DataFrame, sets: list[ResultSet], out_dir: Path, stem: str
 def make_study(roadmap: str, set_texts: list[str], results_dir: Path, out_dir: Path, readme: Path | None = None,
                with_plot: bool = True) -> list[Path]:
     """<out_dir>/study-<roadmap>-<sets>.md/.csv (and .png/.svg); README's study block with `readme`."""
-    from .report import marked_text, replace_between_markers
-
     if len(set_texts) < 2:
         raise ConfigError("a study needs two or more result sets (SCALE/DATA[@RESULTS] each)")
     steps = load_roadmap(roadmap)

@@ -1,4 +1,8 @@
+"""Shared by every test file: the tiny test scale (`tiny`), runner.py in this process (`main`) or as a user types
+it (`runner`), and folders of data or runs made without training (`photos`, `fake_run`)."""
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,3 +73,39 @@ def save_fake_run(root: Path, roadmap: str, step_id: str, classes: int = 10, mod
 def fake_run():
     """save_fake_run(root, roadmap, step_id, ...): a complete run's record and weights without training."""
     return save_fake_run
+
+
+# ---------------------------------------------------------------------------- the tiny test scale and the CLI
+# One tiny scale for every test that trains: the demo scale's networks on synthetic images at 16 px (stem stride 2),
+# 48 images in batches of 16 (3 updates an epoch), one epoch, deterministic kernels. A test that needs more says
+# so with its own 'key=value' changes, which come after these (the last --set of a key wins).
+TINY_SETTINGS = {"scale.epochs": "1", "scale.classic_epochs": "1", "scale.batch_size": "16", "scale.micro_batch": "16",
+                 "data.synthetic_size": "48", "scale.image_size": "16", "scale.stem_stride": "2",
+                 "train.deterministic": "true"}
+
+
+def tiny(*changes: str) -> list[str]:
+    """`run` options of the tiny scale: --data synthetic, no progress bar, TINY_SETTINGS, then `changes` ('key=value')."""
+    sets = [f"{key}={value}" for key, value in TINY_SETTINGS.items()] + list(changes)
+    return ["--data", "synthetic", "--no-progress", *[arg for pair in sets for arg in ("--set", pair)]]
+
+
+def main(capsys, *args) -> tuple[int, str]:
+    """runner.py's main in this process, as the console script runs it: (exit code, stderr)."""
+    from roadmap import cli
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def runner_argv(*args) -> list[str]:
+    """The command line of `python runner.py ARGS` (for subprocess.run / Popen)."""
+    return [sys.executable, str(ROOT / "runner.py"), *map(str, args)]
+
+
+def runner(*args, env: dict | None = None, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python runner.py ARGS` as a user types it, on one thread: the finished process, output as text."""
+    return subprocess.run(runner_argv(*args), capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})

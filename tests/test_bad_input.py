@@ -1,14 +1,14 @@
-"""A catalogue of user mistakes: each is ONE line on stderr, exit 2, no traceback, nothing written."""
-import os
+"""A catalogue of user mistakes: each is ONE line on stderr, exit 2, no traceback, nothing written.
+
+The one home of a bad input case: a wrong value, key, type, flag or dataset is a line of CASES (or a test here),
+whichever module refuses it."""
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from roadmap import cli
+from conftest import main, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--no-progress", "--set", "scale.classic_epochs=1"]
@@ -24,12 +24,8 @@ def image_folder(root: Path, splits=("train", "val"), classes=("a", "b"), per_cl
 
 
 def run_in_process(capsys, args, results):
-    """cli.main as the console script runs it; returns (exit code, stderr)."""
-    try:
-        code = cli.main(args + ["--results", str(results)] if args and args[0] == "run" else args)
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+    """main, a run writing to `results` (where nothing may be written): (exit code, stderr)."""
+    return main(capsys, *args, *(["--results", results] if args and args[0] == "run" else []))
 
 
 def assert_one_clear_line(code, err, expect, results: Path):
@@ -73,6 +69,11 @@ CASES = {
     "unknown amp": (["run", "--step", "gelu", "--set", "train.amp=fp8"], "train.amp must be"),
     "unknown recipe": (["run", "--step", "gelu", "--set", "recipe.name=fancy"], "recipe.name must be one of"),
     "unknown crop": (["run", "--step", "gelu", "--set", "scale.crop=zoom"], "scale.crop must be"),
+    "momentum above 1": (["run", "--step", "gelu", "--set", "recipe.momentum=1.5"], "recipe.momentum must be"),
+    "zero step gamma": (["run", "--step", "gelu", "--set", "recipe.step_gamma=0"], "recipe.step_gamma must be"),
+    "zero lr batch": (["run", "--step", "gelu", "--set", "recipe.lr_batch=0"], "recipe.lr_batch must be"),
+    "zero recipe epochs": (["run", "--step", "gelu", "--set", "recipe.epochs=0"], "recipe.epochs must be"),
+    "wrong type of epochs": (["run", "--step", "kernel7", "--set", "scale.epochs=two"], "scale.epochs must be int"),
     "no subcommand option": (["run"], "one of the arguments --step --all is required"),
     "unknown flag": (["run", "--all", "--epochs", "3"], "unrecognized arguments: --epochs"),
     "scale name that is a path": (["run", "--step", "gelu", "--set", "scale.name=../../outside"],
@@ -169,8 +170,7 @@ def test_unwritable_results_folder(tmp_path, capsys):
 
 def test_a_real_subprocess_prints_one_line_for_a_broken_step_file(tmp_path):
     steps = broken_steps(tmp_path, "99_mine.yaml", "base: gelu\ntitle: t\nmodel: {kernel_size: 4}\n")
-    env = {**os.environ, "ROADMAP_STEPS_DIR": str(steps)}
-    proc = subprocess.run([sys.executable, str(ROOT / "runner.py"), "run", "--step", "mine", "--results",
-                           str(tmp_path / "results"), *FAST], capture_output=True, text=True, env=env, timeout=120)
+    env = {"ROADMAP_STEPS_DIR": str(steps)}
+    proc = runner("run", "--step", "mine", "--results", tmp_path / "results", *FAST, env=env, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "kernel_size must be odd" in proc.stderr
     assert not (tmp_path / "results").exists()

@@ -86,15 +86,12 @@ def test_override_syntax_errors(pairs, message):
         parse_overrides(pairs)
 
 
-def test_overrides_are_typed_and_strict():
+def test_overrides_are_typed():
     cfg = build_run_config("resnet50", "kernel7", "demo", None, 0,
                            parse_overrides(["model.kernel_size=9", "scale.epochs=2", "recipe.lr=1e-3"]))
     assert cfg.model.kernel_size == 9 and cfg.scale.epochs == 2 and cfg.recipe.lr == 1e-3
     assert cfg.model.widths == (24, 48, 96, 192)  # demo scale: 1/4 width, applied to every step
-    with pytest.raises(ConfigError, match="unknown key 'model.kernel'"):
-        build_run_config("resnet50", "kernel7", "demo", None, 0, parse_overrides(["model.kernel=9"]))
-    with pytest.raises(ConfigError, match="scale.epochs must be int"):
-        build_run_config("resnet50", "kernel7", "demo", None, 0, parse_overrides(["scale.epochs=two"]))
+    # A wrong key, type or value: tests/test_bad_input.py, the catalogue of user mistakes.
 
 
 def test_cli_list_error_is_one_line_exit_2(steps_dir):

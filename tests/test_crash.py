@@ -9,21 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from conftest import runner_argv, tiny
 from roadmap import runs
 from roadmap.results import ResultsError, RunKey, RunLock, lock_is_held
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small enough for a whole roadmap in well under a minute, with 2 epochs so checkpoints matter.
-TINY = ["--data", "synthetic", "--no-progress", "--set", "scale.epochs=2", "--set", "scale.classic_epochs=1",
-        "--set", "scale.batch_size=32", "--set", "scale.micro_batch=32", "--set", "data.synthetic_size=96",
-        "--set", "scale.image_size=16", "--set", "scale.stem_stride=2", "--set", "train.deterministic=true"]
+TINY = tiny("scale.epochs=2", "scale.batch_size=32", "scale.micro_batch=32", "data.synthetic_size=96")
 TIMINGS = {"wall_s", "images_per_s", "epoch_s", "data_s", "data_time_share", "input_bound", "peak_mem_mb", "started",
            "finished"}
 
 
 def runner(out: Path, *extra) -> list[str]:
-    return [sys.executable, str(ROOT / "runner.py"), "run", "--results", str(out / "results"),
-            "--checkpoints", str(out / "ckpt"), *TINY, *extra]
+    return runner_argv("run", "--results", out / "results", "--checkpoints", out / "ckpt", *TINY, *extra)
 
 
 def env():

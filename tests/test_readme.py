@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import runner, tiny
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-TINY = ["--set", "scale.epochs=1", "--set", "scale.classic_epochs=1", "--set", "scale.batch_size=32",
-        "--set", "scale.micro_batch=32", "--set", "data.synthetic_size=64", "--set", "scale.image_size=32",
-        "--data", "synthetic", "--no-progress"]
 
 
 def readme_commands(prefix: str) -> list[list[str]]:
@@ -21,11 +20,6 @@ def readme_commands(prefix: str) -> list[list[str]]:
     blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
     lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
     return [shlex.split(line)[2:] for line in lines if line.startswith(prefix)]
-
-
-def runner(*args, env=None, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "runner.py"), *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=600)
 
 
 RUN_COMMANDS = [c for c in readme_commands("python runner.py run") if not any(
@@ -61,7 +55,7 @@ def test_a_step_of_ones_own_end_to_end(tmp_path):
     assert listed.returncode == 0 and "kernel9_convnext" in listed.stdout
     results = tmp_path / "my_results"
     ran = runner("run", "--step", "separate_downsampling", "kernel9_convnext", "--results", str(results),
-                 "--checkpoints", str(tmp_path / "ckpt"), *TINY, env=env)
+                 "--checkpoints", str(tmp_path / "ckpt"), *tiny(), env=env)
     assert ran.returncode == 0, ran.stderr[-2000:]
     table = runner("table", "--results", str(results), "--out", str(results / "report"), env=env)
     assert table.returncode == 0, table.stderr[-2000:]

@@ -1,11 +1,13 @@
-"""The report: table values against hand computation, the paired test, byte-stable outputs, the figure, README."""
+"""The report (table, markdown, readme, figures, report): table values against hand computation, the paired test,
+byte-stable outputs, the figure, README."""
 import math
 
 import pandas as pd
 import pytest
 
-from roadmap import report
+from roadmap import figures, markdown, report, table as tables
 from roadmap.config import ConfigError, load_roadmap
+from roadmap.readme import update_readme
 from roadmap.results import RunKey, write_record
 
 ROADMAP, SCALE, DATA = "resnet50", "demo", "synthetic"
@@ -63,15 +65,15 @@ def results(tmp_path):
 
 @pytest.fixture()
 def table(steps, results):
-    records = report.select_records(ROADMAP, SCALE, DATA, results)[0]
-    return report.build_table(steps, records).set_index("id")
+    records = tables.select_records(ROADMAP, SCALE, DATA, results)[0]
+    return tables.build_table(steps, records).set_index("id")
 
 
 # ---------------------------------------------------------------------------- statistics
 def test_paired_delta_by_hand_and_against_scipy():
     from scipy import stats
     reference, step = {0: 70.0, 1: 72.0, 2: 71.0}, {0: 71.0, 1: 73.5, 2: 71.5}
-    out = report.paired_delta(reference, step)
+    out = tables.paired_delta(reference, step)
     diffs = [1.0, 1.5, 0.5]                                 # mean 1, sd 0.5, sem 0.5/sqrt(3)
     half = stats.t.ppf(0.975, 2) * 0.5 / math.sqrt(3)       # 4.303 * 0.2887 = 1.242
     assert out["n_pairs"] == 3
@@ -81,22 +83,22 @@ def test_paired_delta_by_hand_and_against_scipy():
 
 
 def test_paired_delta_clears_noise_only_when_the_interval_excludes_zero():
-    out = report.paired_delta({0: 80.0, 1: 81.0, 2: 80.5}, {0: 82.0, 1: 82.9, 2: 82.6})
+    out = tables.paired_delta({0: 80.0, 1: 81.0, 2: 80.5}, {0: 82.0, 1: 82.9, 2: 82.6})
     assert out["significant"] is True and out["ci_low"] > 0
     assert out["p_value"] < 0.05
 
 
 def test_paired_delta_pairs_by_seed_and_refuses_what_it_cannot_test():
     # Only seeds on both sides pair up.
-    assert report.paired_delta({0: 1.0, 1: 2.0}, {1: 3.0, 2: 4.0})["n_pairs"] == 1
-    assert report.paired_delta({0: 1.0}, {0: 2.0})["significant"] is None          # n=1: no test
-    no_spread = report.paired_delta({0: 1.0, 1: 2.0}, {0: 2.0, 1: 3.0})          # both differences 1.0
+    assert tables.paired_delta({0: 1.0, 1: 2.0}, {1: 3.0, 2: 4.0})["n_pairs"] == 1
+    assert tables.paired_delta({0: 1.0}, {0: 2.0})["significant"] is None          # n=1: no test
+    no_spread = tables.paired_delta({0: 1.0, 1: 2.0}, {0: 2.0, 1: 3.0})          # both differences 1.0
     assert no_spread["significant"] is None and math.isnan(no_spread["ci_low"])
 
 
 # ---------------------------------------------------------------------------- the table
 def test_references_follow_adopted_steps_and_branch_bases(steps):
-    refs = report.reference_steps(steps)
+    refs = tables.reference_steps(steps)
     assert refs["resnet50"] is None and refs["modern_recipe"] == "resnet50"
     assert refs["kernel5"] == refs["kernel7"] == refs["kernel9"] == refs["kernel11"] == "move_up_dwconv"
     assert refs["gelu"] == "kernel7"
@@ -188,7 +190,7 @@ def test_markdown_and_csv_are_byte_stable(steps, results, tmp_path):
 def test_csv_round_trips_every_step(results, tmp_path):
     csv = report.make_table(ROADMAP, SCALE, DATA, results, tmp_path, None)[1]
     frame = pd.read_csv(csv)
-    assert len(frame) == len(load_roadmap(ROADMAP)) and list(frame.columns) == report.COLUMNS
+    assert len(frame) == len(load_roadmap(ROADMAP)) and list(frame.columns) == tables.COLUMNS
     assert frame.set_index("id").loc["kernel5", "delta"] == pytest.approx(0.25)
 
 
@@ -205,9 +207,9 @@ def test_plot_writes_deterministic_png_and_svg(steps, results, tmp_path):
 
 def test_pareto_front():
     # cost, top-1: (1, 80) and (2, 85) and (4, 90) are on the front; (3, 84) is beaten by (2, 85).
-    assert report.pareto_front([1, 2, 3, 4], [80, 85, 84, 90]) == [0, 1, 3]
-    assert report.pareto_front([100, 300, 200], [80, 90, 85], lower_cost_is_better=False) == [1]
-    assert report.pareto_front([1, float("nan")], [80, 90]) == [0]
+    assert figures.pareto_front([1, 2, 3, 4], [80, 85, 84, 90]) == [0, 1, 3]
+    assert figures.pareto_front([100, 300, 200], [80, 90, 85], lower_cost_is_better=False) == [1]
+    assert figures.pareto_front([1, float("nan")], [80, 90]) == [0]
 
 
 def test_reverse_roadmap_table_puts_each_change_beside_its_forward_gain(results, tmp_path):
@@ -243,16 +245,16 @@ def test_update_readme_replaces_only_between_its_roadmaps_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# Title\nbefore\n<!-- results-resnet50:begin -->\nold table\n<!-- results-resnet50:end -->\n"
                       "between\n<!-- results-reverse:begin -->\nold reverse\n<!-- results-reverse:end -->\nafter\n")
-    assert report.update_readme(readme, "resnet50", "| a |\n", "report/x.png", "context") is True
-    assert report.update_readme(readme, "reverse", "| r |\n", "", "undone") is True
+    assert update_readme(readme, "resnet50", "| a |\n", "report/x.png", "context") is True
+    assert update_readme(readme, "reverse", "| r |\n", "", "undone") is True
     assert readme.read_text() == ("# Title\nbefore\n<!-- results-resnet50:begin -->\ncontext\n\n| a |\n\n"
                                   "![roadmap results](report/x.png)\n<!-- results-resnet50:end -->\n"
                                   "between\n<!-- results-reverse:begin -->\nundone\n\n| r |\n<!-- results-reverse:end -->"
                                   "\nafter\n")
-    assert report.update_readme(readme, "resnet50", "| a |\n", "report/x.png", "context") is False
+    assert update_readme(readme, "resnet50", "| a |\n", "report/x.png", "context") is False
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match="results-resnet50:begin"):
-        report.update_readme(readme, "resnet50", "| a |\n", "", "context")
+        update_readme(readme, "resnet50", "| a |\n", "", "context")
     assert readme.read_text() == "# no markers\n"
 
 
@@ -268,13 +270,36 @@ def test_make_table_updates_readme_with_relative_figure(results, tmp_path):
     assert report.make_table(ROADMAP, SCALE, DATA, results, out, readme)[-1] != readme  # unchanged the second time
 
 
+def test_the_caller_decides_whether_readme_links_the_figure(results, tmp_path):
+    """Linked, the figure must be there (nothing is written otherwise); figure=False leaves it out."""
+    readme = tmp_path / "README.md"
+    before = f"intro\n<!-- results-{ROADMAP}:begin -->\n<!-- results-{ROADMAP}:end -->\n"
+    readme.write_text(before)
+    out = tmp_path / "report"
+    with pytest.raises(ConfigError, match="run 'runner.py plot' with the same options first, or pass --no-figure"):
+        report.make_table(ROADMAP, SCALE, DATA, results, out, readme)
+    assert readme.read_text() == before and not out.exists()
+    report.make_table(ROADMAP, SCALE, DATA, results, out, readme, figure=False)
+    assert "| kernel7 |" in readme.read_text() and "![" not in readme.read_text()
+
+
+def test_the_reverse_columns_are_chosen_by_the_caller_and_placed_by_name(table):
+    df = table.reset_index()
+    forward = markdown.table_markdown(df, reverse=False).splitlines()[0]
+    assert forward.startswith("| step | change | top-1 (%) | Δ | Δ 95% CI | paper top-1 | paper Δ | sign agrees |")
+    df["reverts"], df["forward_delta"], df["forward_significant"] = "resnet50/gelu", 1.0, True
+    reverse = markdown.table_markdown(df, reverse=True).splitlines()
+    assert reverse[0].split(" | ")[5:9] == ["reverts", "forward Δ", "fwd > noise", "> noise"]
+    assert "| resnet50/gelu | +1.00 | yes |" in reverse[2] and "paper" not in reverse[0]
+
+
 def test_markdown_table_keeps_its_old_behaviour():
-    assert report.markdown_table(["a", "b"], [["x", 1.5]]) == "| a | b |\n|---|---:|\n| x | 1.5 |\n"
+    assert markdown.markdown_table(["a", "b"], [["x", 1.5]]) == "| a | b |\n|---|---:|\n| x | 1.5 |\n"
 
 
 def test_spread_notes_give_the_median_the_lowest_step_and_the_seed_spread():
     df = pd.DataFrame({"id": ["a", "b", "c", "d"], "top1_mean": [80.0, 90.0, 85.0, float("nan")],
                        "top1_std": [0.1, 0.5, float("nan"), float("nan")]})
-    assert report.spread_notes(df) == ["Over the 3 steps with results: median top-1 85.00%, lowest 80.00% (a); "
+    assert markdown.spread_notes(df) == ["Over the 3 steps with results: median top-1 85.00%, lowest 80.00% (a); "
                                        "median seed std 0.30 points."]
-    assert report.spread_notes(df.iloc[3:]) == []
+    assert markdown.spread_notes(df.iloc[3:]) == []

@@ -10,13 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import tiny
 from roadmap import cli, data, recipe, runs
 from roadmap.results import RunKey, read_record, write_record
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--set", "scale.epochs=2", "--set", "scale.classic_epochs=1", "--set", "scale.batch_size=32",
-        "--set", "scale.micro_batch=32", "--set", "data.synthetic_size=128", "--set", "scale.image_size=16",
-        "--set", "scale.stem_stride=2", "--set", "train.deterministic=true", "--no-progress"]
+TINY = tiny("scale.epochs=2", "scale.batch_size=32", "scale.micro_batch=32", "data.synthetic_size=128")
 
 
 def run_cli(tmp_path, *args):
@@ -56,7 +55,8 @@ def test_two_steps_end_to_end_on_synthetic_data(tmp_path, monkeypatch):
 
 
 def test_two_steps_on_fashion_mnist(tmp_path):
-    assert run_cli(tmp_path, "--step", "resnet50", "modern_recipe", "--set", "scale.train_subset=256",
+    assert run_cli(tmp_path, "--step", "resnet50", "modern_recipe", "--data", "fashion-mnist",
+                   "--set", "scale.train_subset=256",
                    "--set", "scale.eval_subset=128") == 0
     for step in ("resnet50", "modern_recipe"):
         rec = record(tmp_path, step, data="fashion-mnist")

@@ -5,14 +5,12 @@ import sys
 
 import pytest
 
-from roadmap import cli
+from conftest import main, tiny
 from roadmap.results import UMASK, RunKey, default_tensorboard, read_record
 from roadmap.train import Run
 
 # 48 images in batches of 16: 3 updates per epoch.
-TINY = ["--data", "synthetic", "--no-progress", "--set", "scale.epochs=2", "--set", "scale.batch_size=16",
-        "--set", "scale.micro_batch=16", "--set", "data.synthetic_size=48", "--set", "scale.image_size=16",
-        "--set", "scale.stem_stride=2", "--set", "train.deterministic=true", "--set", "train.log=tensorboard"]
+TINY = tiny("scale.epochs=2", "train.log=tensorboard")
 KEY = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
 needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
                                        reason="the tensorboard extra is not installed: pip install -e '.[dev]'")
@@ -20,12 +18,8 @@ EPOCH_TAGS = ["eval/top1", "eval/top5", "eval/loss", "train/images_per_s", "trai
 
 
 def run(capsys, results, *args) -> tuple[int, str]:
-    """cli.main as the console script runs it: (exit code, stderr)."""
-    try:
-        code = cli.main(["run", "--step", "gelu", *TINY, "--results", str(results), *args])
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+    """The tiny run of gelu with TensorBoard logging: (exit code, stderr)."""
+    return main(capsys, "run", "--step", "gelu", *TINY, "--results", results, *args)
 
 
 def scalars(results) -> dict[str, list[tuple[int, float]]]:

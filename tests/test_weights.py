@@ -13,6 +13,8 @@ from PIL import Image
 
 from safetensors.torch import load_file
 
+from conftest import tiny
+
 from roadmap import cli
 from roadmap.config import DataConfig, ModelConfig, ScaleConfig, load_step, set_fields
 from roadmap.data import build_data, load_source, read_eval_images
@@ -24,9 +26,8 @@ from roadmap.weights import load_kept, load_native, read_state, sha256_of
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 # ConvNeXt at 1/8 width, stem stride 4 (timm's default patch size), 32 px, 64 synthetic images, one epoch.
-TINY = ["--data", "synthetic", "--no-progress", "--set", "scale.epochs=1", "--set", "scale.batch_size=32",
-        "--set", "scale.micro_batch=32", "--set", "data.synthetic_size=64", "--set", "scale.image_size=32",
-        "--set", "scale.stem_stride=4"]
+TINY = tiny("scale.batch_size=32", "scale.micro_batch=32", "data.synthetic_size=64", "scale.image_size=32",
+            "scale.stem_stride=4")
 STEP = "separate_downsampling"
 
 
