@@ -57,6 +57,7 @@ def path_arg(text: str) -> str:
 
 def cmd_run(args) -> int:
     from .config import ConfigError, parse_overrides
+    from .plan import seed_list
     from .results import default_checkpoints, default_weights
     from .runs import run_command
 
@@ -65,9 +66,7 @@ def cmd_run(args) -> int:
         overrides.setdefault("train", {})["compile"] = True
     if args.device:
         overrides.setdefault("train", {})["device"] = args.device
-    if args.seed is None and args.seeds < 1:
-        raise ConfigError(f"--seeds must be 1 or more, not {args.seeds}")
-    seeds = args.seed if args.seed is not None else list(range(args.seeds))
+    seeds = seed_list(args.seeds, args.seed)
     if args.json and not args.dry_run:
         raise ConfigError("--json goes with --dry-run")
     checkpoints = Path(args.checkpoints or default_checkpoints(args.results))
@@ -186,10 +185,10 @@ def cmd_bench(args) -> None:
 def cmd_plan(args) -> None:
     from .compute import plan_costs, render
     from .config import parse_overrides
-    from .plan import plan_runs
+    from .plan import plan_runs, seed_list
 
-    seeds = args.seed if args.seed is not None else list(range(args.seeds))
-    plans = plan_runs(args.roadmap, args.step, args.scale, args.data, seeds, parse_overrides(args.set))
+    plans = plan_runs(args.roadmap, args.step, args.scale, args.data, seed_list(args.seeds, args.seed),
+                      parse_overrides(args.set))
     dtype = args.dtype or ("fp32" if args.device.lower() == "cpu" else "bf16")
     costs = plan_costs(plans, args.device, args.devices, dtype, args.utilization, jobs=args.jobs)
     print(json.dumps(costs, indent=1) if args.json else render(costs), end="\n" if args.json else "")

@@ -232,11 +232,15 @@ def load_roadmap(roadmap: str, steps_dir: Path | None = None) -> list[Step]:
 
 
 def load_step(roadmap: str, step_id: str, steps_dir: Path | None = None) -> Step:
-    steps_dir = steps_root(steps_dir)
-    for step in load_roadmap(roadmap, steps_dir):
+    return find_step(load_roadmap(roadmap, steps_dir), roadmap, step_id)
+
+
+def find_step(steps: list[Step], roadmap: str, step_id: str) -> Step:
+    """The step `step_id` of a loaded roadmap; an unknown id fails with a suggestion."""
+    for step in steps:
         if step.id == step_id:
             return step
-    ids = list(step_files(roadmap, steps_dir))
+    ids = [step.id for step in steps]
     raise ConfigError(f"unknown step '{step_id}' in roadmap '{roadmap}'{closest(step_id, ids)}; "
                       f"'runner.py list --roadmap {roadmap}' shows them all")
 
@@ -318,8 +322,14 @@ def normalized_data_spec(spec: str | None) -> str | None:
 def build_run_config(roadmap: str, step_id: str, scale_name: str, data_spec: str | None,
                      seed: int, overrides: dict[str, dict], steps_dir: Path | None = None) -> RunConfig:
     """Step + scale + data + overrides, resolved into the exact config of one run."""
+    return resolve_run_config(load_step(roadmap, step_id, steps_dir), scale_name, data_spec, seed, overrides,
+                              steps_dir)
+
+
+def resolve_run_config(step: Step, scale_name: str, data_spec: str | None, seed: int, overrides: dict[str, dict],
+                       steps_dir: Path | None = None) -> RunConfig:
+    """build_run_config for a step already loaded (the planner loads a roadmap once, not once per run)."""
     steps_dir = steps_root(steps_dir)
-    step = load_step(roadmap, step_id, steps_dir)
     scale = load_scale(scale_name, steps_dir)
     set_fields(scale, overrides.get("scale", {}), "scale")
     data = DataConfig(spec=normalized_data_spec(data_spec or scale.data))
@@ -329,8 +339,8 @@ def build_run_config(roadmap: str, step_id: str, scale_name: str, data_spec: str
     train = TrainConfig(seed=seed)
     set_fields(train, overrides.get("train", {}), "train")
     model = set_fields(scaled_model(step.model, scale), overrides.get("model", {}), "model")
-    recipe = set_fields(step.recipe, overrides.get("recipe", {}), "recipe")
-    return RunConfig(roadmap, step.id, model, recipe, scale, data, train)
+    recipe = set_fields(dataclasses.replace(step.recipe), overrides.get("recipe", {}), "recipe")   # the step's stays
+    return RunConfig(step.roadmap, step.id, model, recipe, scale, data, train)
 
 
 def check_config(cfg: RunConfig) -> None:

@@ -34,8 +34,10 @@ def field_types(cls) -> dict[str, object]:
     return typing.get_type_hints(cls)
 
 
-def coerce(value, annotation, where: str):
-    """Check `value` against a field type; ints widen to floats, lists become tuples."""
+def coerce(value, annotation, where: str, *, text_numbers: bool = True):
+    """Check `value` against a field type; ints widen to floats, lists become tuples. A plain `dict` or `list`
+    is checked as such (a record's nested parts). `text_numbers`: a float may come as text, as YAML 1.1 reads
+    '1e-3'; JSON (a record) holds numbers as numbers."""
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         options = typing.get_args(annotation)
@@ -52,7 +54,7 @@ def coerce(value, annotation, where: str):
             if option is type(None):
                 continue
             try:
-                return coerce(value, option, where)
+                return coerce(value, option, where, text_numbers=text_numbers)
             except ConfigError as err:
                 errors.append(err)
         raise errors[0]
@@ -60,14 +62,14 @@ def coerce(value, annotation, where: str):
         item_type = typing.get_args(annotation)[0]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, not {value!r}")
-        return tuple(coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce(v, item_type, f"{where}[{i}]", text_numbers=text_numbers) for i, v in enumerate(value))
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return finite(float(value), where)
-    if annotation is float and isinstance(value, str) and FLOAT_RE.fullmatch(value.strip()):
+    if annotation is float and text_numbers and isinstance(value, str) and FLOAT_RE.fullmatch(value.strip()):
         return finite(float(value), where)  # YAML 1.1 reads '1e-3' (no dot) as a string
     if annotation is bool and isinstance(value, bool):
         return value
-    if annotation in (int, str) and isinstance(value, annotation) and not isinstance(value, bool):
+    if annotation in (int, str, dict, list) and isinstance(value, annotation) and not isinstance(value, bool):
         return value
     raise ConfigError(f"{where} must be {getattr(annotation, '__name__', annotation)}, not {value!r}")
 
@@ -90,10 +92,10 @@ def check_range(value, f: dataclasses.Field, where: str):
     return value
 
 
-def set_fields(obj, values: dict, section: str, origin: str = ""):
+def set_fields(obj, values: dict, section: str, origin: str = "", *, text_numbers: bool = True):
     """Set `values` on dataclass `obj`, strictly: unknown keys, wrong types, choices and ranges are errors.
 
-    `origin` ("file.yaml: ") prefixes the message so the user knows where to look."""
+    `origin` ("file.yaml: ") prefixes the message so the user knows where to look; `text_numbers` as for coerce."""
     if not isinstance(values, dict):
         raise ConfigError(f"{origin}'{section}' must be a mapping of keys to values, not {values!r}")
     known = {f.name: f for f in dataclasses.fields(obj)}
@@ -102,7 +104,7 @@ def set_fields(obj, values: dict, section: str, origin: str = ""):
         if key not in known:
             raise ConfigError(f"{origin}unknown key '{section}.{key}'{closest(str(key), known)}")
         where = f"{origin}{section}.{key}"
-        setattr(obj, key, check_range(coerce(value, types_[key], where), known[key], where))
+        setattr(obj, key, check_range(coerce(value, types_[key], where, text_numbers=text_numbers), known[key], where))
     return obj
 
 

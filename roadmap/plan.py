@@ -1,8 +1,9 @@
 """Plan once: resolve and check every run completely before anything is trained or written.
 
-A `RunPlan` holds everything a run needs (config, recipe with its final lr and batch, micro-batch
-and accumulation, the dataset once the runner has opened it); training takes it and re-checks
-nothing. `describe` is what `--dry-run` prints and what a record keeps as the resolved recipe.
+A `RunPlan` holds everything a run needs: its config, the recipe with its final lr and batch, micro-batch and
+accumulation (`plan_runs`); then, once the runner has opened the dataset (`ready`), the dataset itself, the
+device and autocast dtype, the updates per epoch and the fingerprint a checkpoint must match. Training reads
+them and re-checks nothing. `describe` is what `--dry-run` prints.
 """
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import json
 import math
 from dataclasses import dataclass, field
 
+import torch
+
 from . import recipe as recipes
 from . import tblog
-from .config import ConfigError, RunConfig, Step, build_run_config, check_config, load_roadmap, load_step, to_dict
-from .data import Source
+from .config import ConfigError, RunConfig, Step, check_config, find_step, load_roadmap, resolve_run_config, to_dict
+from .data import Source, check_fits
 from .model import TENSOR_LAYOUT, check_model, total_stride
 from .results import RunKey, data_slug
+from .runtime import Dist, amp_dtype, pick_device
 
 
 # Keys that may change between a run and its resumption without changing what it computes.
@@ -47,22 +51,45 @@ class RunPlan:
     recipe: recipes.Recipe
     micro: int          # images per device and forward pass
     accum: int          # forward passes per optimizer update
-    # The dataset as the runner opened and checked it, served to every run of the invocation (None: the
-    # run opens it itself). It can be shared: step files change only model and recipe, never data or scale.
+    # Set by `ready`, for the process that trains the run. The dataset as the runner opened and checked it is
+    # served to every run of the invocation: step files change only model and recipe, never data or scale.
     source: Source | None = field(default=None, compare=False, repr=False)
+    device: torch.device | None = None
+    amp: torch.dtype | None = None     # autocast dtype; None: full precision
+    updates_per_epoch: int = 0
+    fingerprint: str = ""              # what a checkpoint must match to resume this run (config_fingerprint)
 
-    def describe(self, train_images: int | None = None, world_size: int = 1) -> dict:
-        """The fully resolved run; with the training set's size, its updates too."""
+    def describe(self, world_size: int = 1) -> dict:
+        """The fully resolved run; once `ready`, its training set's size and updates too."""
         out = {"roadmap": self.key.roadmap, "step": self.step.id, "seed": self.key.seed, **to_dict(self.cfg),
                "recipe": dataclasses.asdict(self.recipe),
                "batching": {"global_batch": self.recipe.batch_size, "micro_batch": self.micro,
                             "accum_steps": self.accum, "world_size": world_size}}
-        if train_images is not None:
-            updates = (train_images // world_size // self.micro) // self.accum
-            out["batching"].update(train_images=train_images, updates_per_epoch=updates,
+        if self.source is not None:
+            updates = self.updates_per_epoch
+            out["batching"].update(train_images=len(self.source.train), updates_per_epoch=updates,
                                    updates=updates * self.recipe.epochs,
                                    warmup_updates=round(self.recipe.warmup_epochs * updates))
         return out
+
+
+def ready(plan: RunPlan, source: Source, info: Dist) -> RunPlan:
+    """The plan completed for this process to train it on `source`: its device (one that is not there fails
+    here) and autocast dtype, its batch checked against the data, its updates per epoch and its fingerprint."""
+    device = pick_device(plan.cfg.train.device, info)
+    check_fits(source, plan.cfg.scale, plan.micro, info.rank, info.world_size)
+    updates = updates_per_epoch(len(source.train), info.world_size, plan.micro, plan.accum)
+    if updates < 1:
+        raise ConfigError(f"{len(source.train)} training images give no full update of batch "
+                          f"{plan.recipe.batch_size}; lower scale.batch_size")
+    return dataclasses.replace(plan, source=source, device=device, amp=amp_dtype(plan.cfg.train.amp, device),
+                               updates_per_epoch=updates, fingerprint=config_fingerprint(plan.cfg, source.identity()))
+
+
+def updates_per_epoch(train_images: int, world_size: int, micro: int, accum: int) -> int:
+    """Optimizer updates in an epoch: each rank's share of the images in whole micro-batches (the last, partial
+    one dropped, as the data serves them), `accum` of them to an update."""
+    return train_images // world_size // micro // accum
 
 
 def micro_batching(global_batch: int, micro_batch: int, world_size: int) -> tuple[int, int]:
@@ -87,9 +114,8 @@ def check_image_size(image_size: int, stem_stride: int) -> None:
                           f"or change scale.stem_stride")
 
 
-def plan_run(roadmap: str, step: Step, scale: str, data: str | None, seed: int, overrides: dict,
-             world_size: int) -> RunPlan:
-    cfg = build_run_config(roadmap, step.id, scale, data, seed, overrides)
+def plan_run(step: Step, scale: str, data: str | None, seed: int, overrides: dict, world_size: int) -> RunPlan:
+    cfg = resolve_run_config(step, scale, data, seed, overrides)
     check_config(cfg)
     if cfg.train.log == "tensorboard":
         tblog.check_available()
@@ -97,18 +123,26 @@ def plan_run(roadmap: str, step: Step, scale: str, data: str | None, seed: int, 
     check_image_size(cfg.scale.image_size, cfg.model.stem_stride)
     recipe = recipes.resolve(cfg.recipe, cfg.scale)
     micro, accum = micro_batching(recipe.batch_size, cfg.scale.micro_batch, world_size)
-    return RunPlan(cfg, step, RunKey(roadmap, cfg.scale.name, cfg.data.spec, step.id, seed), recipe, micro, accum)
+    return RunPlan(cfg, step, RunKey(step.roadmap, cfg.scale.name, cfg.data.spec, step.id, seed), recipe, micro, accum)
+
+
+def seed_list(count: int, chosen: list[int] | None) -> list[int]:
+    """The seeds `--seeds N` (0..N-1) or `--seed K ...` name: at least one."""
+    if chosen is not None:
+        return list(chosen)
+    if count < 1:
+        raise ConfigError(f"--seeds must be 1 or more, not {count}")
+    return list(range(count))
 
 
 def plan_runs(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: list[int],
               overrides: dict, world_size: int = 1) -> list[RunPlan]:
-    """Every run, seed-major then roadmap order; raises ConfigError on the first mistake."""
-    if not seeds:
-        raise ConfigError("no seeds to run: give --seeds N (1 or more) or --seed K ...")
+    """Every run, seed-major then roadmap order; raises ConfigError on the first mistake. The roadmap's files
+    are read once."""
     if "seed" in overrides.get("train", {}):
         raise ConfigError("train.seed is not set through --set: use --seed K ... (or --seeds N for 0..N-1)")
     steps = load_roadmap(roadmap)
     if step_ids:
-        wanted = {load_step(roadmap, s).id for s in step_ids}  # unknown ids fail here, with a suggestion
+        wanted = {find_step(steps, roadmap, s).id for s in step_ids}  # unknown ids fail here, with a suggestion
         steps = [s for s in steps if s.id in wanted]
-    return [plan_run(roadmap, step, scale, data, seed, overrides, world_size) for seed in seeds for step in steps]
+    return [plan_run(step, scale, data, seed, overrides, world_size) for seed in seeds for step in steps]

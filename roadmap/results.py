@@ -12,28 +12,35 @@ Layout:  <results>/<roadmap>/<scale>/<data>/<step>/seed<k>.json   the record (wr
 Every part of those paths is a plain name (path_part), so every file a run writes stays inside its folder;
 checkpoints and weights, which share their relative paths, never share a folder (check_apart).
 
-A record's `status` is `complete`, `failed` (crash; `reason`) or `diverged` (NaN/inf loss;
+A record is a `Record`, checked by the validator the configs use (fields.py) both when the run writes it and when
+a reader loads it. Its `status` is `complete`, `failed` (crash; `reason`) or `diverged` (NaN/inf loss;
 `divergence` holds epoch, step and the last finite loss). Records are never half-written: every
 file goes to a temporary name, is fsynced, then renamed over the target.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import sys
 import tempfile
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from filelock import FileLock, Timeout
 
 from .errors import ConfigError, UserError
+from .fields import check_fields, set_fields
 
 SCHEMA_VERSION = 1
 UMASK = os.umask(0o022)   # read once (it can only be read by setting it), then put back
 os.umask(UMASK)
-STATUSES = ("complete", "failed", "diverged")
+Status = Literal["complete", "failed", "diverged"]
+STATUSES: tuple[str, ...] = typing.get_args(Status)
+FINISHED = ("complete", "diverged")   # need no more training: a diverged run would diverge again
 
 
 class ResultsError(UserError):
@@ -175,12 +182,99 @@ def write_record(root: Path, key: RunKey, record: dict) -> Path:
     return path
 
 
-# What `table` reads from a record and of which type: a record that lacks one, or holds another type, is damaged.
-NUMBER = (int, float)
-REQUIRED_FIELDS = {"schema": int, "status": str, "roadmap": str, "scale": str, "data": str, "step": str, "seed": int}
-OPTIONAL_FIELDS = {"top1": NUMBER, "top5": NUMBER, "wall_s": NUMBER, "images_per_s": NUMBER, "gflops": NUMBER,
-                   "params": NUMBER, "image_size": int, "num_classes": int, "world_size": int, "reason": str,
-                   "divergence": dict, "confusion": list}
+# ---------------------------------------------------------------------------- the record
+def measured(default=None):
+    """A field of complete runs only: a failed or diverged record has no such key."""
+    return dataclasses.field(default=default, metadata={"complete_only": True})
+
+
+@dataclass
+class Record:
+    """One run's result, as its JSON file holds it (sorted keys; a reader gets the dict). Every field but the
+    run's name may be absent from a record written by an earlier runner (or by hand), hence None defaults."""
+    # Which run: a record without one of these is damaged.
+    schema: int
+    status: Status
+    roadmap: str
+    scale: str
+    data: str
+    step: str
+    seed: int
+    # The step, its resolved config and recipe, and the code and command that ran it.
+    order: int | None = None
+    title: str | None = None
+    adopted: bool | None = None
+    base: str | None = None
+    paper: dict | None = None
+    config: dict | None = None
+    recipe: dict | None = None
+    command: str | None = None
+    torch: str | None = None
+    timm: str | None = None
+    python: str | None = None
+    git_commit: str | None = None
+    # The outcome.
+    reason: str | None = None            # failed: the exception, one line
+    divergence: dict | None = None       # diverged: epoch, step (update) and the last finite loss
+    top1: float | None = None            # %, at the last evaluation
+    top5: float | None = None
+    epochs: list | None = None           # one dict of stats per epoch (none for a crash)
+    wall_s: float | None = None
+    # What a complete run measured and where it ran.
+    params: float | None = measured()
+    gflops: float | None = measured()
+    image_size: int | None = measured()
+    num_classes: int | None = measured()   # num_classes .. data_fingerprint: Source.identity()
+    train_images: int | None = measured()
+    eval_images: int | None = measured()
+    data_fingerprint: str | None = measured()
+    images_per_s: float | None = measured()
+    data_time_share: float | None = measured()
+    input_bound: bool | None = measured()
+    peak_mem_mb: float | None = measured()
+    device: str | None = measured()
+    world_size: int | None = measured()
+    micro_batch: int | None = measured()
+    accum_steps: int | None = measured()
+    amp: str | None = measured()
+    channels_last: bool | None = measured()
+    threads: int | None = measured()
+    compile: bool | None = measured()
+    started: str | None = measured()      # UTC, ISO 8601: the run's first session
+    finished: str | None = measured()
+    classes: list | None = measured()
+    confusion: list | None = measured()   # perclass.record_confusion
+    init_from: dict | None = measured()   # fine-tuning: where the starting weights came from
+    weights: str | None = measured()      # the kept weights' path under a weights folder (weights.keep_weights)
+    weights_sha256: str | None = measured()
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.roadmap, self.scale, self.data, self.step, self.seed)
+
+    def to_json(self) -> dict:
+        """The record as its file holds it: a failed or diverged run's has no measured keys."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if self.status == "complete" or not f.metadata.get("complete_only")}
+
+    def write(self, root: Path) -> Path:
+        """Checked (as a config is), then written atomically at its run's place under `root`."""
+        check_fields(self, "record")
+        return write_record(root, self.key, self.to_json())
+
+    @classmethod
+    def from_json(cls, values: dict) -> "Record":
+        """A record read from its file, checked field by field; ConfigError says the first problem. Keys this
+        runner does not know are left alone (a later runner's), not called damage."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        required = [name for name, f in known.items() if f.default is dataclasses.MISSING]
+        for name in required:
+            if name not in values:
+                raise ConfigError(f"no {name}")
+        record = cls(**{name: values[name] for name in required})
+        return set_fields(record, {k: v for k, v in values.items() if k in known}, "record", text_numbers=False)
+
+
 _WARNED: set[Path] = set()
 
 
@@ -212,31 +306,16 @@ def record_problem(record, path: Path) -> str | None:
         return f"a JSON {type(record).__name__}, not an object"
     if record.get("schema") != SCHEMA_VERSION:
         return f"schema {record.get('schema')!r}, not {SCHEMA_VERSION}: written by another version of the runner"
-    for name, kind in REQUIRED_FIELDS.items():
-        if not _is(record.get(name), kind):
-            return f"no {name}" if name not in record else f"{name} {record[name]!r} is not {_kind_name(kind)}"
-    for name, kind in OPTIONAL_FIELDS.items():
-        if record.get(name) is not None and not _is(record[name], kind):
-            return f"{name} {record[name]!r} is not {_kind_name(kind)}"
-    if record["status"] not in STATUSES:
-        return f"status {record['status']!r}, not one of {', '.join(STATUSES)}"
-    if record["status"] == "complete" and record.get("top1") is None:
-        return "complete without a top-1"
     try:
-        key = RunKey(record["roadmap"], record["scale"], record["data"], record["step"], record["seed"])
+        checked = Record.from_json(record)
+        if checked.status == "complete" and checked.top1 is None:
+            return "complete without a top-1"
+        key = checked.key
     except ConfigError as err:
         return str(err)
     if Path(path).parts[-5:] != key.record_path(Path()).parts:   # counted twice, or under the wrong step
         return f"it holds {key.step} seed {key.seed} of {key.roadmap}/{key.scale}/{key.data}, another run than its path"
     return None
-
-
-def _is(value, kind) -> bool:
-    return isinstance(value, kind) and not isinstance(value, bool)
-
-
-def _kind_name(kind) -> str:
-    return {NUMBER: "a number", int: "an integer", str: "a string", dict: "a JSON object", list: "a JSON list"}[kind]
 
 
 def _damaged(path: Path, problem: str) -> None:
@@ -256,7 +335,7 @@ def finished_status(root: Path, key: RunKey) -> str | None:
     again); None when it has no usable record or failed (a crash may be transient: retry it)."""
     record = read_record(key.record_path(root))
     status = record["status"] if record else None
-    return status if status in ("complete", "diverged") else None
+    return status if status in FINISHED else None
 
 
 def load_records(root: Path, roadmap: str | None = None, scale: str | None = None,

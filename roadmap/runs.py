@@ -7,38 +7,35 @@ before every config, the data, the results folder and any weights to start from 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch.distributed as dist
 import yaml
 
 from .config import SECTIONS, ConfigError, to_dict
-from .data import Source, check_fits, open_source
-from .errors import UserError
-from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs
-from .results import ResultsError, RunLock, blocking_file, check_apart, check_writable, data_slug, default_tensorboard, \
-    finished_status, leads_out, lock_is_held, read_record, warn_damaged
+from .data import Source, open_source
+from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs, ready
+from .results import STATUSES, Record, ResultsError, RunLock, blocking_file, check_apart, check_writable, data_slug, \
+    default_tensorboard, finished_status, leads_out, lock_is_held, read_record, warn_damaged
 from .steps import build_model
-from .runtime import Dist, amp_dtype, git_commit, init_distributed, pick_device
-from .train import Diverged, failure_record, record_result, train_run
+from .runtime import Dist, git_commit, init_distributed
+from .train import train_run
 from .weights import drop_checkpoint, fit_state, missing_weights
 from .workers import end_with_parent, hand_out, serve, worker_threads
 
 
-def check_data(run: RunPlan, info: Dist) -> Source:
-    """Open the dataset before anything is written: missing or malformed data fails here.
+def check_data(planned: list[RunPlan], info: Dist) -> list[RunPlan]:
+    """Open the dataset before anything is written: missing or malformed data fails here. Every run is then
+    made ready to train on it (plan.ready: device, batch against the data, updates, fingerprint).
 
     Opened as the runs serve it (decoded in memory for small sets), so that strict mode meets every
-    unreadable file now rather than in the middle of a roadmap. Returns it: every run trains on it."""
-    amp_dtype(run.cfg.train.amp, pick_device(run.cfg.train.device, info))  # a device that is not there fails here
-    source = open_source(run.cfg.data, run.cfg.scale, rank=info.rank)
-    check_fits(source, run.cfg.scale, run.micro, info.rank, info.world_size)
-    return source
+    unreadable file now rather than in the middle of a roadmap. Opened once: every run trains on it."""
+    first = planned[0]
+    source = open_source(first.cfg.data, first.cfg.scale, rank=info.rank)
+    return [ready(run, source, info) for run in planned]
 
 
 def check_init_from(planned: list[RunPlan], num_classes: int) -> None:
@@ -132,7 +129,7 @@ def check_run_paths(planned: list[RunPlan], results: Path, checkpoints: Path, we
         RunLock(results, run.key).check()
 
 
-OUTCOMES = ("complete", "skipped", "failed", "diverged")   # what `run` counts, in the order it says them
+OUTCOMES = (STATUSES[0], "skipped", *STATUSES[1:])   # what `run` counts: complete, skipped, failed, diverged
 
 
 def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
@@ -206,44 +203,28 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info:
             say(info, f"{label}: finished by another process, skipped")
             return "skipped"
     try:
-        record = attempt(run, results, checkpoints, weights, info, progress, label)
-        record_result(results, run.key, record, info)
-        if info.is_main and record["status"] == "complete":
+        record = train_run(run, results, checkpoints, weights, info, progress)   # writes its record
+        say_outcome(info, label, record)
+        if info.is_main and record.status == "complete":
             # Only now: a kill before the record is written must still find the checkpoint.
-            drop_checkpoint(run.key.checkpoint_path(checkpoints), record)
+            drop_checkpoint(run.key.checkpoint_path(checkpoints), record.to_json())
     finally:
         lock.release()  # after the record: whoever takes the lock next finds it
-    if info.world_size > 1 and record["status"] == "failed":
+    if info.world_size > 1 and record.status == "failed":
         wait_for_release(lock)
     elif info.world_size > 1:
         dist.barrier()
-    return record["status"]
+    return record.status
 
 
-def attempt(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist, progress: bool,
-            label: str) -> dict:
-    """Train one run; its record, complete, diverged or failed. User mistakes and interrupts go up."""
-    start = time.perf_counter()
-    try:
-        record = train_run(run, results, checkpoints, weights, info, progress)
-        bound = f", input-bound: {100 * record['data_time_share']:.0f}% waiting for data" if record["input_bound"] else ""
-        say(info, f"{label}: top-1 {record['top1']:.2f}%  ({record['wall_s']:.0f} s, "
-                  f"{record['images_per_s']:.0f} img/s{bound})")
-        return record
-    except Diverged as err:
-        say(info, f"{label}: DIVERGED ({err}); going on")
-        return failure_record(run, "diverged", str(err), err.info, time.perf_counter() - start)
-    except (UserError, KeyboardInterrupt):
-        raise
-    except Exception as err:  # a crash of one step must not stop the roadmap
-        reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-        traceback.print_exc(file=sys.stderr)
-        if info.world_size > 1:
-            # The other processes wait in a collective this one will never join: leaving the group ends
-            # it for them at once (gloo; NCCL after the group's timeout), and rank 0 records the failure.
-            dist.destroy_process_group()
-        say(info, f"{label}: FAILED ({reason})" + ("" if info.world_size > 1 else "; going on"))
-        return failure_record(run, "failed", reason, None, time.perf_counter() - start)
+def say_outcome(info: Dist, label: str, record: Record) -> None:
+    if record.status == "complete":
+        bound = f", input-bound: {100 * record.data_time_share:.0f}% waiting for data" if record.input_bound else ""
+        say(info, f"{label}: top-1 {record.top1:.2f}%  ({record.wall_s:.0f} s, {record.images_per_s:.0f} img/s{bound})")
+    elif record.status == "diverged":
+        say(info, f"{label}: DIVERGED ({record.reason}); going on")
+    else:
+        say(info, f"{label}: FAILED ({record.reason})" + ("" if info.world_size > 1 else "; going on"))
 
 
 def wait_for_release(lock: RunLock, timeout_s: float = 60.0) -> None:
@@ -265,9 +246,9 @@ def describe_plan(planned: list[RunPlan], results: Path) -> str:
             f"data {first.cfg.data.spec} -> {results}")
 
 
-def print_plan(planned: list[RunPlan], train_images: int, info: Dist, as_json: bool) -> None:
+def print_plan(planned: list[RunPlan], info: Dist, as_json: bool) -> None:
     """--dry-run: every run fully resolved, as YAML documents or one JSON list; nothing is written."""
-    described = [run.describe(train_images, info.world_size) for run in planned]
+    described = [run.describe(info.world_size) for run in planned]
     if not info.is_main:
         return
     if as_json:
@@ -292,13 +273,12 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     if worker:
         end_with_parent()   # first: a worker whose parent is killed, even while it starts up, ends too
     info = Dist.from_env()
-    planned = plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size)
-    source = check_data(planned[0], info)
-    planned = [dataclasses.replace(run, source=source) for run in planned]   # opened once, trained on by each
+    planned = check_data(plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size), info)
+    source = planned[0].source
     check_same_data(planned, results, source)
     check_init_from(planned, source.num_classes)
     if dry_run:
-        print_plan(planned, len(source.train), info, dry_run == "json")
+        print_plan(planned, info, dry_run == "json")
         return {"planned": len(planned)}
     if jobs > 1:
         check_jobs(planned[0], info)
@@ -309,7 +289,7 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     check_writable(checkpoints, "--checkpoints")
     check_writable(weights, "--weights")
     check_run_paths(planned, results, checkpoints, weights)
-    info = init_distributed(pick_device(planned[0].cfg.train.device, info).type)
+    info = init_distributed(planned[0].device.type)
     if worker:
         serve(lambda i: run_one(planned[i], results, checkpoints, weights, info, False, run_label(planned, i)))
         return {}
@@ -329,5 +309,5 @@ def check_jobs(run: RunPlan, info: Dist) -> None:
     """--jobs splits one machine's CPU among processes; GPUs and torchrun have their own way to scale."""
     if info.world_size > 1:
         raise ConfigError("--jobs does not go with torchrun: each torchrun process is one job already")
-    if pick_device(run.cfg.train.device, info).type != "cpu":
+    if run.device.type != "cpu":
         raise ConfigError("--jobs trains on the CPU (--device cpu); on GPUs use torchrun")

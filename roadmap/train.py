@@ -1,7 +1,7 @@
 """One training run: loop, eval, AMP, channels_last, compile, DDP, checkpoint and resume.
 
-`train_run` trains one (step, scale, data, seed) and returns its result record. Only rank 0
-logs and writes. The loop keeps the loss on the device and looks at it every `SYNC_EVERY`
+`train_run` trains one planned run (plan.py: device, dtype, batching and updates are decided there, not
+here) and writes its `Record`: complete, diverged or failed. Only rank 0 logs and writes. The loop keeps the loss on the device and looks at it every `SYNC_EVERY`
 updates, so the GPU is never stalled by a host sync per step, yet a NaN/inf loss stops the run
 within a few updates with the exact update recorded.
 """
@@ -15,6 +15,7 @@ import pickle
 import platform
 import sys
 import time
+import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +28,15 @@ import yaml
 from tqdm import tqdm
 
 from . import recipe as recipes
-from .config import ConfigError, to_dict
+from .config import to_dict
 from .data import build_data, derive_seed
+from .errors import UserError
 from .model import count_gflops, count_params
 from .perclass import confusion_counts, record_confusion
-from .plan import RunPlan, config_fingerprint
-from .results import SCHEMA_VERSION, RunKey, atomic_write_bytes, atomic_write_text, default_tensorboard, write_record
-from .runtime import Dist, amp_dtype, command_line, device_name, git_commit, peak_memory_mb, pick_device, rng_state, \
-    seed_global_rngs, set_rng_state, utc_now
+from .plan import RunPlan
+from .results import SCHEMA_VERSION, Record, atomic_write_bytes, atomic_write_text, default_tensorboard
+from .runtime import Dist, command_line, device_name, git_commit, peak_memory_mb, rng_state, seed_global_rngs, \
+    set_rng_state, utc_now
 from .steps import build_model
 from .tblog import Board
 from .weights import fit_state, keep_weights
@@ -65,25 +67,20 @@ class RunState:
 
 
 class Run:
-    """One run's moving parts, wired from its RunConfig."""
+    """One run's moving parts, wired from its plan (made `ready` for this process: plan.py)."""
 
     def __init__(self, plan: RunPlan, info: Dist, progress: bool):
         cfg = plan.cfg
         self.cfg, self.step, self.info = cfg, plan.step, info
         self.progress = progress and info.is_main and sys.stderr.isatty()
-        self.device = pick_device(cfg.train.device, info)
-        self.amp = amp_dtype(cfg.train.amp, self.device)
+        self.device, self.amp = plan.device, plan.amp
         self.recipe, self.micro, self.accum = plan.recipe, plan.micro, plan.accum
+        self.updates_per_epoch, self.fingerprint = plan.updates_per_epoch, plan.fingerprint
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
         self.data = build_data(cfg.data, cfg.scale, batch_size=self.micro, recipe=self.recipe, device=self.device,
                                rank=info.rank, world_size=info.world_size, seed=cfg.train.seed, source=plan.source)
-        self.fingerprint = config_fingerprint(cfg, self.data.identity)   # what a checkpoint must match to resume
-        self.updates_per_epoch = self.data.steps_per_epoch() // self.accum
-        if self.updates_per_epoch < 1:
-            raise ConfigError(f"{self.data.train_size} training images give no full update of batch "
-                              f"{self.recipe.batch_size}; lower scale.batch_size")
         # Each random stream has a seed of its own, so that nothing built before it (or a refactor of
         # that) can move it: the weights are the same on every rank, the training draws (Mixup,
         # drop path) differ by rank, the data order and augmentation are seeded per batch (data/augment.py).
@@ -299,16 +296,16 @@ def warn_checkpoint(path: Path, why: str) -> None:
 
 
 # ---------------------------------------------------------------------------- records
-def base_record(plan: RunPlan) -> dict:
-    cfg, step, key = plan.cfg, plan.step, plan.key
-    return {
-        "schema": SCHEMA_VERSION, "roadmap": key.roadmap, "step": step.id, "order": step.order, "title": step.title,
-        "adopted": step.adopted, "base": step.base, "scale": key.scale, "data": key.data, "seed": key.seed,
-        "paper": dataclasses.asdict(step.paper), "config": to_dict(cfg),
-        "recipe": dataclasses.asdict(plan.recipe), "command": command_line(),
-        "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
-        "git_commit": git_commit(),
-    }
+def new_record(plan: RunPlan, status: str, **outcome) -> Record:
+    """The record of `plan`'s run: which run, its step and resolved config, the code and command that ran it,
+    and `outcome`."""
+    step, key = plan.step, plan.key
+    return Record(
+        schema=SCHEMA_VERSION, status=status, roadmap=key.roadmap, scale=key.scale, data=key.data, step=step.id,
+        seed=key.seed, order=step.order, title=step.title, adopted=step.adopted, base=step.base,
+        paper=dataclasses.asdict(step.paper), config=to_dict(plan.cfg), recipe=dataclasses.asdict(plan.recipe),
+        command=command_line(), torch=torch.__version__, timm=timm.__version__, python=platform.python_version(),
+        git_commit=git_commit(), **outcome)
 
 
 def epoch_line(step_id: str, seed: int, stats: dict, epochs: int, wall_s: float) -> str:
@@ -342,11 +339,33 @@ def resumed_run(plan: RunPlan, info: Dist, progress: bool, ckpt_path: Path) -> R
 
 
 def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist,
-              progress: bool = True) -> dict:
-    """Train one run to the end (resuming from its checkpoint), keep its final weights and return its
-    complete record.
+              progress: bool = True) -> Record:
+    """Train one run to its end and write its record (rank 0): complete (its final weights kept), diverged, or
+    failed for any crash, which must not stop the roadmap (timm's bulk_runner). User mistakes and interrupts
+    go up, and leave no record."""
+    start = time.perf_counter()
+    try:
+        record = train(plan, results, checkpoints, weights, info, progress)
+    except Diverged as err:
+        record = failure_record(plan, "diverged", str(err), err.info, time.perf_counter() - start)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded as failed
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        traceback.print_exc(file=sys.stderr)
+        if info.world_size > 1:
+            # The other processes wait in a collective this one will never join: leaving the group ends
+            # it for them at once (gloo; NCCL after the group's timeout), and rank 0 records the failure.
+            dist.destroy_process_group()
+        record = failure_record(plan, "failed", reason, None, time.perf_counter() - start)
+    if info.is_main:
+        record.write(results)
+    return record
 
-    Raises Diverged on a NaN/inf loss; other exceptions are the caller's to record."""
+
+def train(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist, progress: bool) -> Record:
+    """Train one run to the end (resuming from its checkpoint), keep its final weights and return its
+    complete record. Raises Diverged on a NaN/inf loss."""
     session_start = time.perf_counter()
     cfg, step, key = plan.cfg, plan.step, plan.key
     ckpt_path = key.checkpoint_path(checkpoints)
@@ -382,30 +401,20 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, in
     last = run.state.history[-1]
     kept = keep_weights(weights, key, run.model) if info.is_main else {}   # before the record that names them
     data_share = sum(h["data_s"] for h in run.state.history) / max(run.state.train_s, 1e-9)
-    return {
-        **base_record(plan), "status": "complete", "reason": None, "divergence": None,
-        "top1": last["eval_top1"], "top5": last["eval_top5"], "epochs": run.state.history,
-        "params": run.params, "gflops": run.gflops, "image_size": cfg.scale.image_size,
-        **run.data.identity,
-        "images_per_s": run.state.images / max(run.state.train_s, 1e-9),
-        "data_time_share": data_share, "input_bound": data_share > 0.5,
-        "wall_s": run.state.wall_s + time.perf_counter() - session_start,
-        "peak_mem_mb": peak_memory_mb(run.device), "device": device_name(run.device),
-        "world_size": info.world_size, "micro_batch": run.micro, "accum_steps": run.accum,
-        "amp": str(run.amp).replace("torch.", "") if run.amp else "off", "channels_last": run.channels_last,
-        "threads": torch.get_num_threads(),
-        "compile": cfg.train.compile, "started": run.state.started, "finished": utc_now(),
-        "classes": run.data.classes, "confusion": record_confusion(run.confusion), "init_from": run.init_from,
-        **kept,
-    }
+    return new_record(
+        plan, "complete", reason=None, divergence=None, top1=last["eval_top1"], top5=last["eval_top5"],
+        epochs=run.state.history, params=run.params, gflops=run.gflops, image_size=cfg.scale.image_size,
+        **run.data.identity, images_per_s=run.state.images / max(run.state.train_s, 1e-9),
+        data_time_share=data_share, input_bound=data_share > 0.5,
+        wall_s=run.state.wall_s + time.perf_counter() - session_start,
+        peak_mem_mb=peak_memory_mb(plan.device), device=device_name(plan.device), world_size=info.world_size,
+        micro_batch=plan.micro, accum_steps=plan.accum, amp=str(plan.amp).replace("torch.", "") if plan.amp else "off",
+        channels_last=cfg.train.channels_last, threads=torch.get_num_threads(), compile=cfg.train.compile,
+        started=run.state.started, finished=utc_now(), classes=list(run.data.classes),
+        confusion=record_confusion(run.confusion), init_from=run.init_from, **kept)
 
 
 def failure_record(plan: RunPlan, status: str, reason: str, divergence: dict | None = None,
-                   wall_s: float | None = None) -> dict:
-    return {**base_record(plan), "status": status, "reason": reason, "divergence": divergence,
-            "top1": None, "top5": None, "epochs": [], "wall_s": wall_s}
-
-
-def record_result(results: Path, key: RunKey, record: dict, info: Dist) -> None:
-    if info.is_main:
-        write_record(results, key, record)
+                   wall_s: float | None = None) -> Record:
+    return new_record(plan, status, reason=reason, divergence=divergence, top1=None, top5=None, epochs=[],
+                      wall_s=wall_s)

@@ -106,7 +106,7 @@ def test_checkpoint_outlives_an_interruption_before_the_record_is_written(tmp_pa
     def killed_while_writing(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runs, "record_result", killed_while_writing)
+    monkeypatch.setattr(runs.Record, "write", killed_while_writing)
     assert run_cli(tmp_path, "--step", "gelu", "--data", "synthetic") == 130
     assert list((tmp_path / "ckpt").rglob("seed0.pt")), "the finished run's checkpoint must survive until its record"
 
@@ -175,7 +175,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from roadmap.config import parse_overrides
-from roadmap.plan import plan_runs
+from roadmap.data import open_source
+from roadmap.plan import plan_runs, ready
 from roadmap.runtime import init_distributed
 from roadmap.train import Run
 
@@ -192,6 +193,7 @@ info = init_distributed("cpu")
 overrides = parse_overrides(["train.compile=true", "train.device=cpu", "scale.batch_size=24", "scale.micro_batch=4",
                              "data.synthetic_size=48", "scale.image_size=16", "scale.stem_stride=2"])
 [plan] = plan_runs("resnet50", ["gelu"], "demo", "synthetic", [0], overrides, info.world_size)
+plan = ready(plan, open_source(plan.cfg.data, plan.cfg.scale, rank=info.rank), info)
 run = Run(plan, info, progress=False)
 synced_passes = []   # one entry per backward pass whose gradients were all-reduced (at its last bucket)
 
@@ -324,3 +326,19 @@ def test_a_record_from_before_fingerprints_is_judged_by_its_counts(tmp_path, cap
     capsys.readouterr()
     assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{folder}") == 0
     assert "already complete, skipped" in capsys.readouterr().err
+
+
+def test_a_record_is_its_dataclass_checked_as_configs_are(tmp_path):
+    from roadmap.config import ConfigError
+    from roadmap.results import Record, record_problem
+    failed = Record(schema=1, status="failed", roadmap="resnet50", scale="demo", data="synthetic", step="gelu",
+                    seed=0, reason="RuntimeError: x", epochs=[], params=5)
+    assert "params" not in failed.to_json() and failed.to_json()["reason"] == "RuntimeError: x"   # complete runs' only
+    failed.write(tmp_path)
+    assert read_record(failed.key.record_path(tmp_path)) == failed.to_json()
+    with pytest.raises(ConfigError, match="record.top1 must be float"):
+        Record(**{**failed.to_json(), "status": "complete", "top1": "50"}).write(tmp_path)
+    path = failed.key.record_path(Path())
+    assert "record.top1 must be float" in record_problem({**failed.to_json(), "top1": "50"}, path)  # JSON: no text numbers
+    assert "record.status must be one of" in record_problem({**failed.to_json(), "status": "done"}, path)
+    assert record_problem({**failed.to_json(), "a_later_key": 1}, path) is None   # a later runner's field is no damage

@@ -63,11 +63,12 @@ def check_fits(source: Source, scale: ScaleConfig, batch_size: int, rank: int, w
 def build_data(data: DataConfig, scale: ScaleConfig, *, batch_size: int, recipe: Recipe | None = None,
                device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1, seed: int = 0,
                drop_last: bool = True, eval_only: bool = False, source: Source | None = None) -> Data:
-    """One run's data: `source` as opened for the invocation (else opened now), served on `device` with the
-    recipe's augmentation (none without a recipe); `batch_size` is this process's."""
+    """One run's data: `source` as opened for the invocation and checked against this batch (plan.ready), else
+    opened and checked now; served on `device` with the recipe's augmentation (none without a recipe);
+    `batch_size` is this process's."""
     if source is None:
         source = open_source(data, scale, rank=rank, eval_only=eval_only)
-    check_fits(source, scale, batch_size, rank, world_size, eval_only)
+        check_fits(source, scale, batch_size, rank, world_size, eval_only)
     augment = {"image_size": scale.image_size, "crop": scale.crop,
                "rand_augment": recipe.rand_augment if recipe else "",
                "random_erasing": recipe.random_erasing if recipe else 0.0}
