@@ -108,9 +108,9 @@ def set_fields(obj, values: dict, section: str, origin: str = "", *, text_number
     return obj
 
 
-def check_fields(obj, section: str) -> None:
+def check_fields(obj, section: str, *, text_numbers: bool = True) -> None:
     """Every field of a dataclass built in code (not through set_fields) against its type, choices and range."""
     types_ = field_types(type(obj))
     for f in dataclasses.fields(obj):
         where = f"{section}.{f.name}"
-        check_range(coerce(getattr(obj, f.name), types_[f.name], where), f, where)
+        check_range(coerce(getattr(obj, f.name), types_[f.name], where, text_numbers=text_numbers), f, where)

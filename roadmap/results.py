@@ -259,7 +259,7 @@ class Record:
 
     def write(self, root: Path) -> Path:
         """Checked (as a config is), then written atomically at its run's place under `root`."""
-        check_fields(self, "record")
+        check_fields(self, "record", text_numbers=False)
         return write_record(root, self.key, self.to_json())
 
     @classmethod
