@@ -128,7 +128,8 @@ def dry_run(capsys, *args) -> list[dict]:
 
 
 def test_paper_dry_run_trains_the_classic_step_as_torchvision_did(capsys):
-    plans = {p["step"]: p for p in dry_run(capsys, "--all", "--scale", "paper", "--data", "synthetic")}
+    plans = {p["step"]: p for p in dry_run(capsys, "--all", "--scale", "paper", "--data", "synthetic",
+                                                     "--set", "data.synthetic_size=4096")}   # one full batch of 4096
     classic, modern = plans["resnet50"], plans["modern_recipe"]
     assert classic["recipe"]["batch_size"] == 256 and classic["recipe"]["lr"] == pytest.approx(0.1)
     assert classic["recipe"]["warmup_epochs"] == 0 and classic["recipe"]["epochs"] == 90
