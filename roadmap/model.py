@@ -133,7 +133,7 @@ class Block(nn.Module):
         all_norms, all_acts, linear = norms == "all", acts == "all", norm == "ln"
         kxk_dim = in_dim if spatial_first else hidden_dim
 
-        def kxk():
+        def add_kxk():
             self.conv_kxk = conv(kxk_dim, kxk_dim, kernel_size, stride, kxk_dim if depthwise else groups,
                                  bias=norm != "bn")
             self.norm_kxk = make_norm(norm, kxk_dim)   # fewer norms keeps this one (Sec. 2.6)
@@ -141,12 +141,12 @@ class Block(nn.Module):
 
         # Registered in the order they run: the state_dict, the init's draws and print(model) follow it.
         if spatial_first:
-            kxk()
+            add_kxk()
         self.pwconv1 = conv(in_dim, hidden_dim, bias=not all_norms or norm != "bn", linear=linear)
         self.norm1 = norm_or_identity(norm, hidden_dim, all_norms)
         self.act1 = ACTIVATIONS[act]()   # fewer activations keeps this one, between the 1x1s (Sec. 2.6)
         if not spatial_first:
-            kxk()
+            add_kxk()
         self.pwconv2 = conv(hidden_dim, out_dim, bias=not all_norms or norm != "bn", linear=linear)
         self.norm2 = norm_or_identity(norm, out_dim, all_norms)
         if in_dim != out_dim or stride != 1:
