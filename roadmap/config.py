@@ -23,7 +23,7 @@ from .results import path_part
 # The steps and scales shipped with the project; ROADMAP_STEPS_DIR=/my/steps runner.py ... points
 # elsewhere, read (and checked) where it is used: see steps_root.
 STEPS_DIR = Path(__file__).resolve().parent.parent / "steps"
-ROADMAPS = ("resnet50", "resnet200", "reverse", "convnext")
+ROADMAPS = ("resnet50", "resnet200", "reverse", "convnext", "isotropic")
 
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -71,7 +71,8 @@ class ScaleConfig:
     crop: Literal["rrc", "pad"] = "rrc"                 # rrc: RandomResizedCrop (ImageNet) | pad: pad 4 + random crop
     width_mult: float = bounded(1.0, above=0)
     depth_mult: float = bounded(1.0, above=0)
-    stem_stride: int | None = bounded(None, low=1)      # overrides the model's stem stride (small images)
+    stem_stride: int | None = bounded(None, low=1)      # the paper's stem stride 4 becomes this (small images);
+                                                        # another stem's stride scales with it (scaled_model)
     train_subset: int | None = bounded(None, low=1)     # use only this many training images
     eval_subset: int | None = bounded(None, low=1)
 
@@ -298,6 +299,23 @@ def load_scale(name: str, steps_dir: Path | None = None) -> ScaleConfig:
     return set_fields(ScaleConfig(name=name), read_yaml(path), "scale", f"{path}: ")
 
 
+# The stem stride of the paper's four-stage networks (ResNet's 7x7/2 + pool, ConvNeXt's 4x4 patchify):
+# a scale's stem_stride replaces it, and a step with another stem stride keeps its ratio to it.
+PAPER_STEM_STRIDE = 4
+
+
+def scaled_stem_stride(model: ModelConfig, scale: ScaleConfig) -> int:
+    """The scale's stem stride for the paper's 4, in proportion for other strides: the isotropic ConvNeXt's
+    16x16 patches become 4x the scale's stride, so its one stage keeps the size of ConvNeXt's third."""
+    if scale.stem_stride is None:
+        return model.stem_stride
+    stride, rest = divmod(model.stem_stride * scale.stem_stride, PAPER_STEM_STRIDE)
+    if rest or stride < 1:
+        raise ConfigError(f"the {scale.name} scale's stem stride {scale.stem_stride} (for the paper's "
+                          f"{PAPER_STEM_STRIDE}) gives no whole stride for model.stem_stride {model.stem_stride}")
+    return stride
+
+
 def scaled_model(model: ModelConfig, scale: ScaleConfig) -> ModelConfig:
     """Apply a scale's width/depth multipliers and stem stride, identically for every step."""
     def width(w):
@@ -307,7 +325,7 @@ def scaled_model(model: ModelConfig, scale: ScaleConfig) -> ModelConfig:
         model,
         depths=tuple(max(1, round(d * scale.depth_mult)) for d in model.depths),
         widths=tuple(width(w) for w in model.widths),
-        stem_stride=scale.stem_stride or model.stem_stride,
+        stem_stride=scaled_stem_stride(model, scale),
         drop_path=model.drop_path * scale.regularization,
     )
 

@@ -15,6 +15,7 @@ is this class with another config. Reading the fields in roadmap order:
     norms           'all' | 'one'                 step "fewer norms"
     norm            'bn' | 'ln'                   step "BN -> LN"
     downsample      'in_block' | 'separate'       step "separate downsampling layers"
+                    | 'none'                      the isotropic ConvNeXt (Sec. 3.3): one stage, no downsampling
 
 `layer_scale` and `drop_path` belong to the modern training recipe (step 1 on); `init` picks the
 weight initialisation: torchvision's ResNet (step 0), the authors' roadmap code (steps 1 on), or the
@@ -66,7 +67,7 @@ class ModelConfig:
     acts: Literal["all", "one"] = "all"
     norm: Literal["bn", "ln"] = "bn"
     norms: Literal["all", "one"] = "all"
-    downsample: Literal["in_block", "separate"] = "in_block"
+    downsample: Literal["in_block", "separate", "none"] = "in_block"
     layer_scale: float = bounded(0.0, low=0)
     drop_path: float = bounded(0.0, low=0, high=1)
     init: Literal["torchvision", "authors", "convnext"] = "torchvision"
@@ -227,7 +228,9 @@ class RoadmapNet(nn.Module):
                 in_dim, stride = dims[i], 1
             self.stages.append(Stage(downsample, blocks))
         self.num_features = dims[-1]
-        self.head_norm = nn.LayerNorm(dims[-1], eps=1e-6) if separate else nn.Identity()
+        # ConvNeXt and its isotropic variant normalise the pooled features; the isotropic one has no other
+        # norm outside its blocks (official convnext_isotropic.py: no LN after its 16x16 stem).
+        self.head_norm = nn.LayerNorm(dims[-1], eps=1e-6) if c.downsample != "in_block" else nn.Identity()
         self.fc = nn.Linear(dims[-1], num_classes)
         self._init_weights(c.init)
 
@@ -280,8 +283,11 @@ def check_model(config: ModelConfig) -> None:
     """Reject impossible architectures with one readable ConfigError: the fields, then how they combine."""
     check_fields(config, "model")
     depths, widths, groups = config.depths, config.widths, config.groups
-    if len(depths) != 4 or len(widths) != 4:
-        raise ConfigError("model.depths and model.widths need 4 entries, one per stage")
+    stages = stage_count(config.downsample)
+    if len(depths) != stages or len(widths) != stages:
+        one_per_stage = ("1 entry: downsample 'none' is one stage (the isotropic ConvNeXt)" if stages == 1
+                         else "4 entries, one per stage")
+        raise ConfigError(f"model.depths and model.widths need {one_per_stage}")
     if min(depths) < 1 or min(widths) < 1:
         raise ConfigError("model.depths and model.widths must be positive")
     if config.kernel_size % 2 == 0:
@@ -292,9 +298,14 @@ def check_model(config: ModelConfig) -> None:
         raise ConfigError(f"model.stem_stride must be 1, 2 or 4 for the resnet stem, not {config.stem_stride}")
 
 
-def total_stride(stem_stride: int) -> int:
-    """Input pixels per stage-4 pixel: the stem's stride times three 2x downsamplings."""
-    return stem_stride * 8
+def stage_count(downsample: str) -> int:
+    """Four stages (ResNet, ConvNeXt), or one where nothing downsamples after the stem (isotropic ConvNeXt)."""
+    return 1 if downsample == "none" else 4
+
+
+def total_stride(stem_stride: int, stages: int = 4) -> int:
+    """Input pixels per pixel of the last stage: the stem's stride, then 2x at each later stage."""
+    return stem_stride * 2 ** (stages - 1)
 
 
 def count_params(model: nn.Module) -> int:

@@ -104,14 +104,14 @@ def micro_batching(global_batch: int, micro_batch: int, world_size: int) -> tupl
     return per_rank // accum, accum
 
 
-def check_image_size(image_size: int, stem_stride: int) -> None:
+def check_image_size(image_size: int, stem_stride: int, stages: int = 4) -> None:
     """Every stage must see whole pixels: a size the total stride does not divide loses rows and
     columns at each downsampling, and differently for steps that downsample differently."""
-    need = total_stride(stem_stride)
+    need = total_stride(stem_stride, stages)
     if image_size < need or image_size % need:
         raise ConfigError(f"image size {image_size} px is not a multiple of the network's total stride {need} "
-                          f"(stem stride {stem_stride} x 8); pick scale.image_size from {need}, {2 * need}, ... "
-                          f"or change scale.stem_stride")
+                          f"(stem stride {stem_stride} x {need // stem_stride}); pick scale.image_size from "
+                          f"{need}, {2 * need}, ... or change scale.stem_stride")
 
 
 def plan_run(step: Step, scale: str, data: str | None, seed: int, overrides: dict, world_size: int) -> RunPlan:
@@ -120,7 +120,7 @@ def plan_run(step: Step, scale: str, data: str | None, seed: int, overrides: dic
     if cfg.train.log == "tensorboard":
         tblog.check_available()
     check_model(cfg.model)
-    check_image_size(cfg.scale.image_size, cfg.model.stem_stride)
+    check_image_size(cfg.scale.image_size, cfg.model.stem_stride, len(cfg.model.depths))
     recipe = recipes.resolve(cfg.recipe, cfg.scale)
     micro, accum = micro_batching(recipe.batch_size, cfg.scale.micro_batch, world_size)
     return RunPlan(cfg, step, RunKey(step.roadmap, cfg.scale.name, cfg.data.spec, step.id, seed), recipe, micro, accum)

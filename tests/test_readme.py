@@ -173,3 +173,14 @@ def make_variable(name: str) -> list[str]:
     """A variable of the Makefile, as make would see it with no override (a `NAME ?= words` line)."""
     line = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(f"{name} ?="))
     return line.split("?=", 1)[1].split()
+
+
+@pytest.mark.parametrize("roadmap", re.findall(r"<!-- steps-(\w+):begin -->", README))
+def test_the_readmes_steps_tables_are_what_list_writes(roadmap, tmp_path, capsys):
+    """Every steps table in the README is `list --roadmap R --readme` of today's step files, byte for byte."""
+    from conftest import main
+    copy = tmp_path / "README.md"
+    copy.write_text(README)
+    code, err = main(capsys, "list", "--roadmap", roadmap, "--readme", copy)
+    assert code == 0, err
+    assert copy.read_text() == README
