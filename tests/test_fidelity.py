@@ -32,7 +32,7 @@ ALLOWED = {
 }
 # Table 11: the ResNet-200 regime's stage-ratio step also widens 64 -> 84.
 ALLOWED_RESNET200 = {**ALLOWED, "stage_ratio": {"model.depths", "model.widths"}}
-SCALES = ["paper", "small", "demo", "cpu"]
+SCALES = ["paper", "small", "demo", "cpu", "cpu64"]
 
 
 def changed_keys(step, base) -> set[str]:
@@ -70,8 +70,9 @@ def test_a_scale_keeps_each_step_to_its_own_keys(scale_name):
 @pytest.mark.parametrize("scale_name", SCALES)
 def test_every_scale_image_size_is_a_multiple_of_its_total_stride(scale_name):
     scale = load_scale(scale_name)
-    for step in load_roadmap("resnet50"):
-        stride = total_stride(scaled_model(step.model, scale).stem_stride)
+    for step in load_roadmap("resnet50") + load_roadmap("isotropic"):
+        model = scaled_model(step.model, scale)
+        stride = total_stride(model.stem_stride, len(model.depths))
         assert scale.image_size % stride == 0, (scale_name, step.id)
 
 
