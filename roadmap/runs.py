@@ -15,10 +15,10 @@ from pathlib import Path
 import torch.distributed as dist
 import yaml
 
-from .config import SECTIONS, ConfigError, to_dict
+from .config import SECTIONS, ConfigError
 from .data import Source, open_source
-from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs, ready
-from .results import STATUSES, Record, ResultsError, RunLock, blocking_file, check_apart, check_writable, data_slug, \
+from .plan import RunPlan, identity_changes, plain_config, plan_runs, ready, run_identity
+from .results import STATUSES, Record, ResultsError, RunLock, blocking_file, check_apart, check_writable, \
     default_tensorboard, finished_status, leads_out, lock_is_held, read_record, warn_damaged
 from .steps import build_model
 from .runtime import Dist, git_commit, init_distributed
@@ -47,44 +47,32 @@ def check_init_from(planned: list[RunPlan], num_classes: int) -> None:
             checked.add(run.step.id)
 
 
-# What records written before it existed lack: compared only where a record has it.
-LATER_IDENTITY_KEYS = {"data_fingerprint"}
-
-
 def check_same_data(planned: list[RunPlan], results: Path, source: Source) -> None:
-    """A dataset is known by what it holds (class and image counts, an image folder's fingerprint), not by its
-    path: moved data finds its results, and other data under the same name is refused."""
+    """Complete runs on other data than `source` are refused (plan.run_identity): skipped, they would stand for
+    this data; moved data finds its results."""
     now = source.identity()
     for run in planned:
         record = read_record(run.key.record_path(results)) or {}
         if record.get("status") != "complete":
             continue
-        compared = [key for key in now if key in record or key not in LATER_IDENTITY_KEYS]
-        changed = [f"{key} was {record.get(key)}, now {now[key]}" for key in compared if record.get(key) != now[key]]
-        if changed:
+        if changed := identity_changes(record, now):
             raise ConfigError(f"{run.key.data} in {results} was other data when {run.step.id} seed {run.key.seed} "
-                              f"ran ({'; '.join(changed)}); use another --results folder for it")
+                              f"ran ({'; '.join(f'{key} was {old}, now {new}' for key, old, new in changed)}); "
+                              f"use another --results folder for it")
 
 
 def check_same_config(planned: list[RunPlan], results: Path) -> None:
-    """A finished or interrupted run under another config must not be skipped or resumed as if it were this one."""
+    """A finished or interrupted run under another config (plan.run_identity) must not be skipped or resumed as
+    if it were this one."""
     for run in planned:
         saved = saved_config(run.key.config_path(results))
         if saved is None:
             continue
-        wanted = json.loads(json.dumps(to_dict(run.cfg)))  # tuples -> lists, as saved
-        for section, values in wanted.items():
-            if not isinstance(values, dict):
-                continue
-            for key, value in values.items():
-                old = saved[section].get(key)
-                if (section, key) == ("data", "spec") and isinstance(old, str):  # moved data: check_same_data
-                    old, value = data_slug(old), data_slug(value)
-                if old != value and (section, key) not in RESUMABLE_CHANGES:
-                    raise ConfigError(
-                        f"{run.step.id} seed {run.key.seed} in {results} was run with {section}.{key}={old!r}, "
-                        f"not {value!r}; use another --results folder for this variant, or delete "
-                        f"{run.key.folder(results)}")
+        if changed := identity_changes(run_identity(saved, None), run_identity(plain_config(run.cfg), None)):
+            name, old, value = changed[0]
+            raise ConfigError(f"{run.step.id} seed {run.key.seed} in {results} was run with {name}={old!r}, not "
+                              f"{value!r}; use another --results folder for this variant, or delete "
+                              f"{run.key.folder(results)}")
 
 
 def saved_config(path: Path) -> dict | None:
