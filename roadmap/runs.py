@@ -18,7 +18,7 @@ import yaml
 from .config import SECTIONS, ConfigError
 from .data import Source, open_source
 from .plan import RunPlan, identity_changes, plain_config, plan_runs, ready, run_identity
-from .results import STATUSES, Record, ResultsError, RunLock, blocking_file, check_apart, check_writable, \
+from .results import COMPLETE, DIVERGED, FAILED, Record, ResultsError, RunLock, blocking_file, check_apart, check_writable, \
     default_tensorboard, finished_status, leads_out, lock_is_held, read_record, warn_damaged
 from .steps import build_model
 from .runtime import Dist, git_commit, init_distributed
@@ -53,7 +53,7 @@ def check_same_data(planned: list[RunPlan], results: Path, source: Source) -> No
     now = source.identity()
     for run in planned:
         record = read_record(run.key.record_path(results)) or {}
-        if record.get("status") != "complete":
+        if record.get("status") != COMPLETE:
             continue
         if changed := identity_changes(record, now):
             raise ConfigError(f"{run.key.data} in {results} was other data when {run.step.id} seed {run.key.seed} "
@@ -117,7 +117,7 @@ def check_run_paths(planned: list[RunPlan], results: Path, checkpoints: Path, we
         RunLock(results, run.key).check()
 
 
-OUTCOMES = (STATUSES[0], "skipped", *STATUSES[1:])   # what `run` counts: complete, skipped, failed, diverged
+OUTCOMES = (COMPLETE, "skipped", FAILED, DIVERGED)   # what `run` counts
 
 
 def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
@@ -131,7 +131,7 @@ def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: P
             continue
         outcome = run_one(run, results, checkpoints, weights, info, progress, label)
         counts[outcome] += 1
-        if outcome == "failed" and info.world_size > 1:
+        if outcome == FAILED and info.world_size > 1:
             say(info, "the processes cannot train together after a failure; stopping (run the command again)")
             break
     return counts
@@ -172,7 +172,7 @@ def skip_finished(run: RunPlan, label: str, results: Path, checkpoints: Path, we
         return False
     say(info, f"{label}: already {status}, skipped")
     record = read_record(run.key.record_path(results))
-    missing = missing_weights(record, weights) if status == "complete" and record else None
+    missing = missing_weights(record, weights) if status == COMPLETE and record else None
     if missing:  # not retrained: the record stands; only deleting it trains the run again
         say(info, f"warning: {run.step.id} seed {run.key.seed} is complete but {missing}; "
                   f"delete {run.key.record_path(results)} to train it again")
@@ -193,12 +193,12 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info:
     try:
         record = train_run(run, results, checkpoints, weights, info, progress)   # writes its record
         say_outcome(info, label, record)
-        if info.is_main and record.status == "complete":
+        if info.is_main and record.status == COMPLETE:
             # Only now: a kill before the record is written must still find the checkpoint.
             drop_checkpoint(run.key.checkpoint_path(checkpoints), record.to_json())
     finally:
         lock.release()  # after the record: whoever takes the lock next finds it
-    if info.world_size > 1 and record.status == "failed":
+    if info.world_size > 1 and record.status == FAILED:
         wait_for_release(lock)
     elif info.world_size > 1:
         dist.barrier()
@@ -206,10 +206,10 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info:
 
 
 def say_outcome(info: Dist, label: str, record: Record) -> None:
-    if record.status == "complete":
+    if record.status == COMPLETE:
         bound = f", input-bound: {100 * record.data_time_share:.0f}% waiting for data" if record.input_bound else ""
         say(info, f"{label}: top-1 {record.top1:.2f}%  ({record.wall_s:.0f} s, {record.images_per_s:.0f} img/s{bound})")
-    elif record.status == "diverged":
+    elif record.status == DIVERGED:
         say(info, f"{label}: DIVERGED ({record.reason}); going on")
     else:
         say(info, f"{label}: FAILED ({record.reason})" + ("" if info.world_size > 1 else "; going on"))

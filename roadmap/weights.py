@@ -31,7 +31,7 @@ from .fields import coerce, field_types
 from .huggingface import HF_CONFIG, HF_PREPROCESSOR, HF_STEM, HF_WEIGHTS, convnext_problems, huggingface_folder
 from .model import RoadmapNet
 from .names import HUGGINGFACE_CONVNEXT, TIMM_CONVNEXT, TORCHVISION_RESNET, upgrade
-from .results import Record, ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, write_output
+from .results import COMPLETE, Record, ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, write_output
 from .steps import build_model
 
 FORMATS = ("native", "timm", "torchvision", "huggingface")
@@ -147,7 +147,7 @@ def find_record(results: Path, roadmap: str, step: Step, scale: str, data: str |
     if len(found) > 1:
         raise ConfigError(f"{where} was trained on several datasets "
                           f"({', '.join(sorted(data_slug(r['data']) for r in found))}); pick one with --data")
-    if found[0]["status"] != "complete":
+    if found[0]["status"] != COMPLETE:
         raise ResultsError(f"{where} is {found[0]['status']}, not complete: it has no weights")
     problem = kept_problem(found[0])
     if problem:   # before anything reads the record's fields
