@@ -7,15 +7,13 @@ windows of `iters` steps; images/s is reported as the median window with min and
 timm's `resnet50` / `convnext_tiny` (resnet200 roadmap: `resnet200` / `convnext_base`) run in
 the same process under the same settings, and the ratios ours/timm for the roadmap's two
 endpoints say whether our one-class network costs speed against timm's dedicated classes.
-One JSON file per run goes to `<out_dir>/<device-slug>-<date>.json`, never overwriting an older one.
+One JSON file per run goes to `<out_dir>/<device-slug>-<date>.json` (benchreport.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import gc
-import json
-import platform
 import re
 import statistics
 import sys
@@ -33,8 +31,8 @@ from .config import ConfigError, RecipeConfig, ScaleConfig, Step, TrainConfig, l
     scaled_model
 from .model import count_gflops, count_params
 from .plan import check_image_size
-from .markdown import markdown_table
-from .results import atomic_write_text, check_writable
+from .benchreport import environment, progress_line, write_report
+from .results import check_writable
 from .steps import build_model
 from .runtime import Dist, device_name, pick_device
 
@@ -355,60 +353,6 @@ def ratios(rows: list[dict], pairs: dict[str, tuple[str, str]]) -> dict[str, flo
     return {key: round(rate[ours] / rate[ref], 4) for key, (ours, ref) in pairs.items() if ours in rate and ref in rate}
 
 
-def unique_json_path(out_dir: Path, stem: str) -> Path:
-    """<stem>.json, or <stem>-2.json, -3, ... if taken; the name is claimed by creating it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 10_000):
-        path = out_dir / (f"{stem}.json" if n == 1 else f"{stem}-{n}.json")
-        try:
-            path.open("x").close()
-            return path
-        except FileExistsError:
-            continue
-    raise ConfigError(f"{out_dir} holds too many bench files named {stem}-N.json")
-
-
-def environment() -> dict:
-    from .runtime import command_line, git_commit
-
-    return {"torch": torch.__version__, "timm": timm.__version__, "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            "python": platform.python_version(), "git_commit": git_commit(), "command": command_line()}
-
-
-def _num(value, fmt: str) -> str:
-    return "–" if value is None else format(value, fmt)
-
-
-def table_row(row: dict) -> list[str]:
-    spread = "–" if row["images_per_s_min"] is None else f"{row['images_per_s_min']:,.1f}–{row['images_per_s_max']:,.1f}"
-    return [row["id"], row["kind"], _num(None if row["params"] is None else row["params"] / 1e6, ".2f"),
-            _num(row["gflops"], ".3g"), _num(row["images_per_s_median"], ",.1f"), spread,
-            _num(row["step_ms_median"], ".2f"), _num(row["peak_mem_mb"], ",.0f"), _num(row["mfu"], ".1%"),
-            row["error"] or ""]
-
-
-def render(report: dict) -> str:
-    """The markdown table of the rows, the ratio lines and how to read MFU."""
-    header = ["model", "kind", "params (M)", "GMACs", "img/s (median)", "img/s min–max", "step ms", "peak MB",
-              "MFU", "error"]
-    s = report["settings"]
-    lines = [f"Bench on {report['device']}: batch {s['batch']}, {s['image_size']} px, {s['dtype']}, "
-             f"channels_last {s['channels_last']}, compile {s['compile']}, {s['repeat']} x {s['iters']} steps "
-             f"after {s['warmup']} warm-up.", "",
-             markdown_table(header, [table_row(r) for r in report["rows"]], align="llrrrrrrrl").rstrip("\n"), ""]
-    for key, (ours, ref) in report["ratio_pairs"].items():
-        value, in_turn = report["ratios"].get(key), report.get("ratios_interleaved", {}).get(key)
-        lines.append(f"- {key}: {ours} / {ref} = " + (f"{value:.3f}x images/s (median)" if value is not None
-                                                         else "– (not benched, or failed)")
-                     + (f"; {in_turn:.3f}x with their windows taken in turn" if in_turn is not None else ""))
-    peak = report["peak_flops"]
-    lines.append("- MFU: 6 x forward MACs per image (2 FLOPs per MAC, backward twice the forward) over NVIDIA's "
-                 "dense datasheet peak for the dtype (TF32 for fp32); "
-                 + ("– here: no peak is known for this device." if peak is None else f"peak {peak / 1e12:g} TFLOP/s."))
-    return "\n".join(lines) + "\n"
-
-
 def settings_record(settings: BenchSettings, roadmap: str, steps: list[Step], reference: bool) -> dict:
     fields = ("batch", "image_size", "dtype", "channels_last", "compile", "repeat", "warmup", "iters")
     return {**{name: getattr(settings, name) for name in fields}, "roadmap": roadmap,
@@ -419,11 +363,6 @@ def settings_record(settings: BenchSettings, roadmap: str, steps: list[Step], re
 def ratio_record(rows: list[dict], roadmap: str) -> dict:
     pairs = ratio_pairs(roadmap)
     return {"ratios": ratios(rows, pairs), "ratio_pairs": {key: list(pair) for key, pair in pairs.items()}}
-
-
-def progress_line(row: dict) -> str:
-    result = row["error"] or f"{row['images_per_s_median']:,.1f} img/s"
-    return f"bench {row['id']}: {result}"
 
 
 def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_size: int, dtype: str,
@@ -455,7 +394,4 @@ def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_si
               "peak_flops": peak, "rows": rows, **ratio_record(rows, roadmap),
               "ratios_interleaved": interleaved_ratios(cands, rows, roadmap, settings),
               "date": datetime.date.today().isoformat()}
-    path = unique_json_path(Path(out_dir), f"{device_slug(target)}-{report['date']}")
-    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
-    print(render(report), end="")
-    return path
+    return write_report(report, Path(out_dir), f"{device_slug(target)}-{report['date']}")

@@ -58,7 +58,7 @@ def path_arg(text: str) -> str:
 def cmd_run(args) -> int:
     from .config import ConfigError, parse_overrides
     from .plan import seed_list
-    from .results import default_checkpoints, default_weights
+    from .results import FAILED, default_checkpoints, default_weights
     from .runs import run_command
 
     overrides = parse_overrides(args.set)
@@ -77,7 +77,7 @@ def cmd_run(args) -> int:
                          Path(args.results), checkpoints, weights, progress=not args.no_progress,
                          dry_run=("json" if args.json else "yaml") if args.dry_run else None,
                          jobs=args.jobs, argv=args.argv, worker=args.worker)
-    return 1 if counts.get("failed") else 0  # diverged runs are results; crashed ones are not
+    return 1 if counts.get(FAILED) else 0  # diverged runs are results; crashed ones are not
 
 
 def cmd_table(args) -> None:

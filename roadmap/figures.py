@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .markdown import change_label, context_line, signed
-from .results import atomic_write_bytes
+from .results import DIVERGED, FAILED, atomic_write_bytes
 from .table import CONFIDENCE, missing
 
 OURS_COLOR, BRANCH_COLOR, PAPER_COLOR = "#3b6ea8", "#b7cde6", "#d1495b"
@@ -18,7 +18,7 @@ PAPER_DELTA_COLOR = "#f0a6ad"
 
 
 def _empty_slot_label(status: str) -> str:
-    return "missing" if status == "missing" else ("diverged" if status.startswith("diverged") else "failed")
+    return "missing" if status == "missing" else (DIVERGED if status.startswith(DIVERGED) else FAILED)
 
 
 def _macs_label(gmacs: float) -> str:

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .results import FAILED
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = str(ROOT / "runner.py")
 CIFAR10_TARS = (ROOT / "data" / "cifar10-jpg.tar.gz", ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
@@ -148,7 +150,7 @@ def data_share(records: Path) -> dict:
 
 def check_failed_record(part: Part, results: Path) -> None:
     statuses = [json.loads(p.read_text())["status"] for p in results.rglob("seed*.json")]
-    if part.status == "ok" and statuses != ["failed"]:
+    if part.status == "ok" and statuses != [FAILED]:
         part.status, part.note = "FAILED", f"records {statuses}, not one failed record"
 
 

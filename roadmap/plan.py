@@ -27,20 +27,50 @@ from .runtime import Dist, amp_dtype, pick_device
 # Keys that may change between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train", "device"), ("data", "workers"),
                      ("data", "root"), ("train", "log")}
+# What records written before it existed lack: compared only where a saved run has it.
+LATER_IDENTITY_KEYS = {"data_fingerprint"}
+
+
+def run_identity(config: dict, data_identity: dict | None) -> dict:
+    """What makes a run this run: its resolved config (`config`, as saved: plain values) less RESUMABLE_CHANGES,
+    its data known by name and by what it holds (`data_identity`: Source.identity: class and image counts, an
+    image folder's fingerprint), not by its path, and the network's tensor layout. A moved folder is the same
+    data; other images under the same path are not. A checkpoint resumes only a run of the same identity
+    (config_fingerprint); a saved run is held against it with identity_changes."""
+    values = {part: dict(value) if isinstance(value, dict) else value for part, value in config.items()}
+    for section, key in RESUMABLE_CHANGES:
+        values[section].pop(key, None)
+    spec = values["data"].get("spec")
+    values["data"]["spec"] = data_slug(spec) if isinstance(spec, str) else spec   # a damaged saved config's too
+    values["data_identity"] = data_identity
+    values["tensor_layout"] = TENSOR_LAYOUT   # a checkpoint's tensor names must be this network's
+    return values
+
+
+def plain_config(cfg: RunConfig) -> dict:
+    """The config as its saved YAML reads back: tuples are lists."""
+    return json.loads(json.dumps(to_dict(cfg)))
 
 
 def config_fingerprint(cfg: RunConfig, data_identity: dict | None = None) -> str:
-    """sha256 of the resolved config less RESUMABLE_CHANGES: a checkpoint resumes only the run it was saved by.
+    """sha256 of the run's identity (run_identity): a checkpoint resumes only the run it was saved by."""
+    identity = run_identity(plain_config(cfg), data_identity)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
-    The data counts by what it holds (`Source.identity`: class and image counts, an image folder's
-    fingerprint), not by its path: a moved folder resumes, other images under the same path start over."""
-    values = json.loads(json.dumps(to_dict(cfg)))   # tuples -> lists: the same bytes as after a YAML round trip
-    for section, key in RESUMABLE_CHANGES:
-        values[section].pop(key, None)
-    values["data"]["spec"] = data_slug(values["data"]["spec"])
-    values["data_identity"] = data_identity
-    values["tensor_layout"] = TENSOR_LAYOUT   # a checkpoint's tensor names must be this network's
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+def identity_changes(then: dict, now: dict) -> list[tuple[str, object, object]]:
+    """Where a saved run's identity (`then`) differs from this run's (`now`), both run_identity's or the same
+    part of it: (name, then's value, now's) for each key of `now`, in its order; a mapping in both is compared
+    key by key, as `part.key`. A key `then` lacks counts as None, but for LATER_IDENTITY_KEYS: a run saved
+    before they were kept is judged without them."""
+    changes = []
+    for name, value in now.items():
+        old = then.get(name)
+        if isinstance(value, dict) and isinstance(old, dict):
+            changes += [(f"{name}.{key}", was, new) for key, was, new in identity_changes(old, value)]
+        elif old != value and (name in then or name not in LATER_IDENTITY_KEYS):
+            changes.append((name, old, value))
+    return changes
 
 
 @dataclass(frozen=True)

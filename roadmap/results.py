@@ -40,7 +40,8 @@ UMASK = os.umask(0o022)   # read once (it can only be read by setting it), then 
 os.umask(UMASK)
 Status = Literal["complete", "failed", "diverged"]
 STATUSES: tuple[str, ...] = typing.get_args(Status)
-FINISHED = ("complete", "diverged")   # need no more training: a diverged run would diverge again
+COMPLETE, FAILED, DIVERGED = STATUSES   # by name, for the code that compares them
+FINISHED = (COMPLETE, DIVERGED)   # need no more training: a diverged run would diverge again
 
 
 class ResultsError(UserError):
@@ -255,7 +256,7 @@ class Record:
     def to_json(self) -> dict:
         """The record as its file holds it: a failed or diverged run's has no measured keys."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if self.status == "complete" or not f.metadata.get("complete_only")}
+                if self.status == COMPLETE or not f.metadata.get("complete_only")}
 
     def write(self, root: Path) -> Path:
         """Checked (as a config is), then written atomically at its run's place under `root`."""
@@ -308,7 +309,7 @@ def record_problem(record, path: Path) -> str | None:
         return f"schema {record.get('schema')!r}, not {SCHEMA_VERSION}: written by another version of the runner"
     try:
         checked = Record.from_json(record)
-        if checked.status == "complete" and checked.top1 is None:
+        if checked.status == COMPLETE and checked.top1 is None:
             return "complete without a top-1"
         key = checked.key
     except ConfigError as err:

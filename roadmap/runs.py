@@ -15,10 +15,10 @@ from pathlib import Path
 import torch.distributed as dist
 import yaml
 
-from .config import SECTIONS, ConfigError, to_dict
+from .config import SECTIONS, ConfigError
 from .data import Source, open_source
-from .plan import RESUMABLE_CHANGES, RunPlan, plan_runs, ready
-from .results import STATUSES, Record, ResultsError, RunLock, blocking_file, check_apart, check_writable, data_slug, \
+from .plan import RunPlan, identity_changes, plain_config, plan_runs, ready, run_identity
+from .results import COMPLETE, DIVERGED, FAILED, Record, ResultsError, RunLock, blocking_file, check_apart, check_writable, \
     default_tensorboard, finished_status, leads_out, lock_is_held, read_record, warn_damaged
 from .steps import build_model
 from .runtime import Dist, git_commit, init_distributed
@@ -47,44 +47,32 @@ def check_init_from(planned: list[RunPlan], num_classes: int) -> None:
             checked.add(run.step.id)
 
 
-# What records written before it existed lack: compared only where a record has it.
-LATER_IDENTITY_KEYS = {"data_fingerprint"}
-
-
 def check_same_data(planned: list[RunPlan], results: Path, source: Source) -> None:
-    """A dataset is known by what it holds (class and image counts, an image folder's fingerprint), not by its
-    path: moved data finds its results, and other data under the same name is refused."""
+    """Complete runs on other data than `source` are refused (plan.run_identity): skipped, they would stand for
+    this data; moved data finds its results."""
     now = source.identity()
     for run in planned:
         record = read_record(run.key.record_path(results)) or {}
-        if record.get("status") != "complete":
+        if record.get("status") != COMPLETE:
             continue
-        compared = [key for key in now if key in record or key not in LATER_IDENTITY_KEYS]
-        changed = [f"{key} was {record.get(key)}, now {now[key]}" for key in compared if record.get(key) != now[key]]
-        if changed:
+        if changed := identity_changes(record, now):
             raise ConfigError(f"{run.key.data} in {results} was other data when {run.step.id} seed {run.key.seed} "
-                              f"ran ({'; '.join(changed)}); use another --results folder for it")
+                              f"ran ({'; '.join(f'{key} was {old}, now {new}' for key, old, new in changed)}); "
+                              f"use another --results folder for it")
 
 
 def check_same_config(planned: list[RunPlan], results: Path) -> None:
-    """A finished or interrupted run under another config must not be skipped or resumed as if it were this one."""
+    """A finished or interrupted run under another config (plan.run_identity) must not be skipped or resumed as
+    if it were this one."""
     for run in planned:
         saved = saved_config(run.key.config_path(results))
         if saved is None:
             continue
-        wanted = json.loads(json.dumps(to_dict(run.cfg)))  # tuples -> lists, as saved
-        for section, values in wanted.items():
-            if not isinstance(values, dict):
-                continue
-            for key, value in values.items():
-                old = saved[section].get(key)
-                if (section, key) == ("data", "spec") and isinstance(old, str):  # moved data: check_same_data
-                    old, value = data_slug(old), data_slug(value)
-                if old != value and (section, key) not in RESUMABLE_CHANGES:
-                    raise ConfigError(
-                        f"{run.step.id} seed {run.key.seed} in {results} was run with {section}.{key}={old!r}, "
-                        f"not {value!r}; use another --results folder for this variant, or delete "
-                        f"{run.key.folder(results)}")
+        if changed := identity_changes(run_identity(saved, None), run_identity(plain_config(run.cfg), None)):
+            name, old, value = changed[0]
+            raise ConfigError(f"{run.step.id} seed {run.key.seed} in {results} was run with {name}={old!r}, not "
+                              f"{value!r}; use another --results folder for this variant, or delete "
+                              f"{run.key.folder(results)}")
 
 
 def saved_config(path: Path) -> dict | None:
@@ -129,7 +117,7 @@ def check_run_paths(planned: list[RunPlan], results: Path, checkpoints: Path, we
         RunLock(results, run.key).check()
 
 
-OUTCOMES = (STATUSES[0], "skipped", *STATUSES[1:])   # what `run` counts: complete, skipped, failed, diverged
+OUTCOMES = (COMPLETE, "skipped", FAILED, DIVERGED)   # what `run` counts
 
 
 def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
@@ -143,7 +131,7 @@ def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: P
             continue
         outcome = run_one(run, results, checkpoints, weights, info, progress, label)
         counts[outcome] += 1
-        if outcome == "failed" and info.world_size > 1:
+        if outcome == FAILED and info.world_size > 1:
             say(info, "the processes cannot train together after a failure; stopping (run the command again)")
             break
     return counts
@@ -184,7 +172,7 @@ def skip_finished(run: RunPlan, label: str, results: Path, checkpoints: Path, we
         return False
     say(info, f"{label}: already {status}, skipped")
     record = read_record(run.key.record_path(results))
-    missing = missing_weights(record, weights) if status == "complete" and record else None
+    missing = missing_weights(record, weights) if status == COMPLETE and record else None
     if missing:  # not retrained: the record stands; only deleting it trains the run again
         say(info, f"warning: {run.step.id} seed {run.key.seed} is complete but {missing}; "
                   f"delete {run.key.record_path(results)} to train it again")
@@ -205,12 +193,12 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info:
     try:
         record = train_run(run, results, checkpoints, weights, info, progress)   # writes its record
         say_outcome(info, label, record)
-        if info.is_main and record.status == "complete":
+        if info.is_main and record.status == COMPLETE:
             # Only now: a kill before the record is written must still find the checkpoint.
             drop_checkpoint(run.key.checkpoint_path(checkpoints), record.to_json())
     finally:
         lock.release()  # after the record: whoever takes the lock next finds it
-    if info.world_size > 1 and record.status == "failed":
+    if info.world_size > 1 and record.status == FAILED:
         wait_for_release(lock)
     elif info.world_size > 1:
         dist.barrier()
@@ -218,10 +206,10 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info:
 
 
 def say_outcome(info: Dist, label: str, record: Record) -> None:
-    if record.status == "complete":
+    if record.status == COMPLETE:
         bound = f", input-bound: {100 * record.data_time_share:.0f}% waiting for data" if record.input_bound else ""
         say(info, f"{label}: top-1 {record.top1:.2f}%  ({record.wall_s:.0f} s, {record.images_per_s:.0f} img/s{bound})")
-    elif record.status == "diverged":
+    elif record.status == DIVERGED:
         say(info, f"{label}: DIVERGED ({record.reason}); going on")
     else:
         say(info, f"{label}: FAILED ({record.reason})" + ("" if info.world_size > 1 else "; going on"))

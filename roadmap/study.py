@@ -25,7 +25,7 @@ from .config import ConfigError, Step, load_roadmap
 from .figures import save_figure
 from .markdown import markdown_table, signed
 from .readme import marked_text, replace_between_markers
-from .results import atomic_write_text, check_writable, data_slug
+from .results import COMPLETE, atomic_write_text, check_writable, data_slug
 from .table import CONFIDENCE, build_table, missing, paired_delta, reference_steps, select_records
 
 WELCH_TEST = (f"Welch's t-test on the two sets' per-seed differences (step minus its reference; seeds of different "
@@ -46,7 +46,7 @@ class ResultSet:
     def by_step_seed(self) -> dict[str, dict[int, float]]:
         out: dict[str, dict[int, float]] = {}
         for r in self.records:
-            if r.get("status") == "complete" and r.get("top1") is not None:
+            if r.get("status") == COMPLETE and r.get("top1") is not None:
                 out.setdefault(r["step"], {})[r["seed"]] = float(r["top1"])
         return out
 

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from .config import ConfigError, Step, load_roadmap
-from .results import data_slug, load_records
+from .results import COMPLETE, DIVERGED, FAILED, data_slug, load_records
 
 CONFIDENCE = 0.95
 SIGNIFICANCE_TEST = (f"paired t-test over seeds (Student's t on the per-seed differences, two-sided): the delta's "
@@ -86,17 +86,17 @@ def reference_steps(steps: list[Step]) -> dict[str, str | None]:
 
 def _run_ok(record: dict) -> bool:
     """A run that gave a top-1: results.record_problem refuses a complete record without one."""
-    return record["status"] == "complete"
+    return record["status"] == COMPLETE
 
 
 def describe_failure(record: dict) -> str:
     """One line for a run that gave no top-1: 'failed: <reason>' or 'diverged at epoch E'."""
-    if record["status"] == "diverged":
+    if record["status"] == DIVERGED:
         epoch = (record.get("divergence") or {}).get("epoch")
-        return "diverged" if epoch is None else f"diverged at epoch {epoch}"
+        return DIVERGED if epoch is None else f"{DIVERGED} at epoch {epoch}"
     reason = " ".join(str(record.get("reason") or "").split())  # tracebacks become one line
     reason = reason if len(reason) <= 80 else reason[:77] + "..."
-    return f"failed: {reason}" if reason else "failed"
+    return f"{FAILED}: {reason}" if reason else FAILED
 
 
 def step_status(n_ok: int, failures: list[str], n_missing: int) -> str:
@@ -107,7 +107,7 @@ def step_status(n_ok: int, failures: list[str], n_missing: int) -> str:
         return "; ".join(dict.fromkeys(failures))  # distinct, in seed order
     if not failures and not n_missing:
         return "ok"
-    parts = [f"{n_ok} ok"] + [f"{count} {what}" for count, what in ((len(failures), "failed"), (n_missing, "missing"))
+    parts = [f"{n_ok} ok"] + [f"{count} {what}" for count, what in ((len(failures), FAILED), (n_missing, "missing"))
                               if count]
     return "partial: " + ", ".join(parts)
 

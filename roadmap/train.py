@@ -34,7 +34,7 @@ from .errors import UserError
 from .model import count_gflops, count_params
 from .perclass import confusion_counts, record_confusion
 from .plan import RunPlan
-from .results import SCHEMA_VERSION, Record, atomic_write_bytes, atomic_write_text, default_tensorboard
+from .results import COMPLETE, DIVERGED, FAILED, SCHEMA_VERSION, Record, atomic_write_bytes, atomic_write_text, default_tensorboard
 from .runtime import Dist, command_line, device_name, git_commit, peak_memory_mb, rng_state, seed_global_rngs, \
     set_rng_state, utc_now
 from .steps import build_model
@@ -347,7 +347,7 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, in
     try:
         record = train(plan, results, checkpoints, weights, info, progress)
     except Diverged as err:
-        record = failure_record(plan, "diverged", str(err), err.info, time.perf_counter() - start)
+        record = failure_record(plan, DIVERGED, str(err), err.info, time.perf_counter() - start)
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as err:  # noqa: BLE001 - recorded as failed
@@ -357,7 +357,7 @@ def train_run(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, in
             # The other processes wait in a collective this one will never join: leaving the group ends
             # it for them at once (gloo; NCCL after the group's timeout), and rank 0 records the failure.
             dist.destroy_process_group()
-        record = failure_record(plan, "failed", reason, None, time.perf_counter() - start)
+        record = failure_record(plan, FAILED, reason, None, time.perf_counter() - start)
     if info.is_main:
         record.write(results)
     return record
@@ -402,7 +402,7 @@ def train(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, info: 
     kept = keep_weights(weights, key, run.model) if info.is_main else {}   # before the record that names them
     data_share = sum(h["data_s"] for h in run.state.history) / max(run.state.train_s, 1e-9)
     return new_record(
-        plan, "complete", reason=None, divergence=None, top1=last["eval_top1"], top5=last["eval_top5"],
+        plan, COMPLETE, reason=None, divergence=None, top1=last["eval_top1"], top5=last["eval_top5"],
         epochs=run.state.history, params=run.params, gflops=run.gflops, image_size=cfg.scale.image_size,
         **run.data.identity, images_per_s=run.state.images / max(run.state.train_s, 1e-9),
         data_time_share=data_share, input_bound=data_share > 0.5,

@@ -19,16 +19,19 @@ import hashlib
 import io
 import json
 import os
+import types
+import typing
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .config import ConfigError, ModelConfig, Step, set_fields
+from .config import SECTIONS, ConfigError, ModelConfig, Step, set_fields
+from .fields import coerce, field_types
 from .huggingface import HF_CONFIG, HF_PREPROCESSOR, HF_STEM, HF_WEIGHTS, convnext_problems, huggingface_folder
 from .model import RoadmapNet
 from .names import HUGGINGFACE_CONVNEXT, TIMM_CONVNEXT, TORCHVISION_RESNET, upgrade
-from .results import ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, write_output
+from .results import COMPLETE, Record, ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, write_output
 from .steps import build_model
 
 FORMATS = ("native", "timm", "torchvision", "huggingface")
@@ -77,10 +80,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-# What predict, evaluate and export read from a complete run's record ('a.b': key b of mapping a), of which type.
-KEPT_FIELDS = {"weights": str, "weights_sha256": str, "classes": list, "config": dict, "config.model": dict,
-               "config.scale": dict, "config.scale.image_size": int, "config.scale.crop": str, "config.data": dict,
-               "config.data.workers": int, "config.data.synthetic_size": int, "config.data.synthetic_classes": int}
+# What predict, evaluate and export read from a complete run's record: its fields (typed by results.Record) and,
+# of its config, these sections' keys (typed by the sections' dataclasses, config.SECTIONS; () the whole section).
+KEPT_FIELDS = ("weights", "weights_sha256", "classes", "config")
+KEPT_CONFIG = {"model": (), "scale": ("image_size", "crop"), "data": ("workers", "synthetic_size", "synthetic_classes")}
 
 
 def kept_problem(record: dict) -> str | None:
@@ -88,15 +91,40 @@ def kept_problem(record: dict) -> str | None:
     weights were kept), or it lacks a field that using them reads (a damaged or hand-made record)."""
     if not record.get("weights"):
         return "its record names no weights (it was trained before weights were kept)"
-    for dotted, kind in KEPT_FIELDS.items():
-        value = record
-        for name in dotted.split("."):
-            value = value.get(name) if isinstance(value, dict) else None
-        if not isinstance(value, kind) or isinstance(value, bool):
-            return f"its record has no usable {dotted} (a {kind.__name__}); it is damaged"
+    for name, annotation, value in kept_values(record):
+        try:
+            coerce(value, annotation, name, text_numbers=False)
+        except ConfigError:
+            return f"its record has no usable {name} ({type_words(annotation)}); it is damaged"
     if not record["classes"] or not all(isinstance(name, str) for name in record["classes"]):
         return "its record's classes are not a list of class names; it is damaged"
     return None
+
+
+def kept_values(record: dict):
+    """(dotted name, the type it must have, its value or None) for each of KEPT_FIELDS and KEPT_CONFIG, in the
+    order they are checked: a section only once the config is known to be a mapping."""
+    record_types = field_types(Record)
+    for name in KEPT_FIELDS:
+        yield name, not_none(record_types[name]), record.get(name)
+    for section, keys in KEPT_CONFIG.items():
+        values = record["config"].get(section)
+        yield f"config.{section}", dict, values
+        section_types = field_types(SECTIONS[section])
+        for key in keys:
+            yield f"config.{section}.{key}", not_none(section_types[key]), values.get(key)
+
+
+def not_none(annotation):
+    """A field's type less its None: what a record that is to be used must hold."""
+    options = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return options[0] if typing.get_origin(annotation) in (typing.Union, types.UnionType) else annotation
+
+
+def type_words(annotation) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return " or ".join(map(str, typing.get_args(annotation)))
+    return f"a {annotation.__name__}"
 
 
 def missing_weights(record: dict, root: Path) -> str | None:
@@ -119,7 +147,7 @@ def find_record(results: Path, roadmap: str, step: Step, scale: str, data: str |
     if len(found) > 1:
         raise ConfigError(f"{where} was trained on several datasets "
                           f"({', '.join(sorted(data_slug(r['data']) for r in found))}); pick one with --data")
-    if found[0]["status"] != "complete":
+    if found[0]["status"] != COMPLETE:
         raise ResultsError(f"{where} is {found[0]['status']}, not complete: it has no weights")
     problem = kept_problem(found[0])
     if problem:   # before anything reads the record's fields

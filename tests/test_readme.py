@@ -1,4 +1,5 @@
 """The README's commands run as written; a step of one's own works end to end (list, run, table)."""
+import json
 import os
 import re
 import shlex
@@ -167,6 +168,26 @@ def test_the_committed_study_regenerates_from_the_committed_records(tmp_path):
     study_block = readme.read_text().split("<!-- study-resnet50:begin -->")[1].split("<!-- study-resnet50:end -->")[0]
     committed = (ROOT / "README.md").read_text().split("<!-- study-resnet50:begin -->")[1]
     assert study_block.replace(str(out), "report") == committed.split("<!-- study-resnet50:end -->")[0]
+
+
+def test_every_committed_records_command_runs_as_written(capsys):
+    """A record keeps the command that made it, to be typed again: runner.py's own parser takes it (its
+    subcommand and flags exist; nothing is run), and it is never a --jobs worker's hidden command."""
+    from roadmap.cli import build_parser
+
+    commands = {}   # command -> a record that keeps it
+    for path in sorted((ROOT / "results").rglob("*.json")):
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and "command" in record:
+            commands.setdefault(record["command"], path.relative_to(ROOT))
+    assert commands, "no committed record keeps a command"
+    for command, path in commands.items():
+        words = shlex.split(command)
+        assert words[0] == "runner.py" and "--worker" not in words, f"{path}: {command}"
+        try:
+            build_parser().parse_args(words[1:])
+        except SystemExit:
+            pytest.fail(f"{path}: {command}: {capsys.readouterr().err.strip()}")
 
 
 def make_variable(name: str) -> list[str]:

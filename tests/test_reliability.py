@@ -330,6 +330,13 @@ def test_the_fingerprint_knows_data_by_what_it_holds_not_by_its_path():
     assert fingerprint("/old/shoes", "ab12") != fingerprint("/old/boots", "ab12")         # another dataset's name
 
 
+def test_the_fingerprint_of_a_config_stays_what_it_was():
+    """Checkpoints saved before resume by this value: a change to how it is computed starts every run over."""
+    cfg = build_run_config("resnet50", "gelu", "demo", "imagefolder:/data/shoes", 0, {})
+    data = {"num_classes": 2, "train_images": 8, "eval_images": 4, "data_fingerprint": "ab12"}
+    assert config_fingerprint(cfg, data) == "90cd2f05c0a7c0e7183d180fc75166999d273f39f36401300ab728d24233e721"
+
+
 def interrupted_after_epoch_1(capsys, monkeypatch, results: Path) -> tuple[list[str], RunKey]:
     """A 2-epoch gelu run stopped by Ctrl-C as its second epoch begins: its checkpoint holds epoch 1.
     Returns the command (to run again, now uninterrupted) and the run's key."""

@@ -68,7 +68,7 @@ class Source:
 
     def identity(self) -> dict:
         """What a run's record says its data was, and what a later invocation compares with it
-        (runs.check_same_data): what the data holds, not where it lies, so moved data finds its results."""
+        (plan.run_identity): what the data holds, not where it lies, so moved data finds its results."""
         return {"num_classes": self.num_classes, "train_images": len(self.train), "eval_images": len(self.eval),
                 "data_fingerprint": self.fingerprint}
 
