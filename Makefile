@@ -14,7 +14,7 @@ STUDY_SEEDS ?= 0 1 2
 CIFAR10_TAR ?= ../shared/data/cifar10-jpg.tar.gz
 CIFAR10 := data/cifar10-jpg
 # The study's result sets (SCALE/DATA): add an arm here once its records are in results/.
-STUDY_SETS ?= cpu/fashion-mnist cpu/imagefolder-cifar10-jpg
+STUDY_SETS ?= cpu/fashion-mnist cpu/imagefolder-cifar10-jpg cpu64/fashion-mnist
 DEMO_DIR ?= demo
 
 .PHONY: test demo reference reverse study data clean gpu-check gpu-check-dry
@@ -57,9 +57,9 @@ reverse: $(VENV)/.installed data
 	$(PY) runner.py plot --roadmap reverse --scale cpu --data fashion-mnist
 	$(PY) runner.py table --roadmap reverse --scale cpu --data fashion-mnist --readme
 
-# Which steps depend on resolution and dataset: the resnet50 roadmap on CIFAR-10 at the cpu scale (32 px),
-# seeds 0-2, two runs at a time; then the study of the sets side by side -> report/, README's study block.
-# Runs resume, so this can be stopped and started again.
+# Which steps depend on resolution and dataset: the resnet50 roadmap on CIFAR-10 at the cpu scale (32 px)
+# and on Fashion-MNIST at 64 px (cpu64), seeds 0-2, two runs at a time; then the study of the sets side by
+# side -> report/, README's study block. Runs resume, so this can be stopped and started again.
 $(CIFAR10)/train:
 	mkdir -p $(CIFAR10) && tar -xzf $(CIFAR10_TAR) -C $(CIFAR10)
 
@@ -67,6 +67,9 @@ study: $(VENV)/.installed data $(CIFAR10)/train
 	$(PY) runner.py run --all --scale cpu --data imagefolder:$(CIFAR10) --seed $(STUDY_SEEDS) --jobs 2 --no-progress
 	$(PY) runner.py table --scale cpu --data imagefolder:$(CIFAR10) --out report
 	$(PY) runner.py plot --scale cpu --data imagefolder:$(CIFAR10) --out report
+	$(PY) runner.py run --all --scale cpu64 --seed $(STUDY_SEEDS) --jobs 2 --no-progress
+	$(PY) runner.py table --scale cpu64 --data fashion-mnist --out report
+	$(PY) runner.py plot --scale cpu64 --data fashion-mnist --out report
 	$(PY) runner.py study $(STUDY_SETS) --readme
 
 # Everything that needs a GPU, in one command of a few minutes (roadmap/gpucheck.py): bench eager and

@@ -209,6 +209,10 @@ def endpoint_line(result_set: ResultSet, steps: list[Step]) -> str | None:
             f"n={test['n_pairs']})")
 
 
+# A set needs 2 seeds of a step and its reference (both sets, for a difference) before a t-test can say anything.
+UNTESTED = "not tested yet (fewer than 2 seeds with the step and its reference)"
+
+
 def study_notes(df: pd.DataFrame, sets: list[ResultSet], pairs: list, steps: list[Step]) -> list[str]:
     rows = compared_rows(df)
     notes = [f"Δ: a step's mean top-1 minus its reference step's in that set, * beyond noise (paired t-test over "
@@ -217,14 +221,16 @@ def study_notes(df: pd.DataFrame, sets: list[ResultSet], pairs: list, steps: lis
     for k, result_set in enumerate(sets):
         tested = [r for r in rows if r[f"significant_{k}"] in (True, False) and not missing(r["paper_delta"])]
         agree = [r["id"] for r in tested if r[f"significant_{k}"] and _same_sign(r[f"delta_{k}"], r["paper_delta"])]
-        notes.append(f"Reproduces in {short_label(result_set)} (same sign as the paper, beyond noise): "
-                     f"{len(agree)} of {len(tested)} tested steps" + (f": {', '.join(agree)}" if agree else ""))
+        head = f"Reproduces in {short_label(result_set)} (same sign as the paper, beyond noise): "
+        notes.append(head + (f"{len(agree)} of {len(tested)} tested steps" + (f": {', '.join(agree)}" if agree else "")
+                             if tested else UNTESTED))
     for i, j, factor in pairs:
-        moved = [r for r in rows if r[f"diff_significant_{i}_{j}"] is True]
+        tested = [r for r in rows if r[f"diff_significant_{i}_{j}"] is not None]
+        moved = [r for r in tested if r[f"diff_significant_{i}_{j}"]]
         towards = [r["id"] for r in moved if _moves_towards_paper(r, i, j)]
         text = (f"Depends on {factor} ({short_label(sets[i])} -> {short_label(sets[j])}), the step's delta changing "
                 f"beyond noise: " + (", ".join(f"{r['id']} ({signed(r[f'diff_{i}_{j}'])})" for r in moved)
-                                     if moved else "none"))
+                                     if moved else f"none of {len(tested)} tested steps" if tested else UNTESTED))
         if moved:
             text += f"; towards the paper's sign: {', '.join(towards) or 'none'}"
         notes.append(text)

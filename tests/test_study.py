@@ -68,6 +68,17 @@ def test_the_study_names_the_step_that_depends_on_resolution(results, tmp_path):
     assert "Reproduces in 32 px fashion-mnist (same sign as the paper, beyond noise): 2 of 3" in text
 
 
+def test_a_set_of_one_seed_is_said_untested_not_reproducing_nothing(tmp_path):
+    root = tmp_path / "results"
+    write_set(root, "cpu", "fashion-mnist", 32)
+    write_set(root, "cpu64", "fashion-mnist", 64, seeds=(0,))
+    text = make_study(ROADMAP, ["cpu/fashion-mnist", "cpu64/fashion-mnist"], root, tmp_path / "r", with_plot=False)[0]
+    text = text.read_text()
+    assert "Reproduces in 64 px fashion-mnist (same sign as the paper, beyond noise): not tested yet" in text
+    assert "Depends on resolution (32 px fashion-mnist -> 64 px fashion-mnist), the step's delta changing beyond " \
+           "noise: not tested yet" in text
+
+
 def test_the_study_regenerates_byte_for_byte_with_its_figure(results, tmp_path):
     sets = ["cpu/fashion-mnist", "cpu64/fashion-mnist"]
     first = {p.name: p.read_bytes() for p in make_study(ROADMAP, sets, results, tmp_path / "a")}
