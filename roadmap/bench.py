@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import gc
+import math
 import re
 import statistics
 import sys
@@ -233,12 +234,19 @@ def measure(model: torch.nn.Module, settings: BenchSettings) -> tuple[list[float
     return seconds, peak_mb
 
 
-def interleaved_ratio(ours: Candidate, reference: Candidate, settings: BenchSettings) -> float:
+def interleaved_ratio(ours: Candidate, reference: Candidate, settings: BenchSettings) -> tuple[float, float]:
     """Median images/s of ours over the reference's, their windows taken in turn (ours, reference, ours, ...):
     a machine that speeds up or slows down while the bench runs moves both alike, which timing one model
-    after the other (the rows) does not."""
+    after the other (the rows) does not. Measured in both orders, (ours built and timed first, the
+    reference first): on a CPU the model that goes first can run some percent slower, two builds of one
+    model too, so one order alone would tilt the ratio."""
+    return _in_turn(ours, reference, settings), 1 / _in_turn(reference, ours, settings)
+
+
+def _in_turn(first: Candidate, second: Candidate, settings: BenchSettings) -> float:
+    """Median images/s of `first` over `second`, built in that order, their windows taken in turn."""
     torch.manual_seed(0)
-    steps = [training_step(candidate.build(), settings) for candidate in (ours, reference)]
+    steps = [training_step(candidate.build(), settings) for candidate in (first, second)]
     one_window = dataclasses.replace(settings, repeat=1, warmup=0)
     for step in steps:
         time_windows(step, dataclasses.replace(settings, repeat=1, iters=max(1, settings.warmup)))
@@ -246,19 +254,26 @@ def interleaved_ratio(ours: Candidate, reference: Candidate, settings: BenchSett
     for _ in range(settings.repeat):
         for times, step in zip(seconds, steps):
             times.extend(time_windows(step, one_window))
+    del steps
+    free_memory(settings)
     return statistics.median(seconds[1]) / statistics.median(seconds[0])
 
 
 def interleaved_ratios(cands: list[Candidate], rows: list[dict], roadmap: str, settings: BenchSettings) -> dict:
-    """{ratio key: ours/timm measured in turn} for each endpoint pair whose two rows both have a number."""
+    """{"ratios_interleaved": {ratio key: ours/timm in turn, the geometric mean of both orders},
+    "ratios_interleaved_orders": {ratio key: [ours first, timm first]}} for each endpoint pair whose two rows
+    both have a number."""
     by_id, measured = {c.id: c for c in cands}, {row["id"] for row in rows if row["images_per_s_median"]}
-    out = {}
+    out: dict[str, dict] = {"ratios_interleaved": {}, "ratios_interleaved_orders": {}}
     for key, (ours, reference) in ratio_pairs(roadmap).items():
         if ours in measured and reference in measured:
             try:
-                out[key] = round(interleaved_ratio(by_id[ours], by_id[reference], settings), 4)
+                orders = interleaved_ratio(by_id[ours], by_id[reference], settings)
             except Exception as err:  # noqa: BLE001 - the rows stand; this ratio is left out, said why
                 print(f"bench: {key} in turn: {error_text(err)}", file=sys.stderr)
+            else:
+                out["ratios_interleaved"][key] = round(math.sqrt(orders[0] * orders[1]), 4)
+                out["ratios_interleaved_orders"][key] = [round(value, 4) for value in orders]
             free_memory(settings)
     return out
 
@@ -392,6 +407,6 @@ def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_si
     report = {"device": name, **environment(),
               "settings": {**settings_record(settings, roadmap, steps, reference), "scale": scale_name},
               "peak_flops": peak, "rows": rows, **ratio_record(rows, roadmap),
-              "ratios_interleaved": interleaved_ratios(cands, rows, roadmap, settings),
+              **interleaved_ratios(cands, rows, roadmap, settings),
               "date": datetime.date.today().isoformat()}
     return write_report(report, Path(out_dir), f"{device_slug(target)}-{report['date']}")

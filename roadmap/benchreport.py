@@ -69,9 +69,11 @@ def render(report: dict) -> str:
              markdown_table(header, [table_row(r) for r in report["rows"]], align="llrrrrrrrl").rstrip("\n"), ""]
     for key, (ours, ref) in report["ratio_pairs"].items():
         value, in_turn = report["ratios"].get(key), report.get("ratios_interleaved", {}).get(key)
+        orders = report.get("ratios_interleaved_orders", {}).get(key)
         lines.append(f"- {key}: {ours} / {ref} = " + (f"{value:.3f}x images/s (median)" if value is not None
                                                          else "– (not benched, or failed)")
-                     + (f"; {in_turn:.3f}x with their windows taken in turn" if in_turn is not None else ""))
+                     + (f"; {in_turn:.3f}x with their windows taken in turn" if in_turn is not None else "")
+                     + (f" ({orders[0]:.3f}x ours first, {orders[1]:.3f}x theirs first)" if orders else ""))
     peak = report["peak_flops"]
     lines.append("- MFU: 6 x forward MACs per image (2 FLOPs per MAC, backward twice the forward) over NVIDIA's "
                  "dense datasheet peak for the dtype (TF32 for fp32); "

@@ -1,5 +1,6 @@
 """The throughput bench on the CPU at a tiny setting: the JSON it writes, the ratios, argument checks."""
 import json
+import math
 
 import pytest
 import timm
@@ -73,6 +74,9 @@ def test_ratios_are_ours_over_timm(first_run):
     # The same pairs timed again with their windows in turn, which machine drift cannot tilt.
     assert set(report["ratios_interleaved"]) == set(report["ratios"])
     assert all(value > 0 for value in report["ratios_interleaved"].values())
+    # Both orders (ours first, timm first): their geometric mean is the ratio, which neither order tilts.
+    for key, (ours_first, theirs_first) in report["ratios_interleaved_orders"].items():
+        assert report["ratios_interleaved"][key] == pytest.approx(math.sqrt(ours_first * theirs_first), abs=2e-4)
 
 
 def test_a_second_run_never_overwrites(first_run, capsys):
