@@ -240,7 +240,9 @@ def interleaved_ratio(ours: Candidate, reference: Candidate, settings: BenchSett
     after the other (the rows) does not. Measured in both orders, (ours built and timed first, the
     reference first): on a CPU the model that goes first can run some percent slower, two builds of one
     model too, so one order alone would tilt the ratio."""
-    return _in_turn(ours, reference, settings), 1 / _in_turn(reference, ours, settings)
+    ours_first = _in_turn(ours, reference, settings)
+    free_memory(settings)   # the first order's models go before the second order builds its own
+    return ours_first, 1 / _in_turn(reference, ours, settings)
 
 
 def _in_turn(first: Candidate, second: Candidate, settings: BenchSettings) -> float:
@@ -254,8 +256,6 @@ def _in_turn(first: Candidate, second: Candidate, settings: BenchSettings) -> fl
     for _ in range(settings.repeat):
         for times, step in zip(seconds, steps):
             times.extend(time_windows(step, one_window))
-    del steps
-    free_memory(settings)
     return statistics.median(seconds[1]) / statistics.median(seconds[0])
 
 

@@ -221,16 +221,19 @@ def study_notes(df: pd.DataFrame, sets: list[ResultSet], pairs: list, steps: lis
     for k, result_set in enumerate(sets):
         tested = [r for r in rows if r[f"significant_{k}"] in (True, False) and not missing(r["paper_delta"])]
         agree = [r["id"] for r in tested if r[f"significant_{k}"] and _same_sign(r[f"delta_{k}"], r["paper_delta"])]
-        head = f"Reproduces in {short_label(result_set)} (same sign as the paper, beyond noise): "
-        notes.append(head + (f"{len(agree)} of {len(tested)} tested steps" + (f": {', '.join(agree)}" if agree else "")
-                             if tested else UNTESTED))
+        counted = f"{len(agree)} of {len(tested)} tested steps" + (f": {', '.join(agree)}" if agree else "")
+        notes.append(f"Reproduces in {short_label(result_set)} (same sign as the paper, beyond noise): "
+                     + (counted if tested else UNTESTED))
     for i, j, factor in pairs:
         tested = [r for r in rows if r[f"diff_significant_{i}_{j}"] is not None]
         moved = [r for r in tested if r[f"diff_significant_{i}_{j}"]]
         towards = [r["id"] for r in moved if _moves_towards_paper(r, i, j)]
+        if moved:
+            found = ", ".join(f"{r['id']} ({signed(r[f'diff_{i}_{j}'])})" for r in moved)
+        else:
+            found = f"none of {len(tested)} tested steps" if tested else UNTESTED
         text = (f"Depends on {factor} ({short_label(sets[i])} -> {short_label(sets[j])}), the step's delta changing "
-                f"beyond noise: " + (", ".join(f"{r['id']} ({signed(r[f'diff_{i}_{j}'])})" for r in moved)
-                                     if moved else f"none of {len(tested)} tested steps" if tested else UNTESTED))
+                f"beyond noise: {found}")
         if moved:
             text += f"; towards the paper's sign: {', '.join(towards) or 'none'}"
         notes.append(text)
