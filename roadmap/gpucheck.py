@@ -26,11 +26,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .results import FAILED
+from .results import FAILED, REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-RUNNER = str(ROOT / "runner.py")
-CIFAR10_TARS = (ROOT / "data" / "cifar10-jpg.tar.gz", ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
+RUNNER = str(REPO_ROOT / "runner.py")
+CIFAR10_TARS = (REPO_ROOT / "data" / "cifar10-jpg.tar.gz", REPO_ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
 # The roadmap's short runs: every step at the `small` scale (full width, 32 px, batch 512) for one epoch
 # on 5,120 CIFAR-10 images (10 updates), enough to exercise each network, the GPU data path and records.
 SHORT_RUN = ["--scale", "small", "--set", "scale.epochs=1", "--set", "scale.classic_epochs=1",
@@ -124,7 +123,7 @@ def run_part(part: Part, log_dir: Path) -> None:
         out.flush()
         try:
             proc = subprocess.run(part.command, stdout=out, stderr=subprocess.STDOUT, timeout=part.timeout_s,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1", **part.env}, cwd=ROOT)
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1", **part.env}, cwd=REPO_ROOT)
             code = proc.returncode
         except subprocess.TimeoutExpired:
             code = None
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list the parts and their commands; run nothing")
     parser.add_argument("--cifar10", help="an unpacked CIFAR-10 image folder (train/, test/)")
     parser.add_argument("--cifar10-tar", help="the CIFAR-10 JPEG tarball (default: data/ or ../shared/data/)")
-    parser.add_argument("--out", default=str(ROOT / "results"), help="results folder (default results/)")
+    parser.add_argument("--out", default=str(REPO_ROOT / "results"), help="results folder (default results/)")
     parser.add_argument("--backend", choices=("nccl", "gloo"), help="for the 2-process parts (default: nccl if "
                         "it takes two processes on one GPU, else gloo)")
     args = parser.parse_args(argv)
@@ -191,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.cuda.get_device_name(0)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         work = Path(tmp)
-        (work / "failing_rank.py").write_text(FAILING_RANK.format(root=str(ROOT)))
+        (work / "failing_rank.py").write_text(FAILING_RANK.format(root=str(REPO_ROOT)))
         cifar10 = find_cifar10(args.cifar10, args.cifar10_tar, work)
         folder = gpu_folder(out, device)
         folder.mkdir(parents=True, exist_ok=True)

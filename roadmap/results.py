@@ -36,6 +36,7 @@ from .errors import ConfigError, UserError
 from .fields import check_fields, set_fields
 
 SCHEMA_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parent.parent   # the checkout: runner.py, data/, results/
 UMASK = os.umask(0o022)   # read once (it can only be read by setting it), then put back
 os.umask(UMASK)
 Status = Literal["complete", "failed", "diverged"]

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from .config import ConfigError, Step, load_roadmap
-from .results import COMPLETE, DIVERGED, FAILED, data_slug, load_records
+from .results import COMPLETE, DIVERGED, FAILED, REPO_ROOT, data_slug, load_records
 
 CONFIDENCE = 0.95
 SIGNIFICANCE_TEST = (f"paired t-test over seeds (Student's t on the per-seed differences, two-sided): the delta's "
@@ -198,13 +198,25 @@ def select_records(roadmap: str, scale: str, data: str | None, results_dir: Path
     return records, data or records[0]["data"]
 
 
+def shown_data(spec: str) -> str:
+    """A data spec as a report shows it: an image folder inside this repo relative to its root
+    ('imagefolder:/home/me/roadmap/data/x' -> 'imagefolder:data/x'), so reports do not name one machine's paths."""
+    kind, sep, path = spec.partition(":")
+    if kind != "imagefolder" or not Path(path).is_absolute():
+        return spec
+    try:
+        return f"{kind}{sep}{Path(path).relative_to(REPO_ROOT).as_posix()}"
+    except ValueError:
+        return spec
+
+
 def build_context(records: list[dict], steps: list[Step]) -> dict:
     """What the table's header says about the runs behind it, from the records alone."""
     known = {step.id for step in steps}
     return {
         "roadmap": ", ".join(sorted({r["roadmap"] for r in records})),
         "scale": ", ".join(sorted({r["scale"] for r in records})),
-        "data": ", ".join(sorted({r["data"] for r in records})),
+        "data": ", ".join(sorted({shown_data(r["data"]) for r in records})),
         "seeds": sorted({r["seed"] for r in records}),
         "devices": sorted({_device(r) for r in records}),
         "image_sizes": sorted({r["image_size"] for r in records if r.get("image_size")}),

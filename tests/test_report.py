@@ -303,3 +303,11 @@ def test_spread_notes_give_the_median_the_lowest_step_and_the_seed_spread():
     assert markdown.spread_notes(df) == ["Over the 3 steps with results: median top-1 85.00%, lowest 80.00% (a); "
                                        "median seed std 0.30 points."]
     assert markdown.spread_notes(df.iloc[3:]) == []
+
+
+def test_the_header_names_an_image_folder_inside_the_repo_relative_to_it():
+    from roadmap.results import REPO_ROOT
+    inside = f"imagefolder:{REPO_ROOT / 'data' / 'cifar10-jpg'}"
+    assert tables.shown_data(inside) == "imagefolder:data/cifar10-jpg"
+    for spec in ("imagefolder:/datasets/imagenet", "imagefolder:data/mine", "fashion-mnist"):
+        assert tables.shown_data(spec) == spec
