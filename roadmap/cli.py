@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="result sets side by side: each step's delta in each, and where they differ",
                        description="Each SET is SCALE/DATA[@RESULTS] (e.g. cpu/fashion-mnist, "
                                    "cpu/imagefolder-cifar10-jpg, cpu64/fashion-mnist@other_results). Per step: its "
-                                   "delta in every set with the 95%% CI, the difference between sets that differ in "
+                                   "delta in every set with the 95% CI, the difference between sets that differ in "
                                    "one thing (Welch's t), the paper's delta; notes on what reproduces and what "
                                    "depends on resolution or dataset; a figure.")
     p.add_argument("sets", nargs="+", metavar="SET", help="SCALE/DATA[@RESULTS], two or more")
