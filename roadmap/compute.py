@@ -23,11 +23,12 @@ from .config import ConfigError
 from .data import IMAGE_EXTENSIONS
 from .model import count_gflops
 from .plan import RunPlan
+from .results import REPO_ROOT
 from .markdown import markdown_table
 from .steps import build_model
 from .workers import worker_threads
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "results" / "bench"
+BENCH_DIR = REPO_ROOT / "results" / "bench"
 # (train images, eval images, classes) of the datasets the runner knows by name.
 DATA_SIZES = {"fashion-mnist": (60_000, 10_000, 10), "cifar10": (50_000, 10_000, 10),
               "cifar100": (50_000, 10_000, 100)}

@@ -18,11 +18,11 @@ import yaml
 from .errors import ConfigError
 from .fields import bounded, check_fields, closest, coerce, set_fields
 from .model import ModelConfig
-from .results import path_part
+from .results import REPO_ROOT, path_part
 
 # The steps and scales shipped with the project; ROADMAP_STEPS_DIR=/my/steps runner.py ... points
 # elsewhere, read (and checked) where it is used: see steps_root.
-STEPS_DIR = Path(__file__).resolve().parent.parent / "steps"
+STEPS_DIR = REPO_ROOT / "steps"
 ROADMAPS = ("resnet50", "resnet200", "reverse", "convnext", "isotropic")
 
 

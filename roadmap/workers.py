@@ -19,10 +19,10 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 import torch
 
+from .results import REPO_ROOT
 from .runtime import COMMAND_ENV, command_line
 
 WORKER_FLAG = "--worker"   # hidden: the parent adds it to its own arguments
@@ -36,9 +36,8 @@ def worker_threads(jobs: int) -> int:
 
 
 def start_worker(argv: list[str], threads: int) -> subprocess.Popen:
-    package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), COMMAND_ENV: command_line(), PARENT_ENV: str(os.getpid()),
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     code = "import sys; from roadmap.cli import main; sys.exit(main(sys.argv[1:]))"
     # A session of its own: Ctrl-C on a terminal reaches the parent alone, which passes it on once (SIGTERM).
     return subprocess.Popen([sys.executable, "-c", code, *argv, WORKER_FLAG], env=env, text=True,

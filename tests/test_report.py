@@ -8,7 +8,7 @@ import pytest
 from roadmap import figures, markdown, report, table as tables
 from roadmap.config import ConfigError, load_roadmap
 from roadmap.readme import update_readme
-from roadmap.results import RunKey, write_record
+from roadmap.results import REPO_ROOT, RunKey, write_record
 
 ROADMAP, SCALE, DATA = "resnet50", "demo", "synthetic"
 
@@ -306,7 +306,6 @@ def test_spread_notes_give_the_median_the_lowest_step_and_the_seed_spread():
 
 
 def test_the_header_names_an_image_folder_inside_the_repo_relative_to_it():
-    from roadmap.results import REPO_ROOT
     inside = f"imagefolder:{REPO_ROOT / 'data' / 'cifar10-jpg'}"
     assert tables.shown_data(inside) == "imagefolder:data/cifar10-jpg"
     for spec in ("imagefolder:/datasets/imagenet", "imagefolder:data/mine", "fashion-mnist"):
