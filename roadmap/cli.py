@@ -104,6 +104,12 @@ def cmd_study(args) -> None:
         print(path)
 
 
+def cmd_check_rerun(args) -> None:
+    from .rerun import check_rerun
+
+    print(check_rerun(args.roadmap, args.set, Path(args.fresh), Path(args.results)), end="")
+
+
 def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
     """(record, step, weights folder) of the complete run that --step/--roadmap/--scale/--seed name."""
     from .config import load_step
@@ -215,7 +221,7 @@ def add_run_choice(p: argparse.ArgumentParser, data_flag: str = "--data") -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import ROADMAPS
+    from .config import ROADMAPS, STEPS_DIR, available_scales
     from .weights import FORMATS
 
     parser = OneLineParser(prog="runner.py", description="ResNet-50 -> ConvNeXt roadmap, step by step.")
@@ -234,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--step", nargs="+", metavar="ID", help="step ids ('runner.py list' shows them)")
     which.add_argument("--all", action="store_true", help="every step of the roadmap, side branches included")
     p.add_argument("--roadmap", default="resnet50", help=f"a folder of steps/ ({', '.join(ROADMAPS)}, or your own)")
-    p.add_argument("--scale", default="demo", help="a preset of steps/scales/: demo (CPU), small (32 px, GPU), paper")
+    p.add_argument("--scale", default="demo", help=f"a preset of steps/scales/ ({', '.join(available_scales(STEPS_DIR))}, "
+                                                          "or your own; default demo)")
     p.add_argument("--data", help="fashion-mnist | cifar10 | cifar100 | imagefolder:PATH | synthetic "
                                   "(default: the scale's)")
     seeds = p.add_mutually_exclusive_group()
@@ -306,6 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
                    help="also refresh this README's study block (default README.md)")
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("check-rerun", help="do runs trained again land within the committed seeds' spread?",
+                       description="Every complete run of SET under --fresh (a fresh seed, a clean clone's, another "
+                                   "machine's) against the 95%% prediction interval of one more seed from the runs of "
+                                   "SET under --results, leaving out the fresh run's own seed. Prints a table; writes "
+                                   "nothing.")
+    p.add_argument("set", metavar="SET", help="SCALE/DATA, e.g. cpu64/fashion-mnist")
+    p.add_argument("--fresh", required=True, type=path_arg, help="the results folder of the runs trained again")
+    p.add_argument("--roadmap", default="resnet50", help="a folder of steps/")
+    p.add_argument("--results", default="results", type=path_arg, help="the committed results (default results/)")
+    p.set_defaults(func=cmd_check_rerun)
 
     p = sub.add_parser("bench", help="training images/s, memory and MFU per step, beside timm's models",
                        description="Times full training steps (forward, backward, AdamW) on a synthetic batch; "

@@ -288,13 +288,17 @@ def _resolve(step_id: str, order: int, raw: dict, files: dict, roadmap: str) -> 
                 own.get("equals"), own.get("reverts"))
 
 
+def available_scales(steps_dir: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (steps_root(steps_dir) / "scales").glob("*.yaml"))
+
+
 def load_scale(name: str, steps_dir: Path | None = None) -> ScaleConfig:
     steps_dir = steps_root(steps_dir)
     # A name, not a path: it picks a file of scales/ and names the folder of the scale's runs.
     own = "; a scale of your own is a file NAME.yaml in the scales/ folder of ROADMAP_STEPS_DIR, passed as NAME"
     path = steps_dir / "scales" / f"{path_part(name, 'scale', own)}.yaml"
     if not path.is_file():
-        names = sorted(p.stem for p in (steps_dir / "scales").glob("*.yaml"))
+        names = available_scales(steps_dir)
         raise ConfigError(f"unknown scale '{name}'; choose from {', '.join(names)}{closest(name, names)}")
     return set_fields(ScaleConfig(name=name), read_yaml(path), "scale", f"{path}: ")
 

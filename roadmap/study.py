@@ -56,7 +56,7 @@ def parse_set(text: str, roadmap: str, default_results: Path) -> ResultSet:
     where, _, results = text.partition("@")
     scale, _, data = where.partition("/")
     if not scale or not data:
-        raise ConfigError(f"a study set is SCALE/DATA[@RESULTS] (e.g. cpu/fashion-mnist), not '{text}'")
+        raise ConfigError(f"a result set is SCALE/DATA[@RESULTS] (e.g. cpu/fashion-mnist), not '{text}'")
     results_dir = Path(results) if results else default_results
     records, spec = select_records(roadmap, scale, data, results_dir)
     sizes = sorted({r["image_size"] for r in records if r.get("image_size")})

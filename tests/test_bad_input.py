@@ -78,6 +78,11 @@ CASES = {
     "unknown flag": (["run", "--all", "--epochs", "3"], "unrecognized arguments: --epochs"),
     "scale name that is a path": (["run", "--step", "gelu", "--set", "scale.name=../../outside"],
                                   "scale name '../../outside' is not a plain name"),
+    "check-rerun without fresh runs": (["check-rerun", "cpu/fashion-mnist", "--fresh", "/no/such/results"],
+                                       "no results for roadmap resnet50, scale cpu, data fashion-mnist"),
+    "check-rerun of the committed runs alone": (["check-rerun", "cpu/fashion-mnist", "--fresh", "results"],
+                                                "is a copy of one under results"),
+    "check-rerun set without data": (["check-rerun", "cpu", "--fresh", "results"], "a result set is SCALE/DATA"),
     "scale given as a file": (["run", "--step", "gelu", "--scale", "steps/scales/demo.yaml"],
                               "scale 'steps/scales/demo.yaml' is not a plain name"),
 }

@@ -99,7 +99,7 @@ def test_sets_from_two_results_folders_get_labels_that_tell_them_apart(results, 
 
 @pytest.mark.parametrize("sets, message", [
     (["cpu/fashion-mnist"], "a study needs two or more result sets"),
-    (["cpu", "cpu64/fashion-mnist"], "a study set is SCALE/DATA[@RESULTS]"),
+    (["cpu", "cpu64/fashion-mnist"], "a result set is SCALE/DATA[@RESULTS]"),
     (["cpu/fashion-mnist", "cpu/cifar10"], "no results for roadmap resnet50, scale cpu, data cifar10"),
 ])
 def test_a_bad_set_is_one_line_and_nothing_is_written(results, tmp_path, capsys, sets, message):
