@@ -65,6 +65,7 @@ class BenchSettings:
     repeat: int
     warmup: int
     iters: int
+    flush_denormal: bool = False
 
     @property
     def amp(self) -> torch.dtype | None:
@@ -156,8 +157,9 @@ def peak_flops(device_name: str, dtype: str) -> float | None:
 
 
 def configure_backends(settings: BenchSettings) -> None:
-    """The fast CUDA path: cuDNN autotuning, TF32 for fp32 matmuls and convs."""
+    """The fast CUDA path: cuDNN autotuning, TF32 for fp32 matmuls and convs; on a CPU, denormals as runs train."""
     if settings.device.type != "cuda":
+        torch.set_flush_denormal(settings.flush_denormal)
         return
     torch.backends.cudnn.benchmark = True
     if settings.dtype == "fp32":
@@ -369,7 +371,7 @@ def ratios(rows: list[dict], pairs: dict[str, tuple[str, str]]) -> dict[str, flo
 
 
 def settings_record(settings: BenchSettings, roadmap: str, steps: list[Step], reference: bool) -> dict:
-    fields = ("batch", "image_size", "dtype", "channels_last", "compile", "repeat", "warmup", "iters")
+    fields = ("batch", "image_size", "dtype", "channels_last", "compile", "repeat", "warmup", "iters", "flush_denormal")
     return {**{name: getattr(settings, name) for name in fields}, "roadmap": roadmap,
             "device": settings.device.type, "threads": torch.get_num_threads(), "steps": [step.id for step in steps],
             "reference": reference}
@@ -382,7 +384,8 @@ def ratio_record(rows: list[dict], roadmap: str) -> dict:
 
 def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_size: int, dtype: str,
                   channels_last: bool | None, compile: bool, repeat: int, warmup: int, iters: int, out_dir: Path,
-                  device: str = "auto", reference: bool = True, scale_name: str | None = None) -> Path:
+                  device: str = "auto", reference: bool = True, scale_name: str | None = None,
+                  flush_denormal: bool | None = None) -> Path:
     """Bench the selected steps (default: all) and timm's references; write the JSON, print the table.
 
     With a scale, the steps are built at that scale (what `runner.py plan` needs to time its runs).
@@ -396,7 +399,8 @@ def bench_command(roadmap: str, step_ids: list[str] | None, batch: int, image_si
     check_writable(Path(out_dir), "--out")   # last of the checks, and before minutes of benchmarking
     settings = BenchSettings(target, batch, image_size, dtype,
                              TrainConfig().channels_last if channels_last is None else channels_last,
-                             compile, repeat, warmup, iters)
+                             compile, repeat, warmup, iters,
+                             TrainConfig().flush_denormal if flush_denormal is None else flush_denormal)
     configure_backends(settings)
     name = device_name(target)
     peak = peak_flops(name, dtype) if target.type == "cuda" else None

@@ -64,7 +64,8 @@ def render(report: dict) -> str:
               "MFU", "error"]
     s = report["settings"]
     lines = [f"Bench on {report['device']}: batch {s['batch']}, {s['image_size']} px, {s['dtype']}, "
-             f"channels_last {s['channels_last']}, compile {s['compile']}, {s['repeat']} x {s['iters']} steps "
+             f"channels_last {s['channels_last']}, compile {s['compile']}, "
+             f"{'denormals flushed, ' if s.get('flush_denormal') else ''}{s['repeat']} x {s['iters']} steps "
              f"after {s['warmup']} warm-up.", "",
              markdown_table(header, [table_row(r) for r in report["rows"]], align="llrrrrrrrl").rstrip("\n"), ""]
     for key, (ours, ref) in report["ratio_pairs"].items():

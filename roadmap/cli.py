@@ -184,7 +184,7 @@ def cmd_bench(args) -> None:
             setattr(args, key, value)
     path = bench_command(args.roadmap, args.steps, args.batch, args.image_size, args.dtype, args.channels_last,
                          args.compile, args.repeat, args.warmup, args.iters, Path(args.out), args.device,
-                         reference=not args.no_reference, scale_name=args.scale)
+                         reference=not args.no_reference, scale_name=args.scale, flush_denormal=args.flush_denormal)
     print(f"wrote {path}")
 
 
@@ -336,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: as runs train, train.channels_last: on)")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument("--flush-denormal", action=argparse.BooleanOptionalAction, default=None,
+                   help="on a CPU, denormal floats as zero (default: as runs train, train.flush_denormal: off)")
     p.add_argument("--repeat", type=int, help="timed windows; the median is reported (default 5; CPU 3)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 10; CPU 2)")
     p.add_argument("--iters", type=int, help="training steps per timed window (default 20; CPU 3)")

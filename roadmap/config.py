@@ -96,6 +96,7 @@ class TrainConfig:
     channels_last: bool = True              # NHWC activations: on a CPU the depthwise steps train 1.7-2.4x faster,
                                             # none slower (README, Speed); on CUDA, cuDNN's fast depthwise kernels
     compile: bool = False
+    flush_denormal: bool = False            # on a CPU, denormal floats as zero (x86 FTZ/DAZ); off: README, Speed
     deterministic: bool = False
     eval_every: int = bounded(1, low=1)
     init_from: str | None = None            # fine-tune: start from these weights (runner.py export, timm, torchvision)

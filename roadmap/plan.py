@@ -24,9 +24,10 @@ from .results import RunKey, data_slug
 from .runtime import Dist, amp_dtype, pick_device
 
 
-# Keys that may change between a run and its resumption without changing what it computes.
+# Keys that may change between a run and its resumption without changing what it computes (compile and
+# flush_denormal move floats at most in their last bits, or below fp32's normal range).
 RESUMABLE_CHANGES = {("train", "compile"), ("train", "channels_last"), ("train", "device"), ("data", "workers"),
-                     ("data", "root"), ("train", "log")}
+                     ("data", "root"), ("train", "log"), ("train", "flush_denormal")}
 # What records written before it existed lack: compared only where a saved run has it.
 LATER_IDENTITY_KEYS = {"data_fingerprint"}
 

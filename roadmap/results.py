@@ -242,6 +242,7 @@ class Record:
     channels_last: bool | None = measured()
     threads: int | None = measured()
     compile: bool | None = measured()
+    flush_denormal: bool | None = measured()
     started: str | None = measured()      # UTC, ISO 8601: the run's first session
     finished: str | None = measured()
     classes: list | None = measured()

@@ -13,7 +13,8 @@ TINY = dict(batch=2, image_size=32, dtype="fp32", channels_last=None, compile=Fa
             device="cpu")
 TOP_KEYS = {"device", "torch", "timm", "cuda", "cudnn", "python", "git_commit", "command", "settings", "rows",
             "ratios", "date"}
-SETTING_KEYS = {"batch", "image_size", "dtype", "channels_last", "compile", "repeat", "warmup", "iters", "roadmap"}
+SETTING_KEYS = {"batch", "image_size", "dtype", "channels_last", "compile", "repeat", "warmup", "iters", "roadmap",
+                "flush_denormal"}
 ROW_KEYS = {"id", "kind", "params", "gflops", "images_per_s_median", "images_per_s_min", "images_per_s_max",
             "step_ms_median", "peak_mem_mb", "mfu", "error"}
 
@@ -45,6 +46,7 @@ def test_json_file_and_keys(first_run):
     assert TOP_KEYS <= report.keys()
     assert SETTING_KEYS <= report["settings"].keys()
     assert report["settings"]["channels_last"] is True  # as runs train: on, the CPU included
+    assert report["settings"]["flush_denormal"] is False   # as runs train: off
     for row in report["rows"]:
         assert ROW_KEYS <= row.keys()
 

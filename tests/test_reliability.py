@@ -307,7 +307,7 @@ def test_a_link_inside_the_results_folder_that_leads_out_is_refused(tmp_path, ca
 def test_the_fingerprint_ignores_exactly_the_resumable_keys():
     base = build_run_config("resnet50", "gelu", "demo", "synthetic", 0, {})
     changes = {"compile": True, "channels_last": True, "device": "cpu", "workers": 0, "root": "/elsewhere",
-               "log": "tensorboard"}
+               "log": "tensorboard", "flush_denormal": True}
     overrides = {}
     for section, key in RESUMABLE_CHANGES:
         overrides.setdefault(section, {})[key] = changes[key]

@@ -246,6 +246,20 @@ def test_record_holds_the_resolved_recipe_and_the_seed_trained(tmp_path):
     assert record(tmp_path, "gelu", seed=0) is None
 
 
+def denormals_survive() -> bool:
+    return (torch.tensor([1e-39]) * 1.0).item() != 0.0   # a denormal float: zero while flushed (FTZ/DAZ)
+
+
+def test_flush_denormal_is_each_runs_own_and_the_record_says_it(tmp_path):
+    supported = torch.set_flush_denormal(False)   # x86 can flush; elsewhere the setting does nothing
+    assert run_cli(tmp_path, "--step", "gelu", "--data", "synthetic", "--set", "train.flush_denormal=true") == 0
+    assert record(tmp_path, "gelu")["flush_denormal"] is True
+    assert denormals_survive() is not supported
+    assert run_cli(tmp_path, "--step", "gelu", "--data", "synthetic", "--seed", "1") == 0   # the default: off
+    assert record(tmp_path, "gelu", seed=1)["flush_denormal"] is False
+    assert denormals_survive()
+
+
 def test_train_seed_is_not_an_override(tmp_path, capsys):
     assert run_cli(tmp_path, "--step", "gelu", "--data", "synthetic", "--set", "train.seed=5") == 2
     assert "use --seed" in capsys.readouterr().err
