@@ -17,7 +17,7 @@ from scipy import stats
 from .config import ConfigError, load_roadmap
 from .markdown import markdown_table
 from .study import parse_set
-from .table import CONFIDENCE
+from .table import CONFIDENCE, missing
 
 PREDICTION = (f"{CONFIDENCE:.0%} prediction interval of one more seed: the committed seeds' mean ± "
               f"t(n-1) · std · √(1 + 1/n); about one fresh run in {round(1 / (1 - CONFIDENCE))} lands outside by chance")
@@ -48,7 +48,7 @@ def rerun_rows(committed: dict[str, dict[int, float]], fresh: dict[str, dict[int
 
 
 def _num(x, fmt: str = ".2f") -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+    return "–" if missing(x) else format(x, fmt)
 
 
 def rerun_report(rows: list[dict], what: str) -> str:

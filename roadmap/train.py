@@ -79,7 +79,8 @@ class Run:
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
-        torch.set_flush_denormal(cfg.train.flush_denormal and self.device.type == "cpu")   # this run's, either way
+        self.flush_denormal = cfg.train.flush_denormal and self.device.type == "cpu"
+        torch.set_flush_denormal(self.flush_denormal)   # this run's, either way: never a run before it's
         self.data = build_data(cfg.data, cfg.scale, batch_size=self.micro, recipe=self.recipe, device=self.device,
                                rank=info.rank, world_size=info.world_size, seed=cfg.train.seed, source=plan.source)
         # Each random stream has a seed of its own, so that nothing built before it (or a refactor of
@@ -411,7 +412,7 @@ def train(plan: RunPlan, results: Path, checkpoints: Path, weights: Path, info: 
         peak_mem_mb=peak_memory_mb(plan.device), device=device_name(plan.device), world_size=info.world_size,
         micro_batch=plan.micro, accum_steps=plan.accum, amp=str(plan.amp).replace("torch.", "") if plan.amp else "off",
         channels_last=cfg.train.channels_last, threads=torch.get_num_threads(), compile=cfg.train.compile,
-        flush_denormal=cfg.train.flush_denormal and plan.device.type == "cpu",
+        flush_denormal=run.flush_denormal,
         started=run.state.started, finished=utc_now(), classes=list(run.data.classes),
         confusion=record_confusion(run.confusion), init_from=run.init_from, **kept)
 
