@@ -17,7 +17,7 @@ CIFAR10 := data/cifar10-jpg
 STUDY_SETS ?= cpu/fashion-mnist cpu/imagefolder-cifar10-jpg cpu64/fashion-mnist
 DEMO_DIR ?= demo
 
-.PHONY: test demo reference reverse study data clean gpu-check gpu-check-dry
+.PHONY: test demo reference reverse study sweep data clean gpu-check gpu-check-dry
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,13 @@ study: $(VENV)/.installed data $(CIFAR10)/train
 	$(PY) runner.py table --scale cpu64 --data fashion-mnist --out report
 	$(PY) runner.py plot --scale cpu64 --data fashion-mnist --out report
 	$(PY) runner.py study $(STUDY_SETS) --readme
+
+# What closes ConvNeXt-T's gap at small scale: the cells of steps/sweeps/gap.yaml (budget, depth, width,
+# regularisation, CIFAR-10), two runs at a time, then its report -> report/sweep-gap.*, README's sweep block.
+# Runs resume, so this can be stopped and started again; `runner.py sweep gap --dry-run --jobs 2` says what is left.
+sweep: $(VENV)/.installed data $(CIFAR10)/train
+	$(PY) runner.py sweep gap --jobs 2 --no-progress
+	$(PY) runner.py sweep-report gap --readme
 
 # Everything that needs a GPU, in one command of a few minutes (roadmap/gpucheck.py): bench eager and
 # compiled against timm, a short run of every step on CIFAR-10, 2 processes on one GPU (one failing).

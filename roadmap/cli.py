@@ -1,4 +1,4 @@
-"""The command line: list / run / table / plot / bench / export / predict / evaluate. Parses, then calls the package.
+"""The command line: list / run / sweep / table / plot / study / bench / export / predict / evaluate. Parses, then calls the package.
 
 User mistakes (errors.UserError: ConfigError, DataError, ResultsError) end as one line on stderr and exit code 2; Ctrl-C ends
 with 130, imports included: this module imports only the standard library at the top, the package
@@ -78,6 +78,30 @@ def cmd_run(args) -> int:
                          dry_run=("json" if args.json else "yaml") if args.dry_run else None,
                          jobs=args.jobs, argv=args.argv, worker=args.worker)
     return 1 if counts.get(FAILED) else 0  # diverged runs are results; crashed ones are not
+
+
+def cmd_sweep(args) -> int:
+    from .config import ConfigError
+    from .results import FAILED
+    from .sweep import dry_run, load_sweep, train_sweep
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be 1 or more, not {args.jobs}")
+    sweep = load_sweep(args.name)
+    if args.dry_run:
+        print(dry_run(sweep, Path(args.results), args.cell, args.jobs), end="")
+        return 0
+    counts = train_sweep(sweep, Path(args.results), args.cell, args.jobs, args.argv, not args.no_progress,
+                         worker=args.worker)
+    return 1 if counts.get(FAILED) else 0
+
+
+def cmd_sweep_report(args) -> None:
+    from .sweepreport import make_sweep_report
+
+    readme = Path(args.readme) if args.readme else None
+    for path in make_sweep_report(args.name, Path(args.results), Path(args.out), readme, not args.no_plot):
+        print(path)
 
 
 def cmd_table(args) -> None:
@@ -266,6 +290,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --dry-run: one JSON list")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("sweep", help="train a sweep's cells: steps/sweeps/NAME.yaml (factors and their levels)",
+                       description="Trains every cell of a sweep file (steps/sweeps/NAME.yaml: a base scale and data, "
+                                   "steps, seeds, factors with their levels as a grid or a list of cells) into "
+                                   "RESULTS/sweeps/NAME/CELL/; a cell equal to the base scale uses RESULTS itself. "
+                                   "Complete runs are skipped, interrupted ones resume.")
+    p.add_argument("name", metavar="NAME", help="a sweep file of steps/sweeps/, without .yaml")
+    p.add_argument("--cell", type=int, nargs="+", metavar="K",
+                   help="only these cells, by the index --dry-run shows (a Slurm array task: $SLURM_ARRAY_TASK_ID); "
+                        "a cell marked untrained trains when named")
+    p.add_argument("--results", default="results", type=path_arg, help="results folder (default results/)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="N runs at a time on the CPU, as run --jobs")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list every cell, its runs, what is done and plan's wall-time estimate; train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)   # workers.py: a process of --jobs
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("sweep-report", help="a sweep's table, CSV and figure: each cell's endpoints and their gap",
+                       description="Per cell, each step's top-1 and the gap between the roadmap's endpoints (ConvNeXt-T "
+                                   "minus the modern-recipe ResNet, paired over seeds); per factor, how the gap moves "
+                                   "between its levels with the others fixed (Welch's t); lines that say which "
+                                   "factors move it beyond noise; a figure. From the records alone.")
+    p.add_argument("name", metavar="NAME", help="a sweep file of steps/sweeps/, without .yaml")
+    p.add_argument("--results", default="results", type=path_arg, help="results folder (default results/)")
+    p.add_argument("--out", default="report", type=path_arg, help="output folder (default report/)")
+    p.add_argument("--no-plot", action="store_true", help="the table alone")
+    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
+                   help="also refresh this file's sweep block (default README.md)")
+    p.set_defaults(func=cmd_sweep_report)
+
     p = sub.add_parser("plan", help="what a roadmap costs: training FLOPs, images, time and device-hours per run",
                        description="Estimates every run of a roadmap at a scale on a device, from a committed "
                                    "bench record of that device (results/bench/) or its datasheet peak.")
@@ -405,7 +459,7 @@ def run_cli(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)   # run --jobs starts its workers with these
-    if args.command == "run":
+    if args.command in ("run", "sweep"):
         stop_on_sigterm()
     try:
         return args.func(args) or 0

@@ -11,6 +11,7 @@ last one ends.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import re
@@ -18,10 +19,12 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .bench import PEAK_FLOPS, TRAIN_FLOPS_PER_FORWARD_MAC, check_dtype
 from .config import ConfigError
 from .data import IMAGE_EXTENSIONS
-from .model import count_gflops
+from .model import ModelConfig, count_gflops
 from .plan import RunPlan
 from .results import REPO_ROOT
 from .markdown import markdown_table
@@ -69,9 +72,22 @@ def data_sizes(plan: RunPlan) -> tuple[int, int, int, str]:
     return min(train, scale.train_subset or train), min(evals, scale.eval_subset or evals), classes, note
 
 
+_GMACS: dict[tuple, float] = {}
+
+
+def forward_gmacs(model: ModelConfig, classes: int, image_size: int) -> float:
+    """A network's forward MACs, counted on the meta device (shapes only: the counts are the CPU's, at no cost),
+    once per network however many seeds and sweep cells share it."""
+    key = (json.dumps(dataclasses.asdict(model)), classes, image_size)
+    if key not in _GMACS:
+        with torch.device("meta"):
+            _GMACS[key] = count_gflops(build_model(model, classes), image_size)
+    return _GMACS[key]
+
+
 def run_cost(plan: RunPlan, sizes: tuple[int, int, int, str]) -> dict:
     train, evals, classes, _ = sizes
-    gmacs = count_gflops(build_model(plan.cfg.model, classes), plan.cfg.scale.image_size)
+    gmacs = forward_gmacs(plan.cfg.model, classes, plan.cfg.scale.image_size)
     epochs = plan.recipe.epochs
     train_images = train // plan.recipe.batch_size * plan.recipe.batch_size * epochs  # full updates only
     evaluations = len({e for e in range(1, epochs + 1) if e % plan.cfg.train.eval_every == 0 or e == epochs})
