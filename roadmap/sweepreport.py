@@ -71,12 +71,17 @@ def cell_folder(sweep: Sweep, cell: Cell, results: Path) -> Path:
     return Path(results) if is_base_cell(sweep, cell, plans) else sweep.folder(cell, results)
 
 
-def cell_scores(sweep: Sweep, cell: Cell, folder: Path) -> dict[str, dict[int, float]]:
-    """step -> seed -> top-1 of the cell's complete runs (every seed there, the sweep's and any other)."""
+def cell_records(sweep: Sweep, cell: Cell, folder: Path) -> list[dict]:
+    """The cell's complete runs of the sweep's steps (every seed there, the sweep's and any other)."""
+    return [r for r in load_records(folder, sweep.roadmap, sweep.scale, sweep.data_of(cell) or load_scale(sweep.scale).data)
+            if r["status"] == COMPLETE and r["step"] in sweep.steps and not missing(r.get("top1"))]
+
+
+def scores_of(records: list[dict]) -> dict[str, dict[int, float]]:
+    """step -> seed -> top-1."""
     scores: dict[str, dict[int, float]] = {}
-    for record in load_records(folder, sweep.roadmap, sweep.scale, sweep.data_of(cell) or load_scale(sweep.scale).data):
-        if record["status"] == COMPLETE and record["step"] in sweep.steps and not missing(record.get("top1")):
-            scores.setdefault(record["step"], {})[record["seed"]] = float(record["top1"])
+    for record in records:
+        scores.setdefault(record["step"], {})[record["seed"]] = float(record["top1"])
     return scores
 
 
@@ -90,7 +95,8 @@ def cell_rows(sweep: Sweep, results: Path, ends: Endpoints) -> list[dict]:
     rows = []
     for cell in sweep.cells:
         folder = cell_folder(sweep, cell, results)
-        scores = cell_scores(sweep, cell, folder)
+        records = cell_records(sweep, cell, folder)
+        scores = scores_of(records)
         data = data_slug(sweep.data_of(cell) or load_scale(sweep.scale).data)
         row = {"index": cell.index, "cell": cell.name, **coords[cell.index], "untrained": cell.untrained,
                "study_set": f"{sweep.scale}/{data}@{folder.as_posix()}"}
@@ -100,7 +106,8 @@ def cell_rows(sweep: Sweep, results: Path, ends: Endpoints) -> list[dict]:
         gaps = per_seed_gaps(scores, ends)
         test = paired_delta(scores.get(ends.start.id, {}), scores.get(ends.end.id, {}))
         row.update(gap=_mean(gaps), gap_low=test["ci_low"], gap_high=test["ci_high"], gap_p=test["p_value"],
-                   gap_significant=test["significant"], gap_n=len(gaps), gaps=gaps)
+                   gap_significant=test["significant"], gap_n=len(gaps), gaps=gaps,
+                   run_hours=sum(float(r.get("wall_s") or 0.0) for r in records) / 3600)
         rows.append(row)
     return rows
 
@@ -166,10 +173,11 @@ def cell_status(row: dict) -> str:
 
 def cells_markdown(sweep: Sweep, rows: list[dict], ends: Endpoints) -> str:
     header = ["cell", *map(short, sweep.factors), *(f"{s} top-1 (%)" for s in sweep.steps), "gap", f"gap {CONFIDENCE:.0%} CI",
-              "> noise", "status"]
+              "> noise", "h of runs", "status"]
     body = [[r["cell"], *(str(r[f]) for f in sweep.factors), *(_top1(r, s) for s in sweep.steps), signed(r["gap"]),
-             _ci(r["gap_low"], r["gap_high"]), _noise(r["gap_significant"]), cell_status(r)] for r in rows]
-    return markdown_table(header, body, align="l" * (1 + len(sweep.factors)) + "r" * (len(sweep.steps) + 2) + "ll")
+             _ci(r["gap_low"], r["gap_high"]), _noise(r["gap_significant"]),
+             f"{r['run_hours']:.2f}" if r["run_hours"] else "–", cell_status(r)] for r in rows]
+    return markdown_table(header, body, align="l" * (1 + len(sweep.factors)) + "r" * (len(sweep.steps) + 2) + "lrl")
 
 
 def factors_markdown(comparisons: list[dict]) -> str:
@@ -207,6 +215,8 @@ def report_notes(sweep: Sweep, rows: list[dict], comparisons: list[dict], ends: 
              f"Δ gap: the gap at one level minus the gap at the line's reference level (the base scale's, else the "
              f"lowest), every other factor fixed; Welch's t on the two cells' per-seed gaps (seeds of different cells "
              f"are independent runs), {CONFIDENCE:.0%} CI.",
+             "h of runs: the cell's runs' own wall times added up (two run at a time with --jobs 2, so the cell "
+             "took about half that of the machine).",
              f"Cells with records: {len(trained)} of {len(rows)} ({sum(r['gap_n'] >= 3 for r in trained)} with 3 seeds "
              f"or more); untrained by the file: {sum(bool(r['untrained']) for r in rows)}."]
     notes += [factor_line(f, comparisons) for f in sweep.factors]
