@@ -36,7 +36,7 @@ def cmd_list(args) -> None:
                                     for r in rows])
     print(table, end="")
     if args.readme:
-        block = (f"`python runner.py list --roadmap {args.roadmap} --readme` wrote this table: params and GFLOPs "
+        block = (f"`python runner.py list --roadmap {args.roadmap} --readme` (this file) wrote this table: params and GFLOPs "
                  "(MACs of convs and linear layers) at 224 px and 1000 classes.\n\n" + table)
         replace_between_markers(Path(args.readme), *markers, block)
 
@@ -99,8 +99,8 @@ def cmd_plot(args) -> None:
 def cmd_study(args) -> None:
     from .study import make_study
 
-    readme = Path(args.readme) if args.readme else None
-    for path in make_study(args.roadmap, args.sets, Path(args.results), Path(args.out), readme, not args.no_plot):
+    readmes = [Path(readme) for readme in args.readme]
+    for path in make_study(args.roadmap, args.sets, Path(args.results), Path(args.out), readmes, not args.no_plot):
         print(path)
 
 
@@ -230,8 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="every step in roadmap order with params and GFLOPs (224 px, 1000 classes)")
     p.add_argument("--roadmap", default="resnet50", help=f"a folder of steps/ ({', '.join(ROADMAPS)}, or your own)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
-                   help="also refresh this README's steps table")
+    p.add_argument("--readme", type=path_arg, metavar="PATH",
+                   help="also refresh the steps table between this file's markers (docs/steps.md)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="train one step, several, or the whole roadmap",
@@ -287,12 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("table", help="markdown + csv table of results, one row per step (--readme: README.md too)")
+    p = sub.add_parser("table", help="markdown + csv table of results, one row per step (--readme PATH: that file too)")
     add_report_arguments(p)
-    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
-                   help="also refresh this README's results section (default README.md); without it no README is touched")
+    p.add_argument("--readme", type=path_arg, metavar="PATH",
+                   help="also refresh the results block between this file's markers (docs/results.md, docs/reverse.md); "
+                        "without it no such file is touched")
     p.add_argument("--no-figure", action="store_true",
-                   help="with --readme: leave the figure out of README (by default it links the one 'plot' wrote to --out)")
+                   help="with --readme: leave the figure out of the block (by default it links the one 'plot' wrote to --out)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot", help="figure of the step-by-step gains (png + svg)")
@@ -310,8 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", type=path_arg, help="results folder of sets without @ (default results/)")
     p.add_argument("--out", default="report", type=path_arg, help="output folder (default report/)")
     p.add_argument("--no-plot", action="store_true", help="the table alone")
-    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
-                   help="also refresh this README's study block (default README.md)")
+    p.add_argument("--readme", action="append", default=[], type=path_arg, metavar="PATH",
+                   help="also refresh the study blocks between this file's markers (the whole study: docs/results.md; "
+                        "its answer alone: README.md); may be given more than once")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("check-rerun", help="do runs trained again land within the committed seeds' spread?",

@@ -2,7 +2,7 @@
 
 `transformers.ConvNextForImageClassification.from_pretrained(DIR)` loads it with every tensor in place and
 computes the run's logits; `AutoImageProcessor.from_pretrained(DIR)` prepares an image as the run's evaluation
-did, as far as its ConvNextImageProcessor can say it (README: what differs). Writing the folder needs no
+did, as far as its ConvNextImageProcessor can say it (docs/using.md: what differs). Writing the folder needs no
 `transformers`: its files are plain JSON and safetensors.
 
 Our tensor names are translated to theirs by name (names.HUGGINGFACE_CONVNEXT), never by position: a name with
