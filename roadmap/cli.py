@@ -123,12 +123,13 @@ def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
 
 def cmd_export(args) -> None:
     from .config import load_step
-    from .weights import check_format, check_not_named, check_target, export
+    from .weights import check_format, check_not_named, check_target, export, export_files
 
     check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
     check_target(args.format, Path(args.to))
     record, step, weights = kept_run(args, args.data)
-    check_not_named(Path(args.to), Path(args.results), weights, "--to")
+    for path in export_files(args.format, Path(args.to)):   # a Hugging Face folder's card too
+        check_not_named(path, Path(args.results), weights, "--to")
     print(export(record, step, weights, Path(args.to), args.format))
 
 
