@@ -222,6 +222,7 @@ def add_run_choice(p: argparse.ArgumentParser, data_flag: str = "--data") -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .compute import DEFAULT_UTILIZATION
     from .config import ROADMAPS, STEPS_DIR, available_scales
     from .weights import FORMATS
 
@@ -283,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="on a CPU: N runs at a time, as run --jobs N trains them (default 1)")
     p.add_argument("--dtype", help="bf16 | fp16 | fp32 (default: bf16 on GPUs, fp32 on a CPU)")
-    p.add_argument("--utilization", type=float, default=0.4,
-                   help="share of the datasheet peak assumed when no bench record exists (default 0.4)")
+    p.add_argument("--utilization", type=float, default=DEFAULT_UTILIZATION,
+                   help=f"share of the datasheet peak assumed when no bench record exists (default {DEFAULT_UTILIZATION})")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plan)
 
