@@ -36,8 +36,8 @@ def cmd_list(args) -> None:
                                     for r in rows])
     print(table, end="")
     if args.readme:
-        block = (f"`python runner.py list --roadmap {args.roadmap} --readme` (this file) wrote this table: params and GFLOPs "
-                 "(MACs of convs and linear layers) at 224 px and 1000 classes.\n\n" + table)
+        block = (f"`python runner.py list --roadmap {args.roadmap} --readme` (this file) wrote this table: params and "
+                 "GFLOPs (MACs of convs and linear layers) at 224 px and 1000 classes.\n\n" + table)
         replace_between_markers(Path(args.readme), *markers, block)
 
 
@@ -295,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also refresh the results block between this file's markers (docs/results.md, docs/reverse.md); "
                         "without it no such file is touched")
     p.add_argument("--no-figure", action="store_true",
-                   help="with --readme: leave the figure out of the block (by default it links the one 'plot' wrote to --out)")
+                   help="with --readme: leave the figure out of the block (by default it links the one 'plot' wrote "
+                        "to --out)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot", help="figure of the step-by-step gains (png + svg)")

@@ -19,7 +19,8 @@ from .data.augment import EVAL_CROP_PCT
 from .model import ModelConfig
 from .names import HUGGINGFACE_CONVNEXT
 
-HF_CONFIG, HF_WEIGHTS, HF_PREPROCESSOR, HF_CARD = "config.json", "model.safetensors", "preprocessor_config.json", "README.md"
+HF_CONFIG, HF_WEIGHTS, HF_PREPROCESSOR = "config.json", "model.safetensors", "preprocessor_config.json"
+HF_CARD = "README.md"   # the model card, which the Hub shows as the model's page
 HF_FILES = (HF_WEIGHTS, HF_CONFIG, HF_PREPROCESSOR, HF_CARD)   # every file an export writes into its folder
 PAPER = ('Zhuang Liu, Hanzi Mao, Chao-Yuan Wu, Christoph Feichtenhofer, Trevor Darrell, Saining Xie: "A ConvNet for '
          'the 2020s", CVPR 2022 ([arXiv:2201.03545](https://arxiv.org/abs/2201.03545))')
@@ -115,8 +116,8 @@ def card_intro(record: dict) -> str:
     base = f" from its base step `{record['base']}`" if record.get("base") else ""
     numbers = ", ".join(f"{label} {paper[key]}" for label, key in (("top-1 (%)", "top1"), ("GFLOPs", "gflops"))
                         if paper.get(key) is not None)
-    return (f"A network of the ConvNeXt roadmap, the ResNet-50 -> ConvNeXt-T modernization of {PAPER}, trained step "
-            f"by step as an ablation study. This one is step `{record['step']}` of roadmap `{record['roadmap']}`: "
+    return (f"A network of the ConvNeXt roadmap, the ResNet -> ConvNeXt modernization of {PAPER}, trained step by "
+            f"step as an ablation study. This one is step `{record['step']}` of roadmap `{record['roadmap']}`: "
             f"{said(record.get('title'))}, the change it makes{base}."
             + (f" The paper's numbers for this step (ImageNet-1k, 224 px): {numbers}." if numbers else ""))
 
@@ -150,6 +151,6 @@ def model_card(record: dict) -> str:
             f"measured:\n\n| measure | value |\n|---|---:|\n{measures}\n\n"
             f"## The network, the recipe and the scale, as resolved\n\n```yaml\n{resolved}```\n\n"
             f"## How it was trained\n\n```bash\npython {said(record.get('command'))}\n```\n\n"
-            f"At git commit `{said(record.get('git_commit'))}` (a `-dirty` suffix: with changes not committed); started "
-            f"{said(record.get('started'))}, finished {said(record.get('finished'))}.\n\n"
+            f"At git commit `{said(record.get('git_commit'))}` (a `-dirty` suffix: with changes not committed); "
+            f"started {said(record.get('started'))}, finished {said(record.get('finished'))}.\n\n"
             f"## Classes\n\n{classes}\n\n## How to load it\n\n{LOAD_IT}")

@@ -263,7 +263,8 @@ def test_every_relative_link_resolves(page):
         linked = (page.parent / path).resolve() if path else page
         assert linked.exists(), f"{page.relative_to(ROOT)} links {target}, which is not there"
         if anchor:
-            assert anchor in heading_anchors(linked.read_text()), f"{page.relative_to(ROOT)} links {target}: no such heading"
+            assert anchor in heading_anchors(linked.read_text()), \
+                f"{page.relative_to(ROOT)} links {target}: no such heading"
 
 
 def test_the_readme_is_a_landing_page():
