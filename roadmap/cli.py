@@ -36,8 +36,8 @@ def cmd_list(args) -> None:
                                     for r in rows])
     print(table, end="")
     if args.readme:
-        block = (f"`python runner.py list --roadmap {args.roadmap} --readme` wrote this table: params and GFLOPs "
-                 "(MACs of convs and linear layers) at 224 px and 1000 classes.\n\n" + table)
+        block = (f"`python runner.py list --roadmap {args.roadmap} --readme` (this file) wrote this table: params and "
+                 "GFLOPs (MACs of convs and linear layers) at 224 px and 1000 classes.\n\n" + table)
         replace_between_markers(Path(args.readme), *markers, block)
 
 
@@ -123,8 +123,8 @@ def cmd_plot(args) -> None:
 def cmd_study(args) -> None:
     from .study import make_study
 
-    readme = Path(args.readme) if args.readme else None
-    for path in make_study(args.roadmap, args.sets, Path(args.results), Path(args.out), readme, not args.no_plot):
+    readmes = [Path(readme) for readme in args.readme]
+    for path in make_study(args.roadmap, args.sets, Path(args.results), Path(args.out), readmes, not args.no_plot):
         print(path)
 
 
@@ -147,12 +147,13 @@ def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
 
 def cmd_export(args) -> None:
     from .config import load_step
-    from .weights import check_format, check_not_named, check_target, export
+    from .weights import check_format, check_not_named, check_target, export, export_files
 
     check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
     check_target(args.format, Path(args.to))
     record, step, weights = kept_run(args, args.data)
-    check_not_named(Path(args.to), Path(args.results), weights, "--to")
+    for path in export_files(args.format, Path(args.to)):   # a Hugging Face folder's card too
+        check_not_named(path, Path(args.results), weights, "--to")
     print(export(record, step, weights, Path(args.to), args.format))
 
 
@@ -245,6 +246,7 @@ def add_run_choice(p: argparse.ArgumentParser, data_flag: str = "--data") -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .compute import DEFAULT_UTILIZATION
     from .config import ROADMAPS, STEPS_DIR, available_scales
     from .weights import FORMATS
 
@@ -254,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="every step in roadmap order with params and GFLOPs (224 px, 1000 classes)")
     p.add_argument("--roadmap", default="resnet50", help=f"a folder of steps/ ({', '.join(ROADMAPS)}, or your own)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
-                   help="also refresh this README's steps table")
+    p.add_argument("--readme", type=path_arg, metavar="PATH",
+                   help="also refresh the steps table between this file's markers (docs/steps.md)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="train one step, several, or the whole roadmap",
@@ -336,17 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="on a CPU: N runs at a time, as run --jobs N trains them (default 1)")
     p.add_argument("--dtype", help="bf16 | fp16 | fp32 (default: bf16 on GPUs, fp32 on a CPU)")
-    p.add_argument("--utilization", type=float, default=0.4,
-                   help="share of the datasheet peak assumed when no bench record exists (default 0.4)")
+    p.add_argument("--utilization", type=float, default=DEFAULT_UTILIZATION,
+                   help=f"share of the datasheet peak assumed when no bench record exists (default {DEFAULT_UTILIZATION})")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("table", help="markdown + csv table of results, one row per step (--readme: README.md too)")
+    p = sub.add_parser("table", help="markdown + csv table of results, one row per step (--readme PATH: that file too)")
     add_report_arguments(p)
-    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
-                   help="also refresh this README's results section (default README.md); without it no README is touched")
+    p.add_argument("--readme", type=path_arg, metavar="PATH",
+                   help="also refresh the results block between this file's markers (docs/results.md, docs/reverse.md); "
+                        "without it no such file is touched")
     p.add_argument("--no-figure", action="store_true",
-                   help="with --readme: leave the figure out of README (by default it links the one 'plot' wrote to --out)")
+                   help="with --readme: leave the figure out of the block (by default it links the one 'plot' wrote "
+                        "to --out)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot", help="figure of the step-by-step gains (png + svg)")
@@ -364,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", type=path_arg, help="results folder of sets without @ (default results/)")
     p.add_argument("--out", default="report", type=path_arg, help="output folder (default report/)")
     p.add_argument("--no-plot", action="store_true", help="the table alone")
-    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
-                   help="also refresh this README's study block (default README.md)")
+    p.add_argument("--readme", action="append", default=[], type=path_arg, metavar="PATH",
+                   help="also refresh the study blocks between this file's markers (the whole study: docs/results.md; "
+                        "its answer alone: README.md); may be given more than once")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("check-rerun", help="do runs trained again land within the committed seeds' spread?",

@@ -36,6 +36,7 @@ BENCH_DIR = REPO_ROOT / "results" / "bench"
 DATA_SIZES = {"fashion-mnist": (60_000, 10_000, 10), "cifar10": (50_000, 10_000, 10),
               "cifar100": (50_000, 10_000, 100)}
 IMAGENET_1K = (1_281_167, 50_000, 1000)
+DEFAULT_UTILIZATION = 0.4   # share of a datasheet peak assumed where no bench record of the device exists
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def device_speed(device: str, scale: str, image_size: int, dtype: str, utilizati
                       f"{', '.join(k for k, _ in PEAK_FLOPS)})")
 
 
-def _hours(seconds: float) -> str:
+def hours(seconds: float) -> str:
     return f"{seconds / 3600:,.2f} h" if seconds >= 3600 else f"{seconds / 60:,.1f} min"
 
 
@@ -187,9 +188,10 @@ def plan_costs(plans: list[RunPlan], device: str, devices: int, dtype: str, util
             "data_note": sizes[3], "runs": runs, "total": total}
 
 
-def handed_out_wall(seconds: list[float], jobs: int) -> float:
-    """When the last run ends if each goes, in order, to whichever of `jobs` processes is free first."""
-    free_at = [0.0] * jobs
+def handed_out_wall(seconds: list[float], jobs: int, busy: list[float] = ()) -> float:
+    """When the last run ends if each goes, in order, to whichever of `jobs` processes is free first; `busy`: how
+    long the runs some of them train now should still take."""
+    free_at = sorted([*busy, *[0.0] * (jobs - len(busy))])   # a sorted list is a heap
     for run_s in seconds:
         heapq.heappush(free_at, heapq.heappop(free_at) + run_s)
     return max(free_at)
@@ -197,15 +199,15 @@ def handed_out_wall(seconds: list[float], jobs: int) -> float:
 
 def render(costs: dict) -> str:
     rows = [[r["step"], r["seed"], f"{r['gmacs']:.3g}", f"{r['train_images']:,}", f"{r['flops'] / 1e15:,.3g}",
-             _hours(r["seconds"]), f"{r['device_hours']:,.2f}"] for r in costs["runs"]]
+             hours(r["seconds"]), f"{r['device_hours']:,.2f}"] for r in costs["runs"]]
     t = costs["total"]
-    rows.append(["total", "", "", f"{t['train_images']:,}", f"{t['flops'] / 1e15:,.3g}", _hours(t["seconds"]),
+    rows.append(["total", "", "", f"{t['train_images']:,}", f"{t['flops'] / 1e15:,.3g}", hours(t["seconds"]),
                  f"{t['device_hours']:,.2f}"])
     table = markdown_table(["step", "seed", "GMACs/image", "training images", "PFLOPs", "time",
                             "device-hours"], rows, align="lrrrrrr")
     if costs["jobs"] > 1:
         notes = [f"On {costs['device']}, {costs['jobs']} runs at a time (run --jobs {costs['jobs']}), "
-                 f"{costs['threads']} thread(s) each: {_hours(t['wall_seconds'])} of wall time."]
+                 f"{costs['threads']} thread(s) each: {hours(t['wall_seconds'])} of wall time."]
     else:
         notes = [f"On {costs['devices']} x {costs['device']}, runs one after another, ideal scaling across devices."]
     notes.append(f"Speed: {costs['source']}.")

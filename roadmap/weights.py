@@ -28,7 +28,8 @@ from torch import nn
 
 from .config import SECTIONS, ConfigError, ModelConfig, Step, set_fields
 from .fields import coerce, field_types
-from .huggingface import HF_CONFIG, HF_PREPROCESSOR, HF_STEM, HF_WEIGHTS, convnext_problems, huggingface_folder
+from .huggingface import HF_CARD, HF_CONFIG, HF_FILES, HF_PREPROCESSOR, HF_STEM, HF_WEIGHTS, convnext_problems, \
+    huggingface_folder, model_card
 from .model import RoadmapNet
 from .names import HUGGINGFACE_CONVNEXT, TIMM_CONVNEXT, TORCHVISION_RESNET, upgrade
 from .results import COMPLETE, Record, ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, write_output
@@ -292,6 +293,11 @@ def check_convnext(model: ModelConfig, what: str) -> None:
                           f"use --format native")
 
 
+def export_files(fmt: str, to: Path) -> list[Path]:
+    """Every file an export to `to` writes: that file, or each file of a Hugging Face folder."""
+    return [Path(to) / name for name in HF_FILES] if fmt == "huggingface" else [Path(to)]
+
+
 def check_target(fmt: str, to: Path) -> None:
     """Where an export goes: a native export is a .safetensors file, a Hugging Face export a folder."""
     to = Path(to)
@@ -323,7 +329,7 @@ def export(record: dict, step: Step, root: Path, to: Path, fmt: str) -> Path:
     if fmt == "huggingface":
         tensors, config, preprocessor = huggingface_folder(record, model, state)
         for name, data in ((HF_WEIGHTS, safetensors_bytes(tensors)), (HF_CONFIG, json_bytes(config)),
-                           (HF_PREPROCESSOR, json_bytes(preprocessor))):
+                           (HF_PREPROCESSOR, json_bytes(preprocessor)), (HF_CARD, model_card(record).encode())):
             write_export(to / name, data)
         return to
     if fmt == "native":
