@@ -73,11 +73,11 @@ study: $(VENV)/.installed data $(CIFAR10)/train
 	$(PY) runner.py study $(STUDY_SETS) --readme README.md --readme docs/results.md
 
 # What closes ConvNeXt-T's gap at small scale: the cells of steps/sweeps/gap.yaml (budget, depth, width,
-# regularisation, CIFAR-10), two runs at a time, then its report -> report/sweep-gap.*, README's sweep block.
+# regularisation, CIFAR-10), two runs at a time, then its report -> report/sweep-gap.*, docs/sweeps.md, README.
 # Runs resume, so this can be stopped and started again; `runner.py sweep gap --dry-run --jobs 2` says what is left.
 sweep: $(VENV)/.installed data $(CIFAR10)/train
 	$(PY) runner.py sweep gap --jobs 2 --no-progress
-	$(PY) runner.py sweep-report gap --readme
+	$(PY) runner.py sweep-report gap --readme README.md --readme docs/sweeps.md
 
 # Everything that needs a GPU, in one command of a few minutes (roadmap/gpucheck.py): bench eager and
 # compiled against timm, a short run of every step on CIFAR-10, 2 processes on one GPU (one failing).

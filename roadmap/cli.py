@@ -99,8 +99,8 @@ def cmd_sweep(args) -> int:
 def cmd_sweep_report(args) -> None:
     from .sweepreport import make_sweep_report
 
-    readme = Path(args.readme) if args.readme else None
-    for path in make_sweep_report(args.name, Path(args.results), Path(args.out), readme, not args.no_plot):
+    readmes = [Path(readme) for readme in args.readme]
+    for path in make_sweep_report(args.name, Path(args.results), Path(args.out), readmes, not args.no_plot):
         print(path)
 
 
@@ -318,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", type=path_arg, help="results folder (default results/)")
     p.add_argument("--out", default="report", type=path_arg, help="output folder (default report/)")
     p.add_argument("--no-plot", action="store_true", help="the table alone")
-    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
-                   help="also refresh this file's sweep block (default README.md)")
+    p.add_argument("--readme", action="append", default=[], type=path_arg, metavar="PATH",
+                   help="also refresh this file's sweep blocks (sweep-NAME: the whole report; sweep-NAME-answer: the "
+                        "figure and what it found); more than once for several files")
     p.set_defaults(func=cmd_sweep_report)
 
     p = sub.add_parser("plan", help="what a roadmap costs: training FLOPs, images, time and device-hours per run",

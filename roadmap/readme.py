@@ -2,7 +2,8 @@
 is never touched.
 
 Each command that writes into such a file (`--readme PATH`) has markers of its own (`list`: steps-<roadmap>; `table`:
-results-<roadmap>; `study`: study-<roadmap>, and study-<roadmap>-answer for the answer alone), so one never overwrites
+results-<roadmap>; `study`: study-<roadmap>, and study-<roadmap>-answer for the answer alone; `sweep-report`: sweep-<name>, and
+sweep-<name>-answer), so one never overwrites
 another's block; a block lives wherever its markers are.
 """
 from __future__ import annotations
@@ -27,6 +28,12 @@ def study_markers(roadmap: str, part: str = "") -> tuple[str, str]:
     """The markers of `study --readme`'s block: the whole study, or one `part` of it ('answer')."""
     name = f"study-{roadmap}" + (f"-{part}" if part else "")
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def sweep_markers(name: str, part: str = "") -> tuple[str, str]:
+    """The markers of `sweep-report --readme`'s block: the whole report, or one `part` of it ('answer')."""
+    block = f"sweep-{name}" + (f"-{part}" if part else "")
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
 
 
 def read_text(readme: Path) -> str:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compute import handed_out_wall, plan_costs
+from .compute import handed_out_wall, hours, plan_costs
 from .config import ConfigError, load_roadmap, read_yaml, steps_root
 from .data import open_source
 from .fields import closest
@@ -392,10 +392,6 @@ def cell_row(sweep: Sweep, cell: Cell, runs: list[SweepRun], seconds: list[float
 
 def fixed_text(fixed: dict) -> str:
     return ", ".join(f"{section}.{key}={value}" for section, values in fixed.items() for key, value in values.items())
-
-
-def hours(seconds: float) -> str:
-    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
 def array_spec(indices: list[int]) -> str:

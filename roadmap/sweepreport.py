@@ -19,8 +19,8 @@ import pandas as pd
 
 from .config import ConfigError, Step, load_roadmap, load_scale
 from .figures import save_figure
-from .markdown import markdown_table, signed
-from .readme import marked_text, replace_between_markers
+from .markdown import bullets, markdown_table, signed
+from .readme import held_markers, replace_between_markers, sweep_markers
 from .results import COMPLETE, atomic_write_text, check_writable, data_slug, load_records
 from .study import welch_difference
 from .sweep import Cell, Sweep, is_base_cell, load_sweep, plan_sweep
@@ -203,35 +203,40 @@ def factor_line(factor: str, comparisons: list[dict]) -> str:
             + (f": {found}" if moved else ""))
 
 
-def report_notes(sweep: Sweep, rows: list[dict], comparisons: list[dict], ends: Endpoints) -> list[str]:
+def legend(sweep: Sweep, ends: Endpoints) -> list[str]:
+    """What the tables' columns mean."""
+    return [f"Gap: {ends.end.id} (ConvNeXt-T) minus {ends.start.id} (the modern-recipe ResNet-50) in top-1 points, "
+            f"paired over each cell's seeds (Student's t on the per-seed gaps, {CONFIDENCE:.0%} CI); the paper's gap "
+            f"on ImageNet-1k at 224 px: {signed(ends.paper_gap)}.",
+            f"Δ gap: the gap at one level minus the gap at the line's reference level (the base scale's, else the "
+            f"lowest), every other factor fixed; Welch's t on the two cells' per-seed gaps (seeds of different cells "
+            f"are independent runs), {CONFIDENCE:.0%} CI.",
+            "h of runs: the cell's runs' own wall times added up (two run at a time with --jobs 2, so the cell "
+            "took about half that of the machine)."]
+
+
+def answer_lines(sweep: Sweep, rows: list[dict], comparisons: list[dict], ends: Endpoints) -> list[str]:
+    """What the sweep found, a line each: which factors move the gap beyond noise, and where ConvNeXt-T ends."""
     trained = [r for r in rows if r["gap_n"]]
     tested = [r for r in trained if r["gap_significant"] is not None]
     above = [r for r in tested if r["gap_significant"] and r["gap"] > 0]
     at_or_above = [r for r in trained if r["gap"] >= 0]
     movers = [short(f) for f in sweep.factors if any(c["factor"] == f and c["diff_significant"] for c in comparisons)]
-    notes = [f"Gap: {ends.end.id} (ConvNeXt-T) minus {ends.start.id} (the modern-recipe ResNet-50) in top-1 points, "
-             f"paired over each cell's seeds (Student's t on the per-seed gaps, {CONFIDENCE:.0%} CI); the paper's gap "
-             f"on ImageNet-1k at 224 px: {signed(ends.paper_gap)}.",
-             f"Δ gap: the gap at one level minus the gap at the line's reference level (the base scale's, else the "
-             f"lowest), every other factor fixed; Welch's t on the two cells' per-seed gaps (seeds of different cells "
-             f"are independent runs), {CONFIDENCE:.0%} CI.",
-             "h of runs: the cell's runs' own wall times added up (two run at a time with --jobs 2, so the cell "
-             "took about half that of the machine).",
-             f"Cells with records: {len(trained)} of {len(rows)} ({sum(r['gap_n'] >= 3 for r in trained)} with 3 seeds "
-             f"or more); untrained by the file: {sum(bool(r['untrained']) for r in rows)}."]
-    notes += [factor_line(f, comparisons) for f in sweep.factors]
-    notes.append("Factors that move the gap beyond noise: " + (", ".join(movers) if movers else "none"))
+    lines = [f"Cells with records: {len(trained)} of {len(rows)} ({sum(r['gap_n'] >= 3 for r in trained)} with 3 "
+             f"seeds or more); untrained by the file: {sum(bool(r['untrained']) for r in rows)}."]
+    lines += [factor_line(f, comparisons) for f in sweep.factors]
+    lines.append("Factors that move the gap beyond noise: " + (", ".join(movers) if movers else "none"))
     if above:
-        notes.append(f"{ends.end.id} ends above {ends.start.id} beyond noise in: "
+        lines.append(f"{ends.end.id} ends above {ends.start.id} beyond noise in: "
                      + ", ".join(f"{r['cell']} ({signed(r['gap'])})" for r in above))
     elif tested:
         best = max(tested, key=lambda r: r["gap"])
-        notes.append(f"{ends.end.id} ends above {ends.start.id} beyond noise in none of the {len(tested)} tested cells; "
+        lines.append(f"{ends.end.id} ends above {ends.start.id} beyond noise in none of the {len(tested)} tested cells; "
                      f"nearest: {best['cell']} ({signed(best['gap'])} [{signed(best['gap_low'])}, "
                      f"{signed(best['gap_high'])}])")
-    notes.append(f"Cells where {ends.end.id} is at or above {ends.start.id} (the mean gap >= 0, noise or not): "
+    lines.append(f"Cells where {ends.end.id} is at or above {ends.start.id} (the mean gap >= 0, noise or not): "
                  + (", ".join(r["cell"] for r in at_or_above) if at_or_above else "none"))
-    return notes
+    return lines
 
 
 def context_line(sweep: Sweep, rows: list[dict]) -> str:
@@ -299,26 +304,30 @@ def plot_factor(ax, sweep: Sweep, rows: list[dict], factor: str) -> None:
 
 
 # ---------------------------------------------------------------------------- entry point
-def sweep_markers(name: str) -> tuple[str, str]:
-    return f"<!-- sweep-{name}:begin -->", f"<!-- sweep-{name}:end -->"
+def readme_blocks(name: str, title: str, body: str, answer: list[str], figure: Path | None,
+                  readme: Path) -> dict[tuple[str, str], str]:
+    """{markers: block} of a file --readme names: the whole report, and its answer alone (the figure and the lines
+    that say what the sweep found, for a landing page); the figure linked from that file's folder."""
+    link = "" if figure is None else f"![sweep {name}]({Path(os.path.relpath(figure, Path(readme).parent)).as_posix()})\n"
+    return {sweep_markers(name): title + "\n\n" + body + (f"\n{link}" if link else ""),
+            sweep_markers(name, "answer"): (f"{link}\n" if link else "") + bullets(answer)}
 
 
-def make_sweep_report(name: str, results: Path, out_dir: Path, readme: Path | None = None,
+def make_sweep_report(name: str, results: Path, out_dir: Path, readmes: list[Path] = (),
                       with_plot: bool = True) -> list[Path]:
-    """<out>/sweep-NAME.md, .csv (a row per cell), -factors.csv (a row per comparison), .png/.svg; README's block."""
+    """<out>/sweep-NAME.md, .csv (a row per cell), -factors.csv (a row per comparison), .png/.svg; in each of
+    `readmes`, every sweep block it has markers for (readme_blocks)."""
     sweep = load_sweep(name)
     ends = find_endpoints(sweep)
-    if readme is not None:
-        marked_text(readme, *sweep_markers(name))   # refused before anything is written
+    held = {readme: held_markers(readme, [sweep_markers(name), sweep_markers(name, "answer")])
+            for readme in readmes}   # refused before anything is written
     check_writable(out_dir, "--out")
     rows = cell_rows(sweep, results, ends)
     comparisons = factor_comparisons(sweep, rows)
-    stem = f"sweep-{name}"
-    notes = "".join(f"- {n}\n" for n in report_notes(sweep, rows, comparisons, ends))
+    answer = answer_lines(sweep, rows, comparisons, ends)
     body = (cells_markdown(sweep, rows, ends) + "\n" + (factors_markdown(comparisons) + "\n" if comparisons else "")
-            + notes)
-    title = context_line(sweep, rows)
-    out = Path(out_dir)
+            + bullets([*legend(sweep, ends), *answer]))
+    title, out, stem = context_line(sweep, rows), Path(out_dir), f"sweep-{name}"
     written = [out / f"{stem}.md", out / f"{stem}.csv", out / f"{stem}-factors.csv"]
     atomic_write_text(written[0], title + "\n\n" + body)
     atomic_write_text(written[1], cells_frame(sweep, rows).to_csv(index=False, float_format="%.6g", lineterminator="\n"))
@@ -326,12 +335,10 @@ def make_sweep_report(name: str, results: Path, out_dir: Path, readme: Path | No
         index=False, float_format="%.6g", lineterminator="\n"))
     if with_plot:
         written += plot_sweep(sweep, rows, comparisons, ends, out, stem)
-    if readme is not None:
-        block = title + "\n\n" + body
-        if with_plot:
-            figure = os.path.relpath(out / f"{stem}.png", Path(readme).parent)
-            block += f"\n![sweep {name}]({Path(figure).as_posix()})\n"
-        if replace_between_markers(readme, *sweep_markers(name), block):
+    figure = out / f"{stem}.png" if with_plot else None
+    for readme, markers in held.items():
+        blocks = readme_blocks(name, title, body, answer, figure, readme)
+        if any([replace_between_markers(readme, *pair, blocks[pair]) for pair in markers]):
             written.append(Path(readme))
     return written
 
