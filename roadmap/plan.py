@@ -157,13 +157,18 @@ def plan_run(step: Step, scale: str, data: str | None, seed: int, overrides: dic
     return RunPlan(cfg, step, RunKey(step.roadmap, cfg.scale.name, cfg.data.spec, step.id, seed), recipe, micro, accum)
 
 
+MAX_SEEDS = 1000   # per command: a study takes a few; more is a typo (--seeds 10**12 would not fit in memory)
+
+
 def seed_list(count: int, chosen: list[int] | None) -> list[int]:
-    """The seeds `--seeds N` (0..N-1) or `--seed K ...` name: at least one."""
-    if chosen is not None:
-        return list(chosen)
-    if count < 1:
+    """The seeds `--seeds N` (0..N-1) or `--seed K ...` name: at least one, each once (a seed given twice is one
+    run, which with --jobs would race itself), at most MAX_SEEDS; each seed's range is train.seed's."""
+    if chosen is None and count < 1:
         raise ConfigError(f"--seeds must be 1 or more, not {count}")
-    return list(range(count))
+    asked = count if chosen is None else len(set(chosen))
+    if asked > MAX_SEEDS:
+        raise ConfigError(f"{asked} seeds in one command; at most {MAX_SEEDS}")
+    return list(range(count)) if chosen is None else list(dict.fromkeys(chosen))
 
 
 def plan_runs(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: list[int],

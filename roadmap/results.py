@@ -417,13 +417,20 @@ class RunLock:
                                f"itself, as plain empty files)")
 
     def acquire(self) -> None:
+        if not self.try_acquire():
+            raise ResultsError(f"run {self.key.step} seed {self.key.seed} is being trained by another process "
+                               f"(it locks {self.path}); wait for it or pick other steps")
+
+    def try_acquire(self, wait: bool = False) -> bool:
+        """Take the lock; False where another process holds it, unless `wait`: then once that process lets it go
+        (it finishes the run, or ends)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.check()
         try:
-            self._lock.acquire()
+            self._lock.acquire(timeout=-1 if wait else 0)
         except Timeout:
-            raise ResultsError(f"run {self.key.step} seed {self.key.seed} is being trained by another process "
-                               f"(it locks {self.path}); wait for it or pick other steps") from None
+            return False
+        return True
 
     def release(self) -> None:
         self._lock.release()   # nothing to do where this process never took it (ranks other than 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import torch.distributed as dist
@@ -24,7 +25,7 @@ from .steps import build_model
 from .runtime import Dist, git_commit, init_distributed
 from .train import train_run
 from .weights import drop_checkpoint, fit_state, missing_weights
-from .workers import end_with_parent, hand_out, serve, worker_threads
+from .workers import HELD, end_with_parent, hand_out, serve, worker_threads
 
 
 def check_data(planned: list[RunPlan], info: Dist) -> list[RunPlan]:
@@ -122,14 +123,20 @@ OUTCOMES = (COMPLETE, "skipped", FAILED, DIVERGED)   # what `run` counts
 
 def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
             progress: bool = True) -> dict:
-    """Train every planned run not yet finished; returns counts by outcome."""
+    """Train every planned run not yet finished; returns counts by outcome. A run another process holds comes
+    last, waited for (run_one)."""
     counts = dict.fromkeys(OUTCOMES, 0)
-    for i, run in enumerate(planned):
-        label = run_label(planned, i)
+    queue = deque((i, False) for i in range(len(planned)))
+    while queue:
+        i, wait = queue.popleft()
+        run, label = planned[i], run_label(planned, i)
         if skip_finished(run, label, results, checkpoints, weights, info):
             counts["skipped"] += 1
             continue
-        outcome = run_one(run, results, checkpoints, weights, info, progress, label)
+        outcome = run_one(run, results, checkpoints, weights, info, progress, label, wait)
+        if outcome == HELD:
+            queue.append((i, True))
+            continue
         counts[outcome] += 1
         if outcome == FAILED and info.world_size > 1:
             say(info, "the processes cannot train together after a failure; stopping (run the command again)")
@@ -182,10 +189,12 @@ def skip_finished(run: RunPlan, label: str, results: Path, checkpoints: Path, we
 
 
 def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist, progress: bool,
-            label: str) -> str:
+            label: str, wait: bool = False) -> str:
+    """Train one run under its lock; its outcome, or HELD where another process holds the run (take_lock)."""
     lock = RunLock(results, run.key)
     if info.is_main:
-        lock.acquire()  # a second process on the same run stops here with a clear message
+        if not take_lock(lock, info, label, wait):
+            return HELD
         if finished_status(results, run.key):  # finished by another process meanwhile
             lock.release()
             say(info, f"{label}: finished by another process, skipped")
@@ -203,6 +212,22 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info:
     elif info.world_size > 1:
         dist.barrier()
     return record.status
+
+
+def take_lock(lock: RunLock, info: Dist, label: str, wait: bool) -> bool:
+    """Take a run's lock; False where another process holds it, so that this one trains the other runs first and
+    comes back to it (`wait`: it waits for it then). Two identical commands started together train each run
+    once. Under torchrun the ranks cannot move on apart: the run is refused."""
+    if info.world_size > 1:
+        lock.acquire()
+        return True
+    if lock.try_acquire():
+        return True
+    if not wait:
+        say(info, f"{label}: being trained by another process (it locks {lock.path}); coming back to it at the end")
+        return False
+    say(info, f"{label}: waiting for the other process that trains it (it locks {lock.path})")
+    return lock.try_acquire(wait=True)
 
 
 def say_outcome(info: Dist, label: str, record: Record) -> None:
@@ -279,7 +304,8 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     check_run_paths(planned, results, checkpoints, weights)
     info = init_distributed(planned[0].device.type)
     if worker:
-        serve(lambda i: run_one(planned[i], results, checkpoints, weights, info, False, run_label(planned, i)))
+        serve(lambda i, wait: run_one(planned[i], results, checkpoints, weights, info, False, run_label(planned, i),
+                                      wait))
         return {}
     say(info, describe_plan(planned, results))
     start = time.perf_counter()

@@ -28,6 +28,7 @@ from .runtime import COMMAND_ENV, command_line
 WORKER_FLAG = "--worker"   # hidden: the parent adds it to its own arguments
 PARENT_ENV = "ROADMAP_JOBS_PARENT"   # the parent's pid, which its workers watch (end_with_parent)
 PR_SET_PDEATHSIG = 1   # <linux/prctl.h>: the signal this process gets when its parent dies
+HELD, WAIT = "held", "wait"   # a run another process holds (runs.run_one); handed out again after the rest, to wait for
 
 
 def worker_threads(jobs: int) -> int:
@@ -93,8 +94,11 @@ def hand_out(todo: list[int], argv: list[str], jobs: int) -> tuple[dict, int]:
             for key, _ in selector.select():
                 worker, answer = key.data, key.fileobj.readline()
                 if answer:
-                    outcome = answer.split()[1]
-                    counts[outcome] = counts.get(outcome, 0) + 1
+                    index, outcome = answer.split()
+                    if outcome == HELD:
+                        queue.append(f"{index} {WAIT}")
+                    else:
+                        counts[outcome] = counts.get(outcome, 0) + 1
                     give_next(worker, queue)
                     continue
                 selector.unregister(key.fileobj)   # it ended: done, or stopped without answering
@@ -125,14 +129,15 @@ def give_next(worker: subprocess.Popen, queue: deque) -> None:
 
 
 def serve(train_one) -> None:
-    """Worker mode: train each run whose plan index arrives on stdin; answer '<index> <outcome>' on stdout.
+    """Worker mode: train each run whose plan index arrives on stdin ('<index> wait': once another process that
+    holds it lets it go); answer '<index> <outcome>' on stdout.
 
     Anything else the run prints goes to stderr, so stdout carries only the answers."""
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     for line in iter(sys.stdin.readline, ""):   # one line at a time, as each arrives
-        index = int(line)
-        outcome = train_one(index)
+        index, *wait = line.split()
+        outcome = train_one(int(index), wait == [WAIT])
         try:
             print(f"{index} {outcome}", file=answers, flush=True)
         except BrokenPipeError:   # the parent is gone (killed): the run is recorded; stop here
