@@ -173,10 +173,10 @@ def plan_costs(plans: list[RunPlan], device: str, devices: int, dtype: str, util
 
 def handed_out_wall(seconds: list[float], jobs: int) -> float:
     """When the last run ends if each goes, in order, to whichever of `jobs` processes is free first."""
-    free_at = [0.0] * jobs
+    free_at = [0.0] * min(jobs, len(seconds))   # as run --jobs, a process a run at most
     for run_s in seconds:
         heapq.heappush(free_at, heapq.heappop(free_at) + run_s)
-    return max(free_at)
+    return max(free_at, default=0.0)
 
 
 def render(costs: dict) -> str:

@@ -88,6 +88,9 @@ def test_jobs_hand_runs_out_to_whichever_process_is_free_and_take_the_matching_b
     assert costs["total"]["seconds"] == pytest.approx(a + b + c + d)
     one = plan_costs(planned, "cpu", 1, "fp32", 0.4, bench_dir=tmp_path)
     assert one["total"]["wall_seconds"] == pytest.approx(one["total"]["seconds"])
+    # More processes than runs: a process a run, as run --jobs starts them (10**12 of them once ran out of memory).
+    every = plan_costs(planned, "cpu", 1, "fp32", 0.4, bench_dir=tmp_path, jobs=10**12)
+    assert every["total"]["wall_seconds"] == pytest.approx(max(a, b, c, d))
 
 
 def test_plan_jobs_is_for_a_cpu_and_at_least_one(capsys):

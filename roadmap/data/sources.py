@@ -190,9 +190,9 @@ def load_cifar(spec: str, root: str | None) -> Source:
 # ---------------------------------------------------------------------------- synthetic
 def make_synthetic(size: int, classes: int, image_size: int) -> Source:
     """Noisy images whose mean color depends on the class: a tiny model learns it in a few steps."""
-    if size < 1 or classes < 2:
-        raise DataError(f"synthetic data needs data.synthetic_size >= 1 and data.synthetic_classes >= 2, "
-                        f"got {size} and {classes}")
+    if size < 1 or not 2 <= classes <= size:
+        raise DataError(f"synthetic data needs data.synthetic_size >= 1 and data.synthetic_classes from 2 to "
+                        f"data.synthetic_size, got {size} and {classes}")
     check_held_in_memory(size + max(1, size // 4), image_size)   # made at the run's size: check first
     rng = np.random.default_rng(SYNTHETIC_SEED)
     colors = rng.integers(40, 216, (classes, 3))
