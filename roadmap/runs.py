@@ -28,14 +28,15 @@ from .weights import drop_checkpoint, fit_state, missing_weights
 from .workers import HELD, end_with_parent, hand_out, serve, worker_threads
 
 
-def check_data(planned: list[RunPlan], info: Dist) -> list[RunPlan]:
+def check_data(planned: list[RunPlan], info: Dist, listed: bool = False) -> list[RunPlan]:
     """Open the dataset before anything is written: missing or malformed data fails here. Every run is then
     made ready to train on it (plan.ready: device, batch against the data, updates, fingerprint).
 
     Opened as the runs serve it (decoded in memory for small sets), so that strict mode meets every
-    unreadable file now rather than in the middle of a roadmap. Opened once: every run trains on it."""
+    unreadable file now rather than in the middle of a roadmap. Opened once: every run trains on it. A dry
+    run's is `listed`: nothing decoded or made."""
     first = planned[0]
-    source = open_source(first.cfg.data, first.cfg.scale, rank=info.rank)
+    source = open_source(first.cfg.data, first.cfg.scale, rank=info.rank, listed=listed)
     return [ready(run, source, info) for run in planned]
 
 
@@ -286,13 +287,14 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     if worker:
         end_with_parent()   # first: a worker whose parent is killed, even while it starts up, ends too
     info = Dist.from_env()
-    planned = check_data(plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size), info)
+    planned = check_data(plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size), info,
+                         listed=bool(dry_run))
     source = planned[0].source
-    check_same_data(planned, results, source)
     check_init_from(planned, source.num_classes)
     if dry_run:
         print_plan(planned, info, dry_run == "json")
         return {"planned": len(planned)}
+    check_same_data(planned, results, source)   # by what the data holds: decoded, not listed as a dry run has it
     if jobs > 1:
         check_jobs(planned[0], info)
     git_commit()  # the code this roadmap runs, recorded as it is now

@@ -127,6 +127,37 @@ def test_an_image_size_no_memory_holds_is_refused_before_anything_is_allocated(t
     assert_refused(code, err, "more than this machine's", results)
 
 
+def test_synthetic_data_that_would_not_fit_is_refused_before_it_is_made(tmp_path, capsys, monkeypatch):
+    # 640 images at 224 px: 96 MB made, held twice (as made, as the run's tensors); floats drawn a chunk at a time.
+    monkeypatch.setattr("roadmap.data.checks.physical_memory", lambda: 150 * 2**20)
+    results = tmp_path / "results"
+    for dry_run in (["--dry-run"], []):
+        code, err = main(capsys, "run", "--step", "gelu", "--scale", "paper", "--data", "synthetic", "--set",
+                         "data.synthetic_size=512", "--no-progress", "--results", str(results), *dry_run)
+        assert_refused(code, err, "224 px images need 0 GiB for 640 images held in memory, more than this machine's",
+                       results)
+
+
+def test_synthetic_data_is_made_in_chunks_without_changing_a_pixel(monkeypatch):
+    import tracemalloc
+    from roadmap.data import sources
+    whole = sources.make_synthetic(48, 10, 16)
+    monkeypatch.setattr(sources, "SYNTHETIC_CHUNK", 1000)   # 1 image a chunk
+    chunked = sources.make_synthetic(48, 10, 16)
+    for split in ("train", "eval"):
+        assert (getattr(whole, split).pixels == getattr(chunked, split).pixels).all()
+        assert (getattr(whole, split).targets == getattr(chunked, split).targets).all()
+    monkeypatch.undo()
+    tracemalloc.start()
+    try:
+        made = sources.make_synthetic(640, 10, 224)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    held = made.train.pixels.nbytes + made.eval.pixels.nbytes   # 96 MB; drawn at once, 16 times as much
+    assert peak < held + 128 * 2**20, (peak, held)
+
+
 @pytest.mark.parametrize("in_memory", [None, True, False])
 def test_the_memory_estimate_covers_both_serving_paths(tmp_path, in_memory):
     root = fashion_files(tmp_path / "fm")

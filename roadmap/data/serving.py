@@ -34,14 +34,17 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 # ---------------------------------------------------------------------------- what is served
-def ready_to_serve(source: Source, size: int, data: DataConfig, rank: int) -> Source:
+def ready_to_serve(source: Source, size: int, data: DataConfig, rank: int, decode: bool = True) -> Source:
     """The source as every run of an invocation is served it: in memory (data.in_memory, else when it is
     small), its files decoded at the stored size `size` (arrays stay as they are: each run makes its tensors
     of them); streaming, as listed. Either way unreadable files are refused when strict, else skipped with
-    one warning."""
+    one warning. Without `decode` (a dry run) it is checked against memory, and served as listed."""
     in_memory = data.in_memory if data.in_memory is not None else fits_in_memory(source, size)
     if in_memory:
         check_held_in_memory(len(source.train) + len(source.eval), size)
+    if not decode:
+        return dataclasses.replace(source, in_memory=in_memory)
+    if in_memory:
         train, evals = (decoded_for_memory(split, size, data.workers, data.strict, rank)
                         for split in (source.train, source.eval))
     else:
