@@ -123,13 +123,12 @@ def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
 
 def cmd_export(args) -> None:
     from .config import load_step
-    from .weights import check_format, check_not_named, check_target, export
+    from .weights import check_format, check_target, export
 
     check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
     check_target(args.format, Path(args.to))
     record, step, weights = kept_run(args, args.data)
-    check_not_named(Path(args.to), Path(args.results), weights, "--to")
-    print(export(record, step, weights, Path(args.to), args.format))
+    print(export(record, step, weights, Path(args.to), args.format, Path(args.results)))
 
 
 def cmd_predict(args) -> None:
@@ -146,9 +145,12 @@ def cmd_evaluate(args) -> None:
     from .perclass import per_class_text, plot_confusion, write_csv
     from .predict import evaluate
     from .runtime import Dist, pick_device
-    from .weights import load_kept
+    from .weights import check_not_named, load_kept
 
     record, _, weights = kept_run(args, args.trained_on)
+    for path, option in ((args.csv, "--csv"), (args.plot, "--plot")):
+        if path:
+            check_not_named([Path(path)], Path(args.results), weights, option)
     root = args.root or (record["config"]["data"].get("root") if args.data == record["data"] else None)
     result = evaluate(load_kept(record, weights), record, args.data, root, pick_device(args.device, Dist()),
                       eval_subset=args.eval_subset)

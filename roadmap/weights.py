@@ -313,35 +313,38 @@ def check_exportable(kind: str, step: Step, model: ModelConfig) -> None:
                               f"{getattr(step.model, key)!r}), which {step.equals} cannot express; use --format native")
 
 
-def export(record: dict, step: Step, root: Path, to: Path, fmt: str) -> Path:
-    """Write a run's kept weights to `to` in `fmt`; nothing is written when the format does not fit."""
-    to, model = Path(to), model_config(record)
+def export(record: dict, step: Step, root: Path, to: Path, fmt: str, results: Path) -> Path:
+    """Write a run's kept weights to `to` in `fmt`; nothing is written when the format does not fit, or when any
+    file it would write is one a record under `results` names (check_not_named)."""
+    to = Path(to)
+    files = export_files(record, step, root, to, fmt)
+    check_not_named(list(files), results, root, "--to")
+    for path, data in files.items():
+        write_output(path, data, "--to")
+    return to
+
+
+def export_files(record: dict, step: Step, root: Path, to: Path, fmt: str) -> dict[Path, bytes]:
+    """{path: contents} of every file an export of a run's kept weights to `to` in `fmt` writes."""
+    model = model_config(record)
     check_target(fmt, to)
     if fmt != "native":
         check_exportable(fmt, step, model)
     state = load_kept(record, root).state_dict()
     if fmt == "huggingface":
         tensors, config, preprocessor = huggingface_folder(record, model, state)
-        for name, data in ((HF_WEIGHTS, safetensors_bytes(tensors)), (HF_CONFIG, json_bytes(config)),
-                           (HF_PREPROCESSOR, json_bytes(preprocessor))):
-            write_export(to / name, data)
-        return to
+        return {to / HF_WEIGHTS: safetensors_bytes(tensors), to / HF_CONFIG: json_bytes(config),
+                to / HF_PREPROCESSOR: json_bytes(preprocessor)}
     if fmt == "native":
-        write_export(to, safetensors_bytes(state, {**NATIVE, "config": json.dumps(record["config"]),
-                                                   "classes": json.dumps(record["classes"])}))
-        return to
+        return {to: safetensors_bytes(state, {**NATIVE, "config": json.dumps(record["config"]),
+                                              "classes": json.dumps(record["classes"])})}
     names = library_names(fmt, model, state)
     theirs = {names[name]: tensor for name, tensor in state.items()}
-    write_export(to, safetensors_bytes(theirs) if to.suffix == SAFETENSORS else torch_bytes(plain(theirs)))
-    return to
+    return {to: safetensors_bytes(theirs) if to.suffix == SAFETENSORS else torch_bytes(plain(theirs))}
 
 
 def json_bytes(blob: dict) -> bytes:
     return (json.dumps(blob, indent=2) + "\n").encode()
-
-
-def write_export(path: Path, data: bytes) -> None:
-    write_output(path, data, "--to")
 
 
 # ---------------------------------------------------------------------------- fine-tuning
@@ -403,13 +406,15 @@ def named_files(results: Path, weights: Path) -> list[tuple[Path, str]]:
     return named
 
 
-def check_not_named(path: Path, results: Path, weights: Path, option: str) -> None:
-    """Refuse to write `path` (given by `option`) when it is a file a record names: writing would destroy the
+def check_not_named(paths: list[Path], results: Path, weights: Path, option: str) -> None:
+    """Refuse to write any of `paths` (given by `option`) that is a file a record names: writing would destroy the
     evidence of a run (a kept weights file that no longer matches its sha256 can never be used again)."""
-    for named, what in named_files(results, weights):
-        if same_file(Path(path), named):
-            raise ResultsError(f"{option} {path} is {what}: the runner never overwrites a file a record names; "
-                               f"pick another path")
+    named = named_files(results, weights)
+    for path in paths:
+        for file, what in named:
+            if same_file(Path(path), file):
+                raise ResultsError(f"{option} {path} is {what}: the runner never overwrites a file a record names; "
+                                   f"pick another path")
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -98,7 +98,7 @@ def test_the_image_processor_sees_an_image_as_the_runs_evaluation_did(run, expor
     assert abs(their_top1 - ours["top1"]) <= 100 * 2 / len(files), (their_top1, ours["top1"])
 
 
-def test_fine_tuning_starts_from_a_hugging_face_convnext_file(run, exported, tmp_path):
+def test_fine_tuning_starts_from_a_hugging_face_convnext_file(run, exported, tmp_path, capsys):
     root, folder, record = run
     start = load_kept(record, root / "results" / "weights").state_dict()
     assert cli.main(["run", "--step", STEP, "--data", f"imagefolder:{folder}", "--results", str(tmp_path / "results"),
@@ -109,6 +109,12 @@ def test_fine_tuning_starts_from_a_hugging_face_convnext_file(run, exported, tmp
     after = load_kept(tuned, tmp_path / "results" / "weights").state_dict()
     for name in ("stem.0.weight", "stages.3.blocks.0.pwconv1.weight", "head_norm.weight", "fc.weight"):
         torch.testing.assert_close(after[name], start[name], atol=1e-6, rtol=0)
+    # Its record names the file it started from: an export into that folder would replace it, and is refused.
+    files = {path: path.read_bytes() for path in exported.iterdir()}
+    capsys.readouterr()
+    assert export(tmp_path, STEP, exported) == 2
+    assert f"{exported / 'model.safetensors'} is the weights {STEP} seed 0 was fine-tuned from" in one_error_line(capsys)
+    assert {path: path.read_bytes() for path in exported.iterdir()} == files
 
 
 @pytest.mark.parametrize("roadmap,step,scale", [

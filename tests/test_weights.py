@@ -208,6 +208,17 @@ def test_export_never_overwrites_a_file_a_record_names(run, capsys, target):
     assert sha256_of(root / "results" / "weights" / record["weights"]) == record["weights_sha256"]
 
 
+@pytest.mark.parametrize("option", ["--csv", "--plot"])
+def test_evaluate_never_writes_its_report_over_a_file_a_record_names(run, capsys, option):
+    root, record = run
+    to = root / "results" / "weights" / record["weights"]
+    before = to.read_bytes()
+    capsys.readouterr()
+    assert use(root, "evaluate", "--data", "synthetic", option, str(to)) == 2
+    one_error_line(capsys, f"{option} {to} is the kept weights of {STEP} seed 0")
+    assert to.read_bytes() == before
+
+
 def test_checkpoints_and_weights_in_one_folder_are_refused_before_anything_is_written(tmp_path, capsys):
     shared = tmp_path / "shared"
     capsys.readouterr()
