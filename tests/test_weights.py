@@ -136,6 +136,42 @@ def test_a_native_export_written_before_by_torch_save_still_loads(run, tmp_path)
         torch.testing.assert_close(model(x), kept(x), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("metadata,expect", [
+    ({"config": "{not json", "classes": "[\"a\"]"}, "no readable 'config' in its metadata"),
+    ({"config": "{\"model\": {}}"}, "no readable 'classes' in its metadata"),
+    ({"config": "[1, 2]", "classes": "[\"a\"]"}, "its config has no model section"),
+    ({"config": "{\"model\": {}}", "classes": "{\"a\": 1}"}, "its classes are not a list of class names"),
+])
+def test_a_native_export_with_damaged_metadata_is_one_error_naming_it(run, tmp_path, metadata, expect):
+    from roadmap.config import ConfigError
+    from roadmap.weights import NATIVE, safetensors_bytes
+    root, record = run
+    path = tmp_path / "damaged.safetensors"
+    path.write_bytes(safetensors_bytes(load_kept(record, root / "results" / "weights").state_dict(),
+                                       {**NATIVE, **metadata}))
+    with pytest.raises(ConfigError, match="damaged native export") as err:
+        load_native(path)
+    assert str(path) in str(err.value) and expect in str(err.value)
+
+
+def test_another_steps_weights_under_a_records_name_are_one_line_naming_the_first_tensor(run, tmp_path, capsys):
+    import shutil
+    from roadmap.weights import safetensors_bytes
+    root, record = run
+    shutil.copytree(root / "results", tmp_path / "results")
+    path = tmp_path / "results" / "weights" / record["weights"]
+    cfg = set_fields(ModelConfig(), record["config"]["model"], "model")
+    other = build_model(dataclasses.replace(cfg, widths=tuple(2 * w for w in cfg.widths)), len(record["classes"]))
+    path.write_bytes(safetensors_bytes(other.state_dict()))   # planted, its sha256 written into the record
+    write_record(tmp_path / "results", RunKey("resnet50", "demo", "synthetic", STEP, 0),
+                 {**record, "weights_sha256": sha256_of(path)})
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(image)
+    capsys.readouterr()
+    assert use(tmp_path, "predict", str(image)) == 2
+    one_error_line(capsys, f"{path} does not fit the network its run trained: its tensor 'stem.0.weight' has shape")
+
+
 def test_a_native_export_is_a_safetensors_file_or_nothing(run, tmp_path, capsys):
     root, _ = run
     capsys.readouterr()
