@@ -356,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metadata, rebuilt by roadmap.weights.load_native; timm / torchvision: a "
                                    "state_dict under their key names (safetensors when PATH ends in .safetensors, "
                                    "else torch.save), for a step whose file says it equals their model (timm: "
-                                   "ConvNeXt at any width; torchvision: ResNet at full width, stem stride 4); "
+                                   "ConvNeXt at any width, stem stride 1, 3 or 4; torchvision: ResNet at full "
+                                   "width, stem stride 4); "
                                    "huggingface: a folder that transformers' ConvNextForImageClassification and "
                                    "AutoImageProcessor load, for a ConvNeXt at any width.")
     add_run_choice(p)

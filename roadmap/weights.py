@@ -35,6 +35,9 @@ from .results import COMPLETE, Record, ResultsError, RunKey, atomic_write_bytes,
 from .steps import build_model
 
 FORMATS = ("native", "timm", "torchvision", "huggingface")
+# timm's ConvNeXt(patch_size=S) is ours at these stem strides: at 2 its stage 0 downsamples too (`stride = 2 if
+# curr_stride == 2 or i > 0`), above 4 the total stride passes its output_stride of 32 and its last stages dilate.
+TIMM_STEM_STRIDES = (1, 3, 4)
 SAFETENSORS = ".safetensors"
 NATIVE = {"roadmap": "native export"}   # in a native export's metadata, beside its config and classes
 HEAD = ("fc.weight", "fc.bias")   # the classifier: re-initialised when a file's class count differs
@@ -285,9 +288,14 @@ def library_kind(equals: str | None) -> str | None:
 
 
 def library_model(kind: str, model: ModelConfig, num_classes: int) -> nn.Module:
-    """timm's ConvNeXt (any width) or torchvision's ResNet (its widths, stem stride 4) with this network's shapes."""
+    """timm's ConvNeXt (any width, stem stride TIMM_STEM_STRIDES) or torchvision's ResNet (its widths, stem stride
+    4) with this network's shapes."""
     if kind == "timm":
         from timm.models.convnext import ConvNeXt
+        if model.stem_stride not in TIMM_STEM_STRIDES:
+            raise ConfigError(f"timm's ConvNeXt computes this network at stem stride 1, 3 or 4 alone, not "
+                              f"{model.stem_stride} (at 2 its first stage downsamples as well, above 4 its last "
+                              f"stages dilate instead of downsampling); use --format huggingface or native")
         return ConvNeXt(depths=model.depths, dims=model.widths, num_classes=num_classes, patch_size=model.stem_stride,
                         kernel_sizes=model.kernel_size, ls_init_value=model.layer_scale or None)
     from torchvision.models.resnet import Bottleneck, ResNet

@@ -191,6 +191,26 @@ def test_timm_export_at_the_runs_width_loads_into_timms_convnext(run, tmp_path):
         torch.testing.assert_close(theirs(x), load_kept(record, root / "results" / "weights")(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("stride", [1, 2, 3, 4, 8])
+def test_timm_export_loads_into_timms_convnext_at_every_stem_stride_timm_can_express(tmp_path, capsys, fake_run,
+                                                                                       stride):
+    ours = fake_run(tmp_path, "resnet50", STEP, width_mult=0.125, depth_mult=0.34, stem_stride=stride)
+    to = tmp_path / "t.safetensors"
+    capsys.readouterr()
+    code = use(tmp_path, "export", "--scale", "paper", "--to", str(to), "--format", "timm")
+    if stride in (2, 8):   # timm's stage 0 then downsamples as well; its last stages dilate (README)
+        assert code == 2 and not to.exists()
+        one_error_line(capsys, f"timm's ConvNeXt computes this network at stem stride 1, 3 or 4 alone, not {stride}")
+        return
+    assert code == 0
+    theirs = timm.models.convnext.ConvNeXt(depths=[1, 1, 3, 1], dims=[12, 24, 48, 96], num_classes=10,
+                                           patch_size=stride).eval()
+    theirs.load_state_dict(load_file(to))
+    x = torch.randn(2, 3, 16 * stride, 16 * stride)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), ours(x), atol=1e-5, rtol=1e-5)
+
+
 def test_full_width_convnext_t_exports_to_timm_create_model(tmp_path, fake_run):
     ours = fake_run(tmp_path, "resnet50", STEP)
     assert use(tmp_path, "export", "--scale", "paper", "--to", str(tmp_path / "t.safetensors"), "--format", "timm") == 0
