@@ -20,7 +20,7 @@ from .config import SECTIONS, ConfigError
 from .data import Source, open_source
 from .plan import RunPlan, identity_changes, plain_config, plan_runs, ready, run_identity
 from .results import COMPLETE, DIVERGED, FAILED, Record, ResultsError, RunLock, blocking_file, check_apart, check_writable, \
-    default_tensorboard, finished_status, leads_out, lock_is_held, read_record, warn_damaged
+    check_can_write, default_tensorboard, finished_status, leads_out, lock_is_held, read_record, warn_damaged
 from .steps import build_model
 from .runtime import Dist, git_commit, init_distributed
 from .train import train_run
@@ -102,7 +102,8 @@ def saved_config(path: Path) -> dict | None:
 def check_run_paths(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path) -> None:
     """Every run can write where it writes, checked before anything is trained: its folders (its TensorBoard
     folder included) stay inside the folder each belongs to (no link inside it leads out) and no file stands
-    where one of them goes; no link or folder stands where its lock file goes."""
+    where one of them goes; no link or folder stands where its lock file goes; and every file a run still to train
+    writes can be written (a read-only or immutable folder, a record that cannot be replaced)."""
     roots = {"--results": results, "--checkpoints": checkpoints, "--weights": weights}
     for run in planned:
         folders = {option: (root, run.key.folder(root)) for option, root in roots.items()}
@@ -117,6 +118,8 @@ def check_run_paths(planned: list[RunPlan], results: Path, checkpoints: Path, we
                 raise ResultsError(f"{blocker} is a file where {run.step.id} seed {run.key.seed} needs the folder "
                                    f"{folder}; move it away or pass another {option}")
         RunLock(results, run.key).check()
+    check_can_write([path for run in planned if not finished_status(results, run.key)
+                     for path in run.key.files(results, checkpoints, weights)])
 
 
 OUTCOMES = (COMPLETE, "skipped", FAILED, DIVERGED)   # what `run` counts

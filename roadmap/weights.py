@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -482,4 +483,8 @@ def drop_checkpoint(path: Path, record: dict | None) -> None:
         return
     if record and isinstance(record.get("weights_sha256"), str) and sha256_of(path) == record["weights_sha256"]:
         return
-    path.unlink(missing_ok=True)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as err:   # a read-only folder: the run is recorded; the file only takes room
+        print(f"warning: cannot delete the finished run's checkpoint {path} ({err.strerror}); delete it yourself",
+              file=sys.stderr)

@@ -558,3 +558,134 @@ def test_one_failing_rank_ends_every_rank_and_the_run_is_recorded_failed_once(tm
     records = [json.loads(p.read_text()) for p in results.rglob("seed*.json")]
     assert [(r["step"], r["status"]) for r in records] == [("gelu", "failed")], proc.stderr[-3000:]
     assert proc.stderr.count(": FAILED (") == 1 and "stopping" in proc.stderr   # rank 0 alone reports
+
+
+# ---------------------------------------------------------------------------- 10. a filesystem that fails under a run
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 16 MiB tmpfs (root only): a disk that can fill up, be made read-only, or hold immutable files."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mount -t tmpfs failed here (a container without the capability)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(mount)], capture_output=True)
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fs_command(mount: Path, *args: str) -> list[str]:
+    return ["run", *TINY, "--results", str(mount / "results"), *args]
+
+
+def assert_stopped_in_one_line(code, err, *expect):
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and "Traceback" not in err and errors == [err.strip().splitlines()[-1]], err
+    assert all(part in errors[0] for part in expect), errors[0]
+
+
+def fill(mount: Path) -> Path:
+    filler = mount / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_under_a_run_is_one_line_and_the_same_command_then_succeeds(small_fs, capsys):
+    assert main(capsys, *fs_command(small_fs, "--step", "gelu"))[0] == 0   # an earlier record
+    earlier = RunKey("resnet50", "demo", "synthetic", "gelu", 0).record_path(small_fs / "results")
+    before = earlier.read_bytes()
+    filler = fill(small_fs)
+    code, err = main(capsys, *fs_command(small_fs, "--step", "layernorm"))
+    assert_stopped_in_one_line(code, err, "cannot write", str(small_fs / "results"), "No space left on device")
+    assert earlier.read_bytes() == before and not list(small_fs.rglob("*.tmp"))
+    filler.unlink()
+    code, err = main(capsys, *fs_command(small_fs, "--step", "layernorm"))
+    assert code == 0, err
+    assert finished_status(small_fs / "results", RunKey("resnet50", "demo", "synthetic", "layernorm", 0))
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".pt", ".safetensors", ".json"])
+def test_a_file_of_a_run_that_cannot_be_written_stops_it_in_one_line(tmp_path, capsys, monkeypatch, suffix):
+    """ENOSPC at each file a run writes: its config, its checkpoint, its kept weights, its record."""
+    from roadmap import results as results_module
+    write = results_module.write_and_rename
+
+    def full_disk(path, data):
+        if path.suffix == suffix:
+            raise OSError(28, "No space left on device")
+        write(path, data)
+
+    results = tmp_path / "results"
+    assert main(capsys, *fs_command(tmp_path, "--step", "gelu"))[0] == 0
+    earlier = RunKey("resnet50", "demo", "synthetic", "gelu", 0).record_path(results)
+    before = earlier.read_bytes()
+    monkeypatch.setattr(results_module, "write_and_rename", full_disk)
+    code, err = main(capsys, *fs_command(tmp_path, "--step", "layernorm"))
+    assert_stopped_in_one_line(code, err, "cannot write", f"seed0{suffix} (No space left on device)")
+    assert earlier.read_bytes() == before
+    assert finished_status(results, RunKey("resnet50", "demo", "synthetic", "layernorm", 0)) is None
+    monkeypatch.undo()
+    code, err = main(capsys, *fs_command(tmp_path, "--step", "layernorm"))
+    assert code == 0, err
+    assert read_record(RunKey("resnet50", "demo", "synthetic", "layernorm", 0).record_path(results))["top1"] >= 0
+
+
+@pytest.mark.parametrize("what,expect", [("run folder", "Operation not permitted"),
+                                         ("failed record", "Operation not permitted"),
+                                         ("filesystem", "Read-only file system")])
+def test_an_immutable_folder_or_record_or_a_read_only_disk_is_refused_before_training(small_fs, capsys, monkeypatch,
+                                                                                      what, expect):
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    results = small_fs / "results"
+    write_record(results, key, {**good_record("gelu"), "status": "failed", "top1": None, "reason": "OSError: x"})
+    target = key.folder(results) if what == "run folder" else key.record_path(results)
+    lock, unlock = (["mount", "-o", "remount,ro", str(small_fs)], ["mount", "-o", "remount,rw", str(small_fs)]) \
+        if what == "filesystem" else (["chattr", "+i", str(target)], ["chattr", "-i", str(target)])
+    subprocess.run(lock, check=True)
+    monkeypatch.setattr(runs, "train_run", lambda *a, **k: pytest.fail("training was reached"))
+    code, err = main(capsys, *fs_command(small_fs, "--step", "gelu"))
+    assert_stopped_in_one_line(code, err, "cannot be written" if what == "filesystem" else "cannot write",
+                               str(results), expect)
+    monkeypatch.undo()
+    subprocess.run(unlock, check=True)
+    assert main(capsys, *fs_command(small_fs, "--step", "gelu"))[0] == 0
+    assert finished_status(results, key) == "complete"
+
+
+@pytest.mark.parametrize("how", ["immutable", "deleted"])
+def test_a_results_folder_that_goes_away_under_a_run(small_fs, capsys, monkeypatch, how):
+    """The run's folder made immutable, or the results folder deleted, once the first epoch is trained: one line,
+    or a run that puts its folders back; never a traceback or a half-written file, and the same command then
+    succeeds. (A remount read-only waits for the files open for writing, the lock among them.)"""
+    import shutil
+    run_class = runs.train_run.__globals__["Run"]
+    original = run_class.train_epoch
+    folder = RunKey("resnet50", "demo", "synthetic", "gelu", 0).folder(small_fs / "results")
+
+    def then_the_folder_goes(self, epoch):
+        stats = original(self, epoch)
+        if how == "immutable":
+            subprocess.run(["chattr", "+i", str(folder)], check=True)
+        else:
+            shutil.rmtree(small_fs / "results")
+        return stats
+
+    monkeypatch.setattr(run_class, "train_epoch", then_the_folder_goes)
+    code, err = main(capsys, *fs_command(small_fs, "--step", "gelu"))
+    monkeypatch.undo()
+    if how == "immutable":
+        assert_stopped_in_one_line(code, err, f"cannot write {folder}", "Operation not permitted")
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+        code, err = main(capsys, *fs_command(small_fs, "--step", "gelu"))
+    assert code == 0 and "Traceback" not in err, err
+    assert finished_status(small_fs / "results", RunKey("resnet50", "demo", "synthetic", "gelu", 0)) == "complete"
+    assert not list(small_fs.rglob("*.tmp"))
