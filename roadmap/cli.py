@@ -395,6 +395,8 @@ def stop_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(sys.stdout, "reconfigure"):   # a file name that is not UTF-8 is printed as its own bytes, as `ls` does
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         return run_cli(argv)
     except KeyboardInterrupt:   # at any point: while torch imports, while parsing, while training

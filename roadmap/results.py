@@ -174,7 +174,17 @@ def write_and_rename(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text_bytes(text))
+
+
+def text_bytes(text: str) -> bytes:
+    return printable(text).encode()
+
+
+def printable(text: str) -> str:
+    """`text` with a file or folder name that is not UTF-8 (Python holds its bytes as surrogates, which no file
+    encoding or font takes) spelt as '\\udcXX' escapes."""
+    return text.encode(errors="backslashreplace").decode()
 
 
 def write_output(path: Path, data: bytes, option: str) -> Path:

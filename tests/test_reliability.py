@@ -689,3 +689,33 @@ def test_a_results_folder_that_goes_away_under_a_run(small_fs, capsys, monkeypat
     assert code == 0 and "Traceback" not in err, err
     assert finished_status(small_fs / "results", RunKey("resnet50", "demo", "synthetic", "gelu", 0)) == "complete"
     assert not list(small_fs.rglob("*.tmp"))
+
+
+# ---------------------------------------------------------------------------- 11. own image folders
+def test_names_that_are_not_utf8_train_and_report_as_any_other(tmp_path, photos):
+    """Latin-1 names from an old archive (a folder, a class, a file): trained on in memory and streaming, predicted,
+    evaluated, tabled and plotted, on a terminal whose encoding refuses what is not UTF-8."""
+    from conftest import runner_argv
+    latin1 = os.fsdecode(b"caf\xe9")
+    folder = photos(tmp_path / os.fsdecode(b"ph\xf6tos"), classes=("cat", latin1, "fox"))
+    os.rename(folder / "train" / "cat" / "0.png", folder / "train" / "cat" / f"{latin1}.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}   # utf-8, strict
+
+    def run(*args) -> str:
+        proc = subprocess.run(runner_argv(*args), capture_output=True, env=env, timeout=300)
+        out, err = (proc.stdout.decode(errors="surrogateescape"), proc.stderr.decode(errors="surrogateescape"))
+        assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
+        return out
+
+    results = tmp_path / "results"
+    for in_memory in ("true", "false"):
+        run("run", "--step", "gelu", "--data", f"imagefolder:{folder}", "--no-progress", "--set", "scale.epochs=1",
+            "--set", "scale.batch_size=8", "--set", "scale.micro_batch=8", "--set", "data.workers=0",
+            "--set", f"data.in_memory={in_memory}", "--results", results / in_memory)
+    done = results / "true"
+    assert f"{latin1}.png: " in run("predict", "--step", "gelu", "--results", done, folder / "train" / "cat")
+    assert latin1 in run("evaluate", "--step", "gelu", "--results", done, "--data", f"imagefolder:{folder}",
+                         "--csv", tmp_path / "perclass.csv", "--plot", tmp_path / "perclass.png")
+    assert (tmp_path / "perclass.csv").read_text().splitlines()[1].startswith("caf\\udce9,")
+    run("table", "--results", done, "--out", tmp_path / "report")
+    run("plot", "--results", done, "--out", tmp_path / "report")
