@@ -17,9 +17,11 @@ import torch
 
 from . import recipe as recipes
 from . import tblog
-from .config import ConfigError, RunConfig, Step, check_config, find_step, load_roadmap, resolve_run_config, to_dict
+from .config import ConfigError, ModelConfig, RunConfig, Step, check_config, find_step, load_roadmap, resolve_run_config, to_dict
 from .data import Source, check_fits
-from .model import TENSOR_LAYOUT, check_model, total_stride
+from .data.checks import physical_memory
+from .model import TENSOR_LAYOUT, check_model, count_params, total_stride
+from .steps import build_model
 from .results import RunKey, data_slug
 from .runtime import Dist, amp_dtype, pick_device
 
@@ -181,4 +183,22 @@ def plan_runs(roadmap: str, step_ids: list[str] | None, scale: str, data: str | 
     if step_ids:
         wanted = {find_step(steps, roadmap, s).id for s in step_ids}  # unknown ids fail here, with a suggestion
         steps = [s for s in steps if s.id in wanted]
-    return [plan_run(step, scale, data, seed, overrides, world_size) for seed in seeds for step in steps]
+    plans = [plan_run(step, scale, data, seed, overrides, world_size) for seed in seeds for step in steps]
+    for plan in {plan.step.id: plan for plan in plans}.values():   # one network a step: its seeds share it
+        check_model_memory(plan.cfg.model)
+    return plans
+
+
+TRAINING_BYTES_PER_PARAM = 16   # fp32 weights, their gradients and AdamW's two moments
+
+
+def check_model_memory(model: ModelConfig) -> None:
+    """A network whose training state would not fit in the machine's memory is refused before it is built (counted
+    on the meta device: shapes only, no memory), as data that would not fit is (data.checks)."""
+    with torch.device("meta"):
+        params = count_params(build_model(model))
+    have, need = physical_memory(), TRAINING_BYTES_PER_PARAM * params
+    if have is not None and need > have:
+        raise ConfigError(f"the network has {params / 1e6:,.0f}M parameters, {need / 2**30:,.0f} GiB to train with "
+                          f"AdamW, more than this machine's {have / 2**30:,.0f} GiB; lower scale.width_mult or "
+                          f"model.widths")
