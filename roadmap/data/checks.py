@@ -59,11 +59,11 @@ def check_streamed_batch(batch_size: int, size: int) -> None:
     refuse_beyond_memory(batch_size * 3 * size * size * 4, f"a streamed batch of {batch_size}", size)
 
 
-def refuse_beyond_memory(need: int, what: str, size: int) -> None:
+def refuse_beyond_memory(need: int, what: str, size: int, remedy: str = "lower scale.image_size") -> None:
     have = physical_memory()
     if have is not None and need > have:
         raise DataError(f"{size} px images need {need / 2**30:,.0f} GiB for {what}, more than this machine's "
-                        f"{have / 2**30:,.0f} GiB; lower scale.image_size")
+                        f"{have / 2**30:,.0f} GiB; {remedy}")
 
 
 CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")   # v2, v1
