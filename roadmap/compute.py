@@ -18,6 +18,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .bench import PEAK_FLOPS, TRAIN_FLOPS_PER_FORWARD_MAC, check_dtype
 from .config import ConfigError
 from .data import IMAGE_EXTENSIONS
@@ -71,7 +73,8 @@ def data_sizes(plan: RunPlan) -> tuple[int, int, int, str]:
 
 def run_cost(plan: RunPlan, sizes: tuple[int, int, int, str]) -> dict:
     train, evals, classes, _ = sizes
-    gmacs = count_gflops(build_model(plan.cfg.model, classes), plan.cfg.scale.image_size)
+    with torch.device("meta"):   # shapes only, as steps.describe counts: a network of any size costs no memory
+        gmacs = count_gflops(build_model(plan.cfg.model, classes), plan.cfg.scale.image_size)
     epochs = plan.recipe.epochs
     train_images = train // plan.recipe.batch_size * plan.recipe.batch_size * epochs  # full updates only
     evaluations = len({e for e in range(1, epochs + 1) if e % plan.cfg.train.eval_every == 0 or e == epochs})

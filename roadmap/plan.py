@@ -183,22 +183,22 @@ def plan_runs(roadmap: str, step_ids: list[str] | None, scale: str, data: str | 
     if step_ids:
         wanted = {find_step(steps, roadmap, s).id for s in step_ids}  # unknown ids fail here, with a suggestion
         steps = [s for s in steps if s.id in wanted]
-    plans = [plan_run(step, scale, data, seed, overrides, world_size) for seed in seeds for step in steps]
-    for plan in {plan.step.id: plan for plan in plans}.values():   # one network a step: its seeds share it
-        check_model_memory(plan.cfg.model)
-    return plans
+    return [plan_run(step, scale, data, seed, overrides, world_size) for seed in seeds for step in steps]
 
 
-TRAINING_BYTES_PER_PARAM = 16   # fp32 weights, their gradients and AdamW's two moments
+# Host bytes a parameter takes in training: on the CPU fp32 weights, their gradients and AdamW's two moments; on a
+# GPU the network is built on the host first.
+HOST_BYTES_PER_PARAM = {"cpu": 16, "cuda": 4}
 
 
-def check_model_memory(model: ModelConfig) -> None:
-    """A network whose training state would not fit in the machine's memory is refused before it is built (counted
-    on the meta device: shapes only, no memory), as data that would not fit is (data.checks)."""
-    with torch.device("meta"):
-        params = count_params(build_model(model))
-    have, need = physical_memory(), TRAINING_BYTES_PER_PARAM * params
-    if have is not None and need > have:
-        raise ConfigError(f"the network has {params / 1e6:,.0f}M parameters, {need / 2**30:,.0f} GiB to train with "
-                          f"AdamW, more than this machine's {have / 2**30:,.0f} GiB; lower scale.width_mult or "
-                          f"model.widths")
+def check_models_fit(planned: list[RunPlan]) -> None:
+    """A network whose training state would not fit in this machine's memory is refused before it is built, as
+    data that would not fit is (data.checks): counted on the meta device (shapes only), once a step."""
+    for run in {run.step.id: run for run in planned}.values():   # one network a step: its seeds share it
+        with torch.device("meta"):
+            params = count_params(build_model(run.cfg.model))
+        have, need = physical_memory(), HOST_BYTES_PER_PARAM[run.device.type] * params
+        if have is not None and need > have:
+            raise ConfigError(f"step {run.step.id} has {params / 1e6:,.0f}M parameters, {need / 2**30:,.0f} GiB to "
+                              f"train here, more than this machine's {have / 2**30:,.0f} GiB; lower "
+                              f"scale.width_mult or model.widths")

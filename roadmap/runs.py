@@ -18,7 +18,7 @@ import yaml
 
 from .config import SECTIONS, ConfigError
 from .data import Source, open_source
-from .plan import RunPlan, identity_changes, plain_config, plan_runs, ready, run_identity
+from .plan import RunPlan, check_models_fit, identity_changes, plain_config, plan_runs, ready, run_identity
 from .results import COMPLETE, DIVERGED, FAILED, Record, ResultsError, RunLock, blocking_file, check_apart, check_writable, \
     check_can_write, default_tensorboard, finished_status, leads_out, lock_is_held, read_record, warn_damaged
 from .steps import build_model
@@ -293,6 +293,7 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     planned = check_data(plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size), info,
                          listed=bool(dry_run))
     source = planned[0].source
+    check_models_fit(planned)
     check_init_from(planned, source.num_classes)
     if dry_run:
         print_plan(planned, info, dry_run == "json")

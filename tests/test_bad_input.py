@@ -66,7 +66,7 @@ CASES = {
     "a network deeper than any": (["run", "--step", "gelu", "--set", "scale.depth_mult=1e30"],
                                   "must stay within 1000 blocks and 65536 channels"),
     "a network whose training would not fit": (["run", "--step", "gelu", "--set", "scale.width_mult=60"],
-                                               "to train with AdamW, more than this machine's"),
+                                               "GiB to train here, more than this machine's"),
     "a bench batch no memory holds": (["bench", "--steps", "gelu", "--batch", str(10**12), "--no-reference"],
                                       "for a batch of 1000000000000, more than this machine's"),
     "more synthetic classes than images": (["run", "--step", "gelu", "--data", "synthetic", "--set",
