@@ -17,7 +17,7 @@ CIFAR10 := data/cifar10-jpg
 STUDY_SETS ?= cpu/fashion-mnist cpu/imagefolder-cifar10-jpg cpu64/fashion-mnist
 DEMO_DIR ?= demo
 
-.PHONY: test demo reference reverse study data clean gpu-check gpu-check-dry
+.PHONY: test demo reference reverse study sweep data clean gpu-check gpu-check-dry
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,23 +43,23 @@ demo: $(VENV)/.installed data
 	$(PY) runner.py plot --scale demo --results $(DEMO_DIR)/results --out $(DEMO_DIR)/report
 	$(PY) runner.py table --scale demo --results $(DEMO_DIR)/results --out $(DEMO_DIR)/report
 
-# The committed reference: the resnet50 roadmap at the cpu scale -> results/, report/, README's results.
+# The committed reference: the resnet50 roadmap at the cpu scale -> results/, report/, docs/results.md's results.
 # Two runs at a time (--jobs 2), one thread each: on two cores that is ~1.5x the images/s of one
 # two-thread run. Runs resume, so this can be stopped and started again; REF_SEEDS="5 6" adds seeds.
 reference: $(VENV)/.installed data
 	$(PY) runner.py run --all --scale cpu --seed $(REF_SEEDS) --jobs 2 --no-progress
 	$(PY) runner.py plot --scale cpu --data fashion-mnist
-	$(PY) runner.py table --scale cpu --data fashion-mnist --readme
+	$(PY) runner.py table --scale cpu --data fashion-mnist --readme docs/results.md
 
-# Beyond the paper: each change taken away from ConvNeXt-T, at the cpu scale -> results/, report/, README.
+# Beyond the paper: each change taken away from ConvNeXt-T, at the cpu scale -> results/, report/, docs/reverse.md.
 reverse: $(VENV)/.installed data
 	$(PY) runner.py run --roadmap reverse --all --scale cpu --seed $(REVERSE_SEEDS) --jobs 2 --no-progress
 	$(PY) runner.py plot --roadmap reverse --scale cpu --data fashion-mnist
-	$(PY) runner.py table --roadmap reverse --scale cpu --data fashion-mnist --readme
+	$(PY) runner.py table --roadmap reverse --scale cpu --data fashion-mnist --readme docs/reverse.md
 
 # Which steps depend on resolution and dataset: the resnet50 roadmap on CIFAR-10 at the cpu scale (32 px)
 # and on Fashion-MNIST at 64 px (cpu64), seeds 0-2, two runs at a time; then the study of the sets side by
-# side -> report/, README's study block. Runs resume, so this can be stopped and started again.
+# side -> report/, the study's answer in README.md and the whole study in docs/results.md. Runs resume, so this can be stopped and started again.
 $(CIFAR10)/train:
 	mkdir -p $(CIFAR10) && tar -xzf $(CIFAR10_TAR) -C $(CIFAR10)
 
@@ -70,7 +70,14 @@ study: $(VENV)/.installed data $(CIFAR10)/train
 	$(PY) runner.py run --all --scale cpu64 --seed $(STUDY_SEEDS) --jobs 2 --no-progress
 	$(PY) runner.py table --scale cpu64 --data fashion-mnist --out report
 	$(PY) runner.py plot --scale cpu64 --data fashion-mnist --out report
-	$(PY) runner.py study $(STUDY_SETS) --readme
+	$(PY) runner.py study $(STUDY_SETS) --readme README.md --readme docs/results.md
+
+# What closes ConvNeXt-T's gap at small scale: the cells of steps/sweeps/gap.yaml (budget, depth, width,
+# regularisation, CIFAR-10), two runs at a time, then its report -> report/sweep-gap.*, docs/sweeps.md, README.
+# Runs resume, so this can be stopped and started again; `runner.py sweep gap --dry-run --jobs 2` says what is left.
+sweep: $(VENV)/.installed data $(CIFAR10)/train
+	$(PY) runner.py sweep gap --jobs 2 --no-progress
+	$(PY) runner.py sweep-report gap --readme README.md --readme docs/sweeps.md
 
 # Everything that needs a GPU, in one command of a few minutes (roadmap/gpucheck.py): bench eager and
 # compiled against timm, a short run of every step on CIFAR-10, 2 processes on one GPU (one failing).

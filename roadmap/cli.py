@@ -1,4 +1,4 @@
-"""The command line: list / run / table / plot / bench / export / predict / evaluate. Parses, then calls the package.
+"""The command line: list / run / sweep / table / plot / study / bench / export / predict / evaluate. Parses, then calls the package.
 
 User mistakes (errors.UserError: ConfigError, DataError, ResultsError) end as one line on stderr and exit code 2; Ctrl-C ends
 with 130, imports included: this module imports only the standard library at the top, the package
@@ -36,8 +36,8 @@ def cmd_list(args) -> None:
                                     for r in rows])
     print(table, end="")
     if args.readme:
-        block = (f"`python runner.py list --roadmap {args.roadmap} --readme` wrote this table: params and GFLOPs "
-                 "(MACs of convs and linear layers) at 224 px and 1000 classes.\n\n" + table)
+        block = (f"`python runner.py list --roadmap {args.roadmap} --readme` (this file) wrote this table: params and "
+                 "GFLOPs (MACs of convs and linear layers) at 224 px and 1000 classes.\n\n" + table)
         replace_between_markers(Path(args.readme), *markers, block)
 
 
@@ -80,6 +80,30 @@ def cmd_run(args) -> int:
     return 1 if counts.get(FAILED) else 0  # diverged runs are results; crashed ones are not
 
 
+def cmd_sweep(args) -> int:
+    from .config import ConfigError
+    from .results import FAILED
+    from .sweep import dry_run, load_sweep, train_sweep
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be 1 or more, not {args.jobs}")
+    sweep = load_sweep(args.name)
+    if args.dry_run:
+        print(dry_run(sweep, Path(args.results), args.cell, args.jobs), end="")
+        return 0
+    counts = train_sweep(sweep, Path(args.results), args.cell, args.jobs, args.argv, not args.no_progress,
+                         worker=args.worker)
+    return 1 if counts.get(FAILED) else 0
+
+
+def cmd_sweep_report(args) -> None:
+    from .sweepreport import make_sweep_report
+
+    readmes = [Path(readme) for readme in args.readme]
+    for path in make_sweep_report(args.name, Path(args.results), Path(args.out), readmes, not args.no_plot):
+        print(path)
+
+
 def cmd_table(args) -> None:
     from .report import make_table
 
@@ -99,8 +123,8 @@ def cmd_plot(args) -> None:
 def cmd_study(args) -> None:
     from .study import make_study
 
-    readme = Path(args.readme) if args.readme else None
-    for path in make_study(args.roadmap, args.sets, Path(args.results), Path(args.out), readme, not args.no_plot):
+    readmes = [Path(readme) for readme in args.readme]
+    for path in make_study(args.roadmap, args.sets, Path(args.results), Path(args.out), readmes, not args.no_plot):
         print(path)
 
 
@@ -123,12 +147,14 @@ def kept_run(args, data: str | None) -> tuple[dict, Step, Path]:
 
 def cmd_export(args) -> None:
     from .config import load_step
-    from .weights import check_format, check_target, export
+    from .weights import check_format, check_not_named, check_target, export, export_files
 
     check_format(args.format, load_step(args.roadmap, args.step))   # a format the step cannot express: no record needed
     check_target(args.format, Path(args.to))
     record, step, weights = kept_run(args, args.data)
-    print(export(record, step, weights, Path(args.to), args.format, Path(args.results)))
+    for path in export_files(args.format, Path(args.to)):   # a Hugging Face folder's card too
+        check_not_named(path, Path(args.results), weights, "--to")
+    print(export(record, step, weights, Path(args.to), args.format))
 
 
 def cmd_predict(args) -> None:
@@ -150,7 +176,7 @@ def cmd_evaluate(args) -> None:
     record, _, weights = kept_run(args, args.trained_on)
     for path, option in ((args.csv, "--csv"), (args.plot, "--plot")):
         if path:
-            check_not_named([Path(path)], Path(args.results), weights, option)
+            check_not_named(Path(path), Path(args.results), weights, option)
     root = args.root or (record["config"]["data"].get("root") if args.data == record["data"] else None)
     result = evaluate(load_kept(record, weights), record, args.data, root, pick_device(args.device, Dist()),
                       eval_subset=args.eval_subset)
@@ -223,6 +249,7 @@ def add_run_choice(p: argparse.ArgumentParser, data_flag: str = "--data") -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .compute import DEFAULT_UTILIZATION
     from .config import ROADMAPS, STEPS_DIR, available_scales
     from .weights import FORMATS
 
@@ -232,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="every step in roadmap order with params and GFLOPs (224 px, 1000 classes)")
     p.add_argument("--roadmap", default="resnet50", help=f"a folder of steps/ ({', '.join(ROADMAPS)}, or your own)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
-                   help="also refresh this README's steps table")
+    p.add_argument("--readme", type=path_arg, metavar="PATH",
+                   help="also refresh the steps table between this file's markers (docs/steps.md)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="train one step, several, or the whole roadmap",
@@ -268,6 +295,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --dry-run: one JSON list")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("sweep", help="train a sweep's cells: steps/sweeps/NAME.yaml (factors and their levels)",
+                       description="Trains every cell of a sweep file (steps/sweeps/NAME.yaml: a base scale and data, "
+                                   "steps, seeds, factors with their levels as a grid or a list of cells) into "
+                                   "RESULTS/sweeps/NAME/CELL/; a cell equal to the base scale uses RESULTS itself. "
+                                   "Complete runs are skipped, interrupted ones resume.")
+    p.add_argument("name", metavar="NAME", help="a sweep file of steps/sweeps/, without .yaml")
+    p.add_argument("--cell", type=int, nargs="+", metavar="K",
+                   help="only these cells, by the index --dry-run shows (a Slurm array task: $SLURM_ARRAY_TASK_ID); "
+                        "a cell marked untrained trains when named")
+    p.add_argument("--results", default="results", type=path_arg, help="results folder (default results/)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="N runs at a time on the CPU, as run --jobs")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list every cell, its runs, what is done and plan's wall-time estimate; train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)   # workers.py: a process of --jobs
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("sweep-report", help="a sweep's table, CSV and figure: each cell's endpoints and their gap",
+                       description="Per cell, each step's top-1 and the gap between the roadmap's endpoints (ConvNeXt-T "
+                                   "minus the modern-recipe ResNet, paired over seeds); per factor, how the gap moves "
+                                   "between its levels with the others fixed (Welch's t); lines that say which "
+                                   "factors move it beyond noise; a figure. From the records alone.")
+    p.add_argument("name", metavar="NAME", help="a sweep file of steps/sweeps/, without .yaml")
+    p.add_argument("--results", default="results", type=path_arg, help="results folder (default results/)")
+    p.add_argument("--out", default="report", type=path_arg, help="output folder (default report/)")
+    p.add_argument("--no-plot", action="store_true", help="the table alone")
+    p.add_argument("--readme", action="append", default=[], type=path_arg, metavar="PATH",
+                   help="also refresh this file's sweep blocks (sweep-NAME: the whole report; sweep-NAME-answer: the "
+                        "figure and what it found); more than once for several files")
+    p.set_defaults(func=cmd_sweep_report)
+
     p = sub.add_parser("plan", help="what a roadmap costs: training FLOPs, images, time and device-hours per run",
                        description="Estimates every run of a roadmap at a scale on a device, from a committed "
                                    "bench record of that device (results/bench/) or its datasheet peak.")
@@ -284,17 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="on a CPU: N runs at a time, as run --jobs N trains them (default 1)")
     p.add_argument("--dtype", help="bf16 | fp16 | fp32 (default: bf16 on GPUs, fp32 on a CPU)")
-    p.add_argument("--utilization", type=float, default=0.4,
-                   help="share of the datasheet peak assumed when no bench record exists (default 0.4)")
+    p.add_argument("--utilization", type=float, default=DEFAULT_UTILIZATION,
+                   help=f"share of the datasheet peak assumed when no bench record exists (default {DEFAULT_UTILIZATION})")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("table", help="markdown + csv table of results, one row per step (--readme: README.md too)")
+    p = sub.add_parser("table", help="markdown + csv table of results, one row per step (--readme PATH: that file too)")
     add_report_arguments(p)
-    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
-                   help="also refresh this README's results section (default README.md); without it no README is touched")
+    p.add_argument("--readme", type=path_arg, metavar="PATH",
+                   help="also refresh the results block between this file's markers (docs/results.md, docs/reverse.md); "
+                        "without it no such file is touched")
     p.add_argument("--no-figure", action="store_true",
-                   help="with --readme: leave the figure out of README (by default it links the one 'plot' wrote to --out)")
+                   help="with --readme: leave the figure out of the block (by default it links the one 'plot' wrote "
+                        "to --out)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("plot", help="figure of the step-by-step gains (png + svg)")
@@ -312,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", type=path_arg, help="results folder of sets without @ (default results/)")
     p.add_argument("--out", default="report", type=path_arg, help="output folder (default report/)")
     p.add_argument("--no-plot", action="store_true", help="the table alone")
-    p.add_argument("--readme", nargs="?", const="README.md", type=path_arg,
-                   help="also refresh this README's study block (default README.md)")
+    p.add_argument("--readme", action="append", default=[], type=path_arg, metavar="PATH",
+                   help="also refresh the study blocks between this file's markers (the whole study: docs/results.md; "
+                        "its answer alone: README.md); may be given more than once")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("check-rerun", help="do runs trained again land within the committed seeds' spread?",
@@ -410,7 +471,7 @@ def run_cli(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)   # run --jobs starts its workers with these
-    if args.command == "run":
+    if args.command in ("run", "sweep"):
         stop_on_sigterm()
     try:
         return args.func(args) or 0

@@ -11,6 +11,7 @@ last one ends.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import re
@@ -23,7 +24,7 @@ import torch
 from .bench import PEAK_FLOPS, TRAIN_FLOPS_PER_FORWARD_MAC, check_dtype
 from .config import ConfigError
 from .data import IMAGE_EXTENSIONS
-from .model import count_gflops
+from .model import ModelConfig, count_gflops
 from .plan import RunPlan
 from .results import REPO_ROOT
 from .markdown import markdown_table
@@ -35,6 +36,7 @@ BENCH_DIR = REPO_ROOT / "results" / "bench"
 DATA_SIZES = {"fashion-mnist": (60_000, 10_000, 10), "cifar10": (50_000, 10_000, 10),
               "cifar100": (50_000, 10_000, 100)}
 IMAGENET_1K = (1_281_167, 50_000, 1000)
+DEFAULT_UTILIZATION = 0.4   # share of a datasheet peak assumed where no bench record of the device exists
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,22 @@ def data_sizes(plan: RunPlan) -> tuple[int, int, int, str]:
     return min(train, scale.train_subset or train), min(evals, scale.eval_subset or evals), classes, note
 
 
+_GMACS: dict[tuple, float] = {}
+
+
+def forward_gmacs(model: ModelConfig, classes: int, image_size: int) -> float:
+    """A network's forward MACs, counted on the meta device (shapes only: the counts are the CPU's, at no cost),
+    once per network however many seeds and sweep cells share it."""
+    key = (json.dumps(dataclasses.asdict(model)), classes, image_size)
+    if key not in _GMACS:
+        with torch.device("meta"):
+            _GMACS[key] = count_gflops(build_model(model, classes), image_size)
+    return _GMACS[key]
+
+
 def run_cost(plan: RunPlan, sizes: tuple[int, int, int, str]) -> dict:
     train, evals, classes, _ = sizes
-    with torch.device("meta"):   # shapes only, as steps.describe counts: a network of any size costs no memory
-        gmacs = count_gflops(build_model(plan.cfg.model, classes), plan.cfg.scale.image_size)
+    gmacs = forward_gmacs(plan.cfg.model, classes, plan.cfg.scale.image_size)
     epochs = plan.recipe.epochs
     train_images = train // plan.recipe.batch_size * plan.recipe.batch_size * epochs  # full updates only
     evaluations = len({e for e in range(1, epochs + 1) if e % plan.cfg.train.eval_every == 0 or e == epochs})
@@ -139,7 +153,7 @@ def device_speed(device: str, scale: str, image_size: int, dtype: str, utilizati
                       f"{', '.join(k for k, _ in PEAK_FLOPS)})")
 
 
-def _hours(seconds: float) -> str:
+def hours(seconds: float) -> str:
     return f"{seconds / 3600:,.2f} h" if seconds >= 3600 else f"{seconds / 60:,.1f} min"
 
 
@@ -174,9 +188,11 @@ def plan_costs(plans: list[RunPlan], device: str, devices: int, dtype: str, util
             "data_note": sizes[3], "runs": runs, "total": total}
 
 
-def handed_out_wall(seconds: list[float], jobs: int) -> float:
-    """When the last run ends if each goes, in order, to whichever of `jobs` processes is free first."""
-    free_at = [0.0] * min(jobs, len(seconds))   # as run --jobs, a process a run at most
+def handed_out_wall(seconds: list[float], jobs: int, busy: list[float] = ()) -> float:
+    """When the last run ends if each goes, in order, to whichever of `jobs` processes is free first; `busy`: how
+    long the runs some of them train now should still take."""
+    idle = min(jobs, len(busy) + len(seconds)) - len(busy)   # as run --jobs, a process a run at most (--jobs 10**12)
+    free_at = sorted([*busy, *[0.0] * idle])   # a sorted list is a heap
     for run_s in seconds:
         heapq.heappush(free_at, heapq.heappop(free_at) + run_s)
     return max(free_at, default=0.0)
@@ -184,15 +200,15 @@ def handed_out_wall(seconds: list[float], jobs: int) -> float:
 
 def render(costs: dict) -> str:
     rows = [[r["step"], r["seed"], f"{r['gmacs']:.3g}", f"{r['train_images']:,}", f"{r['flops'] / 1e15:,.3g}",
-             _hours(r["seconds"]), f"{r['device_hours']:,.2f}"] for r in costs["runs"]]
+             hours(r["seconds"]), f"{r['device_hours']:,.2f}"] for r in costs["runs"]]
     t = costs["total"]
-    rows.append(["total", "", "", f"{t['train_images']:,}", f"{t['flops'] / 1e15:,.3g}", _hours(t["seconds"]),
+    rows.append(["total", "", "", f"{t['train_images']:,}", f"{t['flops'] / 1e15:,.3g}", hours(t["seconds"]),
                  f"{t['device_hours']:,.2f}"])
     table = markdown_table(["step", "seed", "GMACs/image", "training images", "PFLOPs", "time",
                             "device-hours"], rows, align="lrrrrrr")
     if costs["jobs"] > 1:
         notes = [f"On {costs['device']}, {costs['jobs']} runs at a time (run --jobs {costs['jobs']}), "
-                 f"{costs['threads']} thread(s) each: {_hours(t['wall_seconds'])} of wall time."]
+                 f"{costs['threads']} thread(s) each: {hours(t['wall_seconds'])} of wall time."]
     else:
         notes = [f"On {costs['devices']} x {costs['device']}, runs one after another, ideal scaling across devices."]
     notes.append(f"Speed: {costs['source']}.")

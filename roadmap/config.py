@@ -94,9 +94,9 @@ class TrainConfig:
     device: Device = "auto"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"    # auto: bf16 on CUDA, off on the CPU
     channels_last: bool = True              # NHWC activations: on a CPU the depthwise steps train 1.7-2.4x faster,
-                                            # none slower (README, Speed); on CUDA, cuDNN's fast depthwise kernels
+                                            # none slower (docs/speed.md); on CUDA, cuDNN's fast depthwise kernels
     compile: bool = False
-    flush_denormal: bool = False            # on a CPU, denormal floats as zero (x86 FTZ/DAZ); off: README, Speed
+    flush_denormal: bool = False            # on a CPU, denormal floats as zero (x86 FTZ/DAZ); off: docs/speed.md
     deterministic: bool = False
     eval_every: int = bounded(1, low=1)
     init_from: str | None = None            # fine-tune: start from these weights (runner.py export, timm, torchvision)

@@ -133,10 +133,13 @@ def plot(df: pd.DataFrame, out_dir: Path, stem: str, context: dict, reverse: boo
 
 def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
     """<out_dir>/<stem>.png and .svg, without a date in the svg: the same figure gives the same bytes."""
+    import matplotlib.pyplot as plt
+
     paths = [Path(out_dir) / f"{stem}.png", Path(out_dir) / f"{stem}.svg"]
     for path in paths:
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=path.suffix[1:], dpi=120, metadata={"Date": None} if path.suffix == ".svg" else None)
+        with plt.rc_context({"svg.hashsalt": "roadmap"}):   # the svg's ids from a fixed salt, not a random one
+            fig.savefig(buffer, format=path.suffix[1:], dpi=120, metadata={"Date": None} if path.suffix == ".svg" else None)
         atomic_write_bytes(path, buffer.getvalue())
     return paths
 

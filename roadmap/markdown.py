@@ -217,7 +217,12 @@ def table_notes(df: pd.DataFrame, context: dict, reverse: bool) -> str:
     notes += [f"{row['id']} {row['failures']}" for row in df.to_dict("records") if row["failures"]]
     if context.get("unknown_steps"):
         notes.append("records of steps no longer in the roadmap, not shown: " + ", ".join(context["unknown_steps"]))
-    return "".join(f"- {note}\n" for note in notes)
+    return bullets(notes)
+
+
+def bullets(lines) -> str:
+    """A markdown list, a line each."""
+    return "".join(f"- {line}\n" for line in lines)
 
 
 def table_body(df: pd.DataFrame, context: dict, reverse: bool) -> str:

@@ -1,7 +1,10 @@
-"""Generated blocks of a README: the text between a pair of marker lines is replaced, the rest is never touched.
+"""Generated blocks of a README or a page of docs/: the text between a pair of marker lines is replaced, the rest
+is never touched.
 
-Each command that writes into README has markers of its own (`list --readme`: steps-<roadmap>; `table --readme`:
-results-<roadmap>; `study --readme`: study-<roadmap>), so one never overwrites another's block.
+Each command that writes into such a file (`--readme PATH`) has markers of its own (`list`: steps-<roadmap>; `table`:
+results-<roadmap>; `study`: study-<roadmap>, and study-<roadmap>-answer for the answer alone; `sweep-report`: sweep-<name>, and
+sweep-<name>-answer), so one never overwrites
+another's block; a block lives wherever its markers are.
 """
 from __future__ import annotations
 
@@ -21,21 +24,55 @@ def results_markers(roadmap: str) -> tuple[str, str]:
     return f"<!-- results-{roadmap}:begin -->", f"<!-- results-{roadmap}:end -->"
 
 
-def marked_text(readme: Path, begin_marker: str, end_marker: str) -> tuple[str, int, int]:
-    """README's text and where its markers are; a README that cannot take a generated block is a ConfigError."""
-    readme = Path(readme)
+def study_markers(roadmap: str, part: str = "") -> tuple[str, str]:
+    """The markers of `study --readme`'s block: the whole study, or one `part` of it ('answer')."""
+    name = f"study-{roadmap}" + (f"-{part}" if part else "")
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def sweep_markers(name: str, part: str = "") -> tuple[str, str]:
+    """The markers of `sweep-report --readme`'s block: the whole report, or one `part` of it ('answer')."""
+    block = f"sweep-{name}" + (f"-{part}" if part else "")
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+
+
+def read_text(readme: Path) -> str:
     try:
-        text = readme.read_bytes().decode()
+        return Path(readme).read_bytes().decode()
     except OSError as err:
         raise ConfigError(f"{readme} cannot be read ({err.strerror or type(err).__name__})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{readme} is not UTF-8 text") from None
+
+
+def marker_span(text: str, begin_marker: str, end_marker: str) -> tuple[int, int] | None:
+    """Where the markers are in `text`; None unless both are there, in that order."""
     begin, end = text.find(begin_marker), text.find(end_marker)
-    if begin < 0 or end < 0 or end < begin:
+    return None if begin < 0 or end < begin else (begin, end)
+
+
+def marked_text(readme: Path, begin_marker: str, end_marker: str) -> tuple[str, int, int]:
+    """README's text and where its markers are; a README that cannot take a generated block is a ConfigError."""
+    readme = Path(readme)
+    text = read_text(readme)
+    span = marker_span(text, begin_marker, end_marker)
+    if span is None:
         raise ConfigError(f"{readme} needs the markers '{begin_marker}' and then '{end_marker}' on their own lines "
                           "where the generated text goes; add them and rerun")
     check_writable(readme.parent, "--readme")   # it is replaced by a rename in its folder
-    return text, begin, end
+    return text, *span
+
+
+def held_markers(readme: Path, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The marker pairs among `pairs` that README holds; a ConfigError naming them all when it holds none."""
+    text = read_text(readme)
+    held = [pair for pair in pairs if marker_span(text, *pair)]
+    if not held:
+        wanted = " or ".join(f"'{begin}' and then '{end}'" for begin, end in pairs)
+        raise ConfigError(f"{readme} needs the markers {wanted} on their own lines where the generated text goes; "
+                          "add them and rerun")
+    check_writable(Path(readme).parent, "--readme")
+    return held
 
 
 def replace_between_markers(readme: Path, begin_marker: str, end_marker: str, block: str) -> bool:

@@ -12,18 +12,21 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch.distributed as dist
 import yaml
+from tqdm import tqdm
 
 from .config import SECTIONS, ConfigError
 from .data import Source, open_source
+from .eta import TotalEta, total_eta
 from .plan import RunPlan, check_models_fit, identity_changes, plain_config, plan_runs, ready, run_identity
 from .results import COMPLETE, DIVERGED, FAILED, Record, ResultsError, RunLock, blocking_file, check_apart, check_writable, \
     check_can_write, default_tensorboard, finished_status, leads_out, lock_is_held, read_record, warn_damaged
 from .steps import build_model
 from .runtime import Dist, git_commit, init_distributed
-from .train import train_run
+from .train import bars_shown, train_run
 from .weights import drop_checkpoint, fit_state, missing_weights
 from .workers import HELD, end_with_parent, hand_out, serve, worker_threads
 
@@ -130,22 +133,44 @@ def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: P
     """Train every planned run not yet finished; returns counts by outcome. A run another process holds comes
     last, waited for (run_one)."""
     counts = dict.fromkeys(OUTCOMES, 0)
-    queue = deque((i, False) for i in range(len(planned)))
-    while queue:
-        i, wait = queue.popleft()
+    unfinished = [i for i, run in enumerate(planned) if not finished_status(results, run.key)]
+    eta = total_eta(planned, unfinished, 1, info)
+    bar = tqdm(total=len(planned), desc="runs", position=0, disable=len(planned) < 2 or not bars_shown(progress, info),
+               bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}{postfix}")   # the ETA is eta.py's, not by count
+
+    def train(i: int, wait: bool) -> str:
         run, label = planned[i], run_label(planned, i)
         if skip_finished(run, label, results, checkpoints, weights, info):
-            counts["skipped"] += 1
-            continue
-        outcome = run_one(run, results, checkpoints, weights, info, progress, label, wait)
-        if outcome == HELD:
-            queue.append((i, True))
-            continue
+            return "skipped"
+        eta.start(i)
+        return run_one(run, results, checkpoints, weights, info, progress, label, wait)
+
+    for i, outcome in train_in_turn(range(len(planned)), train):
         counts[outcome] += 1
+        if outcome == "skipped":
+            eta.end(i, None)   # finished by another process since the count, if it was one of the runs left
+        else:
+            run_ended(eta, i, planned[i], results, info)
+            bar.set_postfix_str(eta.short() if eta.left() else "", refresh=False)
+        bar.update()
         if outcome == FAILED and info.world_size > 1:
             say(info, "the processes cannot train together after a failure; stopping (run the command again)")
             break
+    bar.close()
     return counts
+
+
+def train_in_turn(todo, train: Callable[[int, bool], str]) -> Iterator[tuple[int, str]]:
+    """(index, outcome) of each run of `todo` as `train(index, wait)` trains it, in turn; a run another process
+    holds (HELD) comes again after the others, to wait for then (run_one)."""
+    queue = deque((i, False) for i in todo)
+    while queue:
+        i, wait = queue.popleft()
+        outcome = train(i, wait)
+        if outcome == HELD:
+            queue.append((i, True))
+        else:
+            yield i, outcome
 
 
 def execute_in_workers(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
@@ -161,7 +186,9 @@ def execute_in_workers(planned: list[RunPlan], results: Path, checkpoints: Path,
     if todo:
         say(info, f"{len(todo)} run(s) to train in {min(jobs, len(todo))} processes of "
                   f"{worker_threads(jobs)} thread(s) each")
-    outcomes, stopped = hand_out(todo, argv, jobs)
+    eta = total_eta(planned, todo, jobs, info)
+    outcomes, stopped = hand_out(todo, argv, jobs, started=eta.start,
+                                 ended=lambda i: run_ended(eta, i, planned[i], results, info))
     for outcome, n in outcomes.items():
         counts[outcome] += n
     if stopped:
@@ -169,6 +196,14 @@ def execute_in_workers(planned: list[RunPlan], results: Path, checkpoints: Path,
         say(info, f"stopped: a worker process {how} (its message, if any, is above)")
         raise SystemExit(stopped if stopped > 0 else 1)
     return counts
+
+
+def run_ended(eta: TotalEta, i: int, run: RunPlan, results: Path, info: Dist) -> None:
+    """The total ETA learns a run's time from its record (a complete run's) and says what is left, if anything."""
+    record = read_record(run.key.record_path(results)) or {}
+    eta.end(i, record.get("wall_s") if record.get("status") == COMPLETE else None)
+    if eta.left():
+        say(info, eta.line())
 
 
 def run_label(planned: list[RunPlan], i: int) -> str:
@@ -275,8 +310,9 @@ def print_plan(planned: list[RunPlan], info: Dist, as_json: bool) -> None:
 
 
 def say(info: Dist, message: str) -> None:
-    if info.is_main:
-        print(message, file=sys.stderr, flush=True)
+    if info.is_main:   # through tqdm: above the progress bars of a terminal, intact
+        tqdm.write(message, file=sys.stderr)
+        sys.stderr.flush()
 
 
 def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: list[int],

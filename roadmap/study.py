@@ -23,8 +23,8 @@ from scipy import stats
 
 from .config import ConfigError, Step, load_roadmap
 from .figures import save_figure
-from .markdown import markdown_table, signed
-from .readme import marked_text, replace_between_markers
+from .markdown import bullets, markdown_table, signed
+from .readme import held_markers, replace_between_markers, study_markers
 from .results import COMPLETE, atomic_write_text, check_writable, data_slug
 from .table import CONFIDENCE, build_table, missing, paired_delta, reference_steps, select_records
 
@@ -213,11 +213,17 @@ def endpoint_line(result_set: ResultSet, steps: list[Step]) -> str | None:
 UNTESTED = "not tested yet (fewer than 2 seeds with the step and its reference)"
 
 
+# What the table's cells mean: the notes under it, before the study's answer.
+STUDY_LEGEND = (f"Δ: a step's mean top-1 minus its reference step's in that set, * beyond noise (paired t-test over "
+                f"the set's seeds, {CONFIDENCE:.0%} CI in brackets); paper Δ: ImageNet-1k at 224 px.",
+                f"Differences between sets: {WELCH_TEST}; * marks those.")
+
+
 def study_notes(df: pd.DataFrame, sets: list[ResultSet], pairs: list, steps: list[Step]) -> list[str]:
+    """The study's answer, a line each: what reproduces in each set, what depends on the factor two sets differ
+    in, and where ConvNeXt-T ends against the modern-recipe ResNet."""
     rows = compared_rows(df)
-    notes = [f"Δ: a step's mean top-1 minus its reference step's in that set, * beyond noise (paired t-test over "
-             f"the set's seeds, {CONFIDENCE:.0%} CI in brackets); paper Δ: ImageNet-1k at 224 px.",
-             f"Differences between sets: {WELCH_TEST}; * marks those."]
+    notes = []
     for k, result_set in enumerate(sets):
         tested = [r for r in rows if r[f"significant_{k}"] in (True, False) and not missing(r["paper_delta"])]
         agree = [r["id"] for r in tested if r[f"significant_{k}"] and _same_sign(r[f"delta_{k}"], r["paper_delta"])]
@@ -305,30 +311,39 @@ def plot_study(df: pd.DataFrame, sets: list[ResultSet], out_dir: Path, stem: str
 
 
 # ---------------------------------------------------------------------------- entry point
-def make_study(roadmap: str, set_texts: list[str], results_dir: Path, out_dir: Path, readme: Path | None = None,
+def readme_blocks(roadmap: str, title: str, body: str, answer: list[str], figure: Path | None,
+                  readme: Path) -> dict[tuple[str, str], str]:
+    """{markers: block} of a file --readme names: the whole study, and its answer alone (the figure and the
+    lines that say what it found, for a landing page); the figure linked from that file's folder."""
+    link = "" if figure is None else f"![study]({Path(os.path.relpath(figure, Path(readme).parent)).as_posix()})\n"
+    return {study_markers(roadmap): title + "\n\n" + body + (f"\n{link}" if link else ""),
+            study_markers(roadmap, "answer"): (f"{link}\n" if link else "") + bullets(answer)}
+
+
+def make_study(roadmap: str, set_texts: list[str], results_dir: Path, out_dir: Path, readmes: list[Path] = (),
                with_plot: bool = True) -> list[Path]:
-    """<out_dir>/study-<roadmap>-<sets>.md/.csv (and .png/.svg); README's study block with `readme`."""
+    """<out_dir>/study-<roadmap>-<sets>.md/.csv (and .png/.svg); in each of `readmes`, every study block it has
+    markers for (readme_blocks)."""
     if len(set_texts) < 2:
         raise ConfigError("a study needs two or more result sets (SCALE/DATA[@RESULTS] each)")
     steps = load_roadmap(roadmap)
     sets = distinct_labels([parse_set(text, roadmap, results_dir) for text in set_texts])
-    markers = (f"<!-- study-{roadmap}:begin -->", f"<!-- study-{roadmap}:end -->")
-    if readme is not None:
-        marked_text(readme, *markers)   # refused before anything is written
+    held = {readme: held_markers(readme, [study_markers(roadmap), study_markers(roadmap, "answer")])
+            for readme in readmes}   # refused before anything is written
     check_writable(out_dir, "--out")
     df, pairs = build_study(steps, sets)
     stem, title = study_stem(roadmap, sets), context_line(roadmap, sets)
-    body = study_markdown(df, sets, pairs) + "\n" + "".join(f"- {n}\n" for n in study_notes(df, sets, pairs, steps))
+    answer = study_notes(df, sets, pairs, steps)
+    body = study_markdown(df, sets, pairs) + "\n" + bullets([*STUDY_LEGEND, *answer])
     written = [Path(out_dir) / f"{stem}.md", Path(out_dir) / f"{stem}.csv"]
     atomic_write_text(written[0], title + "\n\n" + body)
     atomic_write_text(written[1], df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     if with_plot:
         written += plot_study(df, sets, out_dir, stem, title)
-    if readme is not None:
-        block = title + "\n\n" + body
-        if with_plot:
-            figure = os.path.relpath(Path(out_dir) / f"{stem}.png", Path(readme).parent)
-            block += f"\n![study]({Path(figure).as_posix()})\n"
-        if replace_between_markers(readme, *markers, block):
+    figure = Path(out_dir) / f"{stem}.png" if with_plot else None
+    for readme, markers in held.items():
+        blocks = readme_blocks(roadmap, title, body, answer, figure, readme)
+        changed = [replace_between_markers(readme, *pair, blocks[pair]) for pair in markers]
+        if any(changed):
             written.append(Path(readme))
     return written

@@ -72,7 +72,7 @@ class Run:
     def __init__(self, plan: RunPlan, info: Dist, progress: bool):
         cfg = plan.cfg
         self.cfg, self.step, self.info = cfg, plan.step, info
-        self.progress = progress and info.is_main and sys.stderr.isatty()
+        self.progress = bars_shown(progress, info)
         self.device, self.amp = plan.device, plan.amp
         self.recipe, self.micro, self.accum = plan.recipe, plan.micro, plan.accum
         self.updates_per_epoch, self.fingerprint = plan.updates_per_epoch, plan.fingerprint
@@ -295,6 +295,11 @@ def read_checkpoint(path: Path, device: torch.device, step_id: str) -> dict | No
 
 def warn_checkpoint(path: Path, why: str) -> None:
     print(f"warning: checkpoint {path} {why}", file=sys.stderr)
+
+
+def bars_shown(progress: bool, info: Dist) -> bool:
+    """Progress bars on a terminal, from rank 0; elsewhere (nohup, Slurm) a line per epoch instead."""
+    return progress and info.is_main and sys.stderr.isatty()
 
 
 # ---------------------------------------------------------------------------- records

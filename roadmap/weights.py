@@ -29,10 +29,12 @@ from torch import nn
 
 from .config import SECTIONS, ConfigError, ModelConfig, Step, set_fields
 from .fields import coerce, field_types
-from .huggingface import HF_CONFIG, HF_PREPROCESSOR, HF_STEM, HF_WEIGHTS, convnext_problems, huggingface_folder
+from .huggingface import HF_CARD, HF_CONFIG, HF_FILES, HF_PREPROCESSOR, HF_STEM, HF_WEIGHTS, convnext_problems, \
+    huggingface_folder, model_card
 from .model import RoadmapNet
 from .names import HUGGINGFACE_CONVNEXT, TIMM_CONVNEXT, TORCHVISION_RESNET, upgrade
-from .results import COMPLETE, Record, ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, write_output
+from .results import COMPLETE, Record, ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, \
+    text_bytes, write_output
 from .steps import build_model
 
 FORMATS = ("native", "timm", "torchvision", "huggingface")
@@ -340,6 +342,11 @@ def check_convnext(model: ModelConfig, what: str) -> None:
                           f"use --format native")
 
 
+def export_files(fmt: str, to: Path) -> list[Path]:
+    """Every file an export to `to` writes: that file, or each file of a Hugging Face folder."""
+    return [Path(to) / name for name in HF_FILES] if fmt == "huggingface" else [Path(to)]
+
+
 def check_target(fmt: str, to: Path) -> None:
     """Where an export goes: a native export is a .safetensors file, a Hugging Face export a folder."""
     to = Path(to)
@@ -361,38 +368,35 @@ def check_exportable(kind: str, step: Step, model: ModelConfig) -> None:
                               f"{getattr(step.model, key)!r}), which {step.equals} cannot express; use --format native")
 
 
-def export(record: dict, step: Step, root: Path, to: Path, fmt: str, results: Path) -> Path:
-    """Write a run's kept weights to `to` in `fmt`; nothing is written when the format does not fit, or when any
-    file it would write is one a record under `results` names (check_not_named)."""
-    to = Path(to)
-    files = export_files(record, step, root, to, fmt)
-    check_not_named(list(files), results, root, "--to")
-    for path, data in files.items():
-        write_output(path, data, "--to")
-    return to
-
-
-def export_files(record: dict, step: Step, root: Path, to: Path, fmt: str) -> dict[Path, bytes]:
-    """{path: contents} of every file an export of a run's kept weights to `to` in `fmt` writes."""
-    model = model_config(record)
+def export(record: dict, step: Step, root: Path, to: Path, fmt: str) -> Path:
+    """Write a run's kept weights to `to` in `fmt`; nothing is written when the format does not fit."""
+    to, model = Path(to), model_config(record)
     check_target(fmt, to)
     if fmt != "native":
         check_exportable(fmt, step, model)
     state = load_kept(record, root).state_dict()
     if fmt == "huggingface":
         tensors, config, preprocessor = huggingface_folder(record, model, state)
-        return {to / HF_WEIGHTS: safetensors_bytes(tensors), to / HF_CONFIG: json_bytes(config),
-                to / HF_PREPROCESSOR: json_bytes(preprocessor)}
+        for name, data in ((HF_WEIGHTS, safetensors_bytes(tensors)), (HF_CONFIG, json_bytes(config)),
+                           (HF_PREPROCESSOR, json_bytes(preprocessor)), (HF_CARD, text_bytes(model_card(record)))):
+            write_export(to / name, data)
+        return to
     if fmt == "native":
-        return {to: safetensors_bytes(state, {**NATIVE, "config": json.dumps(record["config"]),
-                                              "classes": json.dumps(record["classes"])})}
+        write_export(to, safetensors_bytes(state, {**NATIVE, "config": json.dumps(record["config"]),
+                                                   "classes": json.dumps(record["classes"])}))
+        return to
     names = library_names(fmt, model, state)
     theirs = {names[name]: tensor for name, tensor in state.items()}
-    return {to: safetensors_bytes(theirs) if to.suffix == SAFETENSORS else torch_bytes(plain(theirs))}
+    write_export(to, safetensors_bytes(theirs) if to.suffix == SAFETENSORS else torch_bytes(plain(theirs)))
+    return to
 
 
 def json_bytes(blob: dict) -> bytes:
     return (json.dumps(blob, indent=2) + "\n").encode()
+
+
+def write_export(path: Path, data: bytes) -> None:
+    write_output(path, data, "--to")
 
 
 # ---------------------------------------------------------------------------- fine-tuning
@@ -454,15 +458,13 @@ def named_files(results: Path, weights: Path) -> list[tuple[Path, str]]:
     return named
 
 
-def check_not_named(paths: list[Path], results: Path, weights: Path, option: str) -> None:
-    """Refuse to write any of `paths` (given by `option`) that is a file a record names: writing would destroy the
+def check_not_named(path: Path, results: Path, weights: Path, option: str) -> None:
+    """Refuse to write `path` (given by `option`) when it is a file a record names: writing would destroy the
     evidence of a run (a kept weights file that no longer matches its sha256 can never be used again)."""
-    named = named_files(results, weights)
-    for path in paths:
-        for file, what in named:
-            if same_file(Path(path), file):
-                raise ResultsError(f"{option} {path} is {what}: the runner never overwrites a file a record names; "
-                                   f"pick another path")
+    for named, what in named_files(results, weights):
+        if same_file(Path(path), named):
+            raise ResultsError(f"{option} {path} is {what}: the runner never overwrites a file a record names; "
+                               f"pick another path")
 
 
 def same_file(a: Path, b: Path) -> bool:

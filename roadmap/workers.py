@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 import torch
 
@@ -76,30 +77,33 @@ def watch_parent(parent: int, every_s: float = 0.5) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def hand_out(todo: list[int], argv: list[str], jobs: int) -> tuple[dict, int]:
+def hand_out(todo: list[int], argv: list[str], jobs: int, started: Callable[[int], None] = lambda i: None,
+             ended: Callable[[int], None] = lambda i: None) -> tuple[dict, int]:
     """Train the runs at these plan indices in `jobs` workers; returns the outcome counts and the exit
-    code of the first worker that stopped without answering (0 when none did).
+    code of the first worker that stopped without answering (0 when none did). `started` and `ended` hear of
+    each run as it goes out and as its answer comes back (eta.py's total ETA).
 
     A worker that stops early (a user mistake it met, a crash) gets no more runs and neither do the
     others: the command stops once their runs in progress end, as one process would have stopped.
     Ctrl-C or SIGTERM here reaches every worker; each unwinds (locks released, checkpoints kept)."""
-    queue, counts, failure = deque(todo), {}, 0
+    queue, counts, failure = deque((i, False) for i in todo), {}, 0   # (index, wait for another process's lock)
     workers = [start_worker(argv, worker_threads(jobs)) for _ in range(min(jobs, len(queue)))]
     selector = selectors.DefaultSelector()
     try:
         for worker in workers:
             selector.register(worker.stdout, selectors.EVENT_READ, worker)
-            give_next(worker, queue)
+            give_next(worker, queue, started)
         while selector.get_map():
             for key, _ in selector.select():
                 worker, answer = key.data, key.fileobj.readline()
                 if answer:
-                    index, outcome = answer.split()
-                    if outcome == HELD:
-                        queue.append(f"{index} {WAIT}")
+                    index, outcome = answer.split()[:2]
+                    if outcome == HELD:   # another process trains it: handed out again after the rest, to wait for
+                        queue.append((int(index), True))
                     else:
                         counts[outcome] = counts.get(outcome, 0) + 1
-                    give_next(worker, queue)
+                        ended(int(index))
+                    give_next(worker, queue, started)
                     continue
                 selector.unregister(key.fileobj)   # it ended: done, or stopped without answering
                 if worker.wait() != 0 and not failure:
@@ -117,13 +121,15 @@ def hand_out(todo: list[int], argv: list[str], jobs: int) -> tuple[dict, int]:
         selector.close()
 
 
-def give_next(worker: subprocess.Popen, queue: deque) -> None:
+def give_next(worker: subprocess.Popen, queue: deque, started: Callable[[int], None]) -> None:
     """The next run for this worker; when none are left, end of input ends the worker."""
     if worker.stdin.closed:
         return
     if queue:
-        worker.stdin.write(f"{queue.popleft()}\n")
+        index, wait = queue.popleft()
+        worker.stdin.write(f"{index} {WAIT}\n" if wait else f"{index}\n")
         worker.stdin.flush()
+        started(index)
     else:
         worker.stdin.close()
 

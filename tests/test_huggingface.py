@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from roadmap import cli
 from roadmap.config import DataConfig, ScaleConfig
 from roadmap.data import build_data, read_eval_images
+from roadmap.huggingface import HF_FILES
 from roadmap.predict import evaluate
 from roadmap.results import load_records
 from roadmap.weights import load_kept
@@ -62,8 +64,8 @@ def eval_images(folder: Path, record: dict) -> torch.Tensor:
 
 def test_transformers_loads_the_export_strictly_and_computes_the_runs_logits(run, exported):
     root, folder, record = run
-    assert sorted(p.name for p in exported.iterdir()) == ["config.json", "model.safetensors",
-                                                          "preprocessor_config.json"]
+    assert sorted(p.name for p in exported.iterdir()) == sorted(HF_FILES) == [
+        "README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
     theirs = load_strictly(exported)
     config = json.loads((exported / "config.json").read_text())
     assert config["layer_norm_eps"] == 1e-6 and config["patch_size"] == 4 and config["drop_path_rate"] == 0
@@ -98,7 +100,44 @@ def test_the_image_processor_sees_an_image_as_the_runs_evaluation_did(run, expor
     assert abs(their_top1 - ours["top1"]) <= 100 * 2 / len(files), (their_top1, ours["top1"])
 
 
-def test_fine_tuning_starts_from_a_hugging_face_convnext_file(run, exported, tmp_path, capsys):
+def test_the_model_card_says_what_the_record_says(run, exported):
+    """README.md: the Hub's YAML header (library, task, dataset, the record's top-1 as a metric), then the step,
+    the paper, the size, the recipe and scale as resolved, the command, the commit, the classes, how to load it."""
+    _, _, record = run
+    text = (exported / "README.md").read_text()
+    assert text.startswith("---\n")
+    header = yaml.safe_load(text.split("---\n")[1])
+    assert header["library_name"] == "transformers" and header["pipeline_tag"] == "image-classification"
+    assert header["datasets"] == [record["data"]] and STEP in header["tags"]
+    (result,) = header["model-index"][0]["results"]
+    top1 = next(m["value"] for m in result["metrics"] if m["name"].startswith("top-1"))
+    assert top1 == record["top1"] and result["dataset"]["name"] == record["data"]
+    body = text.split("---\n", 2)[2]
+    resolved = yaml.safe_load(body.split("```yaml\n")[1].split("```")[0])
+    assert resolved == {"model": record["config"]["model"], "recipe": record["recipe"],
+                        "scale": record["config"]["scale"]}
+    for fact in (f"step `{STEP}` of roadmap `resnet50`", record["title"], "arXiv:2201.03545",
+                 f"| parameters | {record['params']:,} |", f"GFLOPs at {record['image_size']} px",
+                 f"python {record['command']}", f"`{record['git_commit']}`", "0. cat\n1. dog\n2. fox",
+                 "ConvNextForImageClassification.from_pretrained"):
+        assert fact in body, fact
+
+
+def test_an_export_never_replaces_a_file_a_record_names_inside_its_folder(run, exported, tmp_path, capsys):
+    """A run fine-tuned from the folder's model.safetensors names that file: exporting it into the same folder
+    is refused, every file of the folder (its card too) left as it was."""
+    _, folder, _ = run
+    assert cli.main(["run", "--step", STEP, "--data", f"imagefolder:{folder}", "--results", str(tmp_path / "results"),
+                     "--checkpoints", str(tmp_path / "ckpt"), *RUN,
+                     "--set", f"train.init_from={exported / 'model.safetensors'}"]) == 0
+    before = {p.name: p.read_bytes() for p in exported.iterdir()}
+    capsys.readouterr()
+    assert export(tmp_path, STEP, exported) == 2
+    assert "model.safetensors is the weights" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in exported.iterdir()} == before
+
+
+def test_fine_tuning_starts_from_a_hugging_face_convnext_file(run, exported, tmp_path):
     root, folder, record = run
     start = load_kept(record, root / "results" / "weights").state_dict()
     assert cli.main(["run", "--step", STEP, "--data", f"imagefolder:{folder}", "--results", str(tmp_path / "results"),
@@ -109,12 +148,6 @@ def test_fine_tuning_starts_from_a_hugging_face_convnext_file(run, exported, tmp
     after = load_kept(tuned, tmp_path / "results" / "weights").state_dict()
     for name in ("stem.0.weight", "stages.3.blocks.0.pwconv1.weight", "head_norm.weight", "fc.weight"):
         torch.testing.assert_close(after[name], start[name], atol=1e-6, rtol=0)
-    # Its record names the file it started from: an export into that folder would replace it, and is refused.
-    files = {path: path.read_bytes() for path in exported.iterdir()}
-    capsys.readouterr()
-    assert export(tmp_path, STEP, exported) == 2
-    assert f"{exported / 'model.safetensors'} is the weights {STEP} seed 0 was fine-tuned from" in one_error_line(capsys)
-    assert {path: path.read_bytes() for path in exported.iterdir()} == files
 
 
 @pytest.mark.parametrize("roadmap,step,scale", [

@@ -1,4 +1,5 @@
-"""The README's commands run as written; a step of one's own works end to end (list, run, table)."""
+"""The commands of README.md and docs/ run as written, their links resolve, and their generated blocks are what
+the commands that own them write; a step of one's own works end to end (list, run, table)."""
 import json
 import os
 import re
@@ -14,13 +15,30 @@ from conftest import runner, tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]   # the landing page and one page a topic
+TEXTS = {page: page.read_text() for page in PAGES}
 
 
 def readme_commands(prefix: str) -> list[list[str]]:
-    """`python runner.py ...` lines of the README's shell blocks, comments stripped."""
-    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    """`python runner.py ...` lines of the shell blocks of README.md and docs/, comments stripped, each once."""
+    blocks = [block for text in TEXTS.values() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
     lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
-    return [shlex.split(line)[2:] for line in lines if line.startswith(prefix)]
+    return [shlex.split(line)[2:] for line in dict.fromkeys(lines) if line.startswith(prefix)]
+
+
+def home_of(marker: str) -> Path:
+    """The one page of README.md and docs/ that holds this generated block."""
+    (page,) = [page for page, text in TEXTS.items() if f"<!-- {marker}:begin -->" in text]
+    return page
+
+
+def copy_pages(tmp_path: Path, pages: list[Path]) -> dict[Path, Path]:
+    """{page: its copy}, at the same place under tmp_path, so a figure is linked from the same relative path."""
+    copies = {page: tmp_path / page.relative_to(ROOT) for page in pages}
+    for page, copy in copies.items():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(page, copy)
+    return copies
 
 
 RUN_COMMANDS = [c for c in readme_commands("python runner.py run") if not any(
@@ -64,7 +82,7 @@ def test_a_step_of_ones_own_end_to_end(tmp_path):
     assert "| kernel9_convnext | ConvNeXt-T with 9x9 kernels (branch) |" in md
 
 
-OWN_IMAGES = re.search(r"### Train a classifier on your own images\n(.*?)\n### ", README, flags=re.S)[1]
+OWN_IMAGES = (ROOT / "docs" / "own-images.md").read_text()
 QUICK = ["--set", "scale.epochs=1", "--set", "scale.batch_size=8", "--set", "scale.micro_batch=8", "--no-progress"]
 
 
@@ -95,16 +113,16 @@ def test_the_own_images_walkthrough_runs_as_written(tmp_path, photos):
 
 
 def test_table_and_plot_write_only_where_told(tmp_path):
-    """Commands that read do not touch the tree: table without --readme leaves README alone."""
+    """Commands that read do not touch the tree: table without --readme leaves README and docs/ alone."""
     results = ROOT / "results"
     if not any(results.glob("resnet50/cpu/*/*/seed*.json")):
         pytest.skip("no committed cpu-scale results")
-    before = (ROOT / "README.md").read_bytes()
+    before = {page: page.read_bytes() for page in PAGES}
     for command in ("table", "plot"):
         proc = runner(command, "--scale", "cpu", "--data", "fashion-mnist", "--results", str(results),
                       "--out", str(tmp_path / command))
         assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (ROOT / "README.md").read_bytes() == before
+    assert {page: page.read_bytes() for page in PAGES} == before
     assert sorted(p.name for p in (tmp_path / "plot").iterdir()) == [
         "resnet50-cpu-fashion-mnist-cost.png", "resnet50-cpu-fashion-mnist-cost.svg",
         "resnet50-cpu-fashion-mnist.png", "resnet50-cpu-fashion-mnist.svg"]
@@ -129,14 +147,15 @@ def uncommitted_records() -> list[str]:
 
 @pytest.mark.parametrize("roadmap", ["resnet50", "reverse"])
 def test_committed_tables_and_readme_regenerate_from_the_committed_records(roadmap, tmp_path):
-    """The headline results are what the records say: table and README block, byte for byte."""
+    """The headline results are what the records say: table and the block of the page it lives in (docs/results.md,
+    docs/reverse.md), byte for byte."""
     stem = f"{roadmap}-cpu-fashion-mnist"
     if not (ROOT / "report" / f"{stem}.md").exists():
         pytest.skip(f"no committed {roadmap} cpu-scale table")
     if uncommitted_records():
         pytest.skip("results/ holds records not committed yet: the committed tables cannot be compared")
-    readme = tmp_path / "README.md"
-    shutil.copy(ROOT / "README.md", readme)
+    page = home_of(f"results-{roadmap}")
+    readme = copy_pages(tmp_path, [page])[page]
     out = tmp_path / "report"
     for command in (["plot"], ["table", "--readme", str(readme)]):   # the figure first: the README links it
         proc = runner(*command, "--roadmap", roadmap, "--scale", "cpu", "--data", "fashion-mnist",
@@ -145,29 +164,30 @@ def test_committed_tables_and_readme_regenerate_from_the_committed_records(roadm
     for suffix in (".md", ".csv"):
         assert (out / f"{stem}{suffix}").read_text() == (ROOT / "report" / f"{stem}{suffix}").read_text(), \
             f"report/{stem}{suffix} is not what the records give: run make reference / make reverse"
-    assert readme.read_text() == (ROOT / "README.md").read_text(), "the README's results are not what the records give"
+    assert readme.read_text() == TEXTS[page], f"{page.name}'s results are not what the records give"
 
 
 def test_the_committed_study_regenerates_from_the_committed_records(tmp_path):
-    """The study block of the README and its files under report/ are what the records say, byte for byte."""
+    """The study's blocks (its answer in README.md, the whole study in docs/) and its files under report/ are what
+    the records say, byte for byte, written by the Makefile's command."""
     studies = sorted((ROOT / "report").glob("study-resnet50-*.md"))
     if not studies:
         pytest.skip("no committed study")
     if uncommitted_records():
         pytest.skip("results/ holds records not committed yet: the committed study cannot be compared")
     sets = make_variable("STUDY_SETS")
-    readme = tmp_path / "README.md"
-    shutil.copy(ROOT / "README.md", readme)
+    pages = [home_of("study-resnet50-answer"), home_of("study-resnet50")]
+    copies = copy_pages(tmp_path, pages)
     out = tmp_path / "report"
-    proc = runner("study", *sets, "--results", str(ROOT / "results"), "--out", str(out), "--readme", str(readme))
+    targets = [arg for copy in copies.values() for arg in ("--readme", str(copy))]
+    proc = runner("study", *sets, "--results", str(ROOT / "results"), "--out", str(out), *targets)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for path in sorted(out.iterdir()):
         if path.suffix in (".md", ".csv", ".svg"):
             assert path.read_bytes() == (ROOT / "report" / path.name).read_bytes(), \
                 f"report/{path.name} is not what the records give: run make study"
-    study_block = readme.read_text().split("<!-- study-resnet50:begin -->")[1].split("<!-- study-resnet50:end -->")[0]
-    committed = (ROOT / "README.md").read_text().split("<!-- study-resnet50:begin -->")[1]
-    assert study_block.replace(str(out), "report") == committed.split("<!-- study-resnet50:end -->")[0]
+    for page, copy in copies.items():
+        assert copy.read_text() == TEXTS[page], f"{page.name}'s study is not what the records give: run make study"
 
 
 def test_every_committed_records_command_runs_as_written(capsys):
@@ -196,12 +216,61 @@ def make_variable(name: str) -> list[str]:
     return line.split("?=", 1)[1].split()
 
 
-@pytest.mark.parametrize("roadmap", re.findall(r"<!-- steps-(\w+):begin -->", README))
+@pytest.mark.parametrize("roadmap", re.findall(r"<!-- steps-(\w+):begin -->", "".join(TEXTS.values())))
 def test_the_readmes_steps_tables_are_what_list_writes(roadmap, tmp_path, capsys):
-    """Every steps table in the README is `list --roadmap R --readme` of today's step files, byte for byte."""
+    """Every steps table in README.md and docs/ is `list --roadmap R --readme PAGE` of today's step files, byte for
+    byte."""
     from conftest import main
-    copy = tmp_path / "README.md"
-    copy.write_text(README)
+    page = home_of(f"steps-{roadmap}")
+    copy = copy_pages(tmp_path, [page])[page]
     code, err = main(capsys, "list", "--roadmap", roadmap, "--readme", copy)
     assert code == 0, err
-    assert copy.read_text() == README
+    assert copy.read_text() == TEXTS[page]
+
+
+def test_the_makefile_refreshes_each_block_where_it_lives():
+    """Each `--readme PAGE` of the Makefile names a page that holds the markers of what that command writes."""
+    writes = {"table": "results-{roadmap}", "study": "study-{roadmap}"}
+    commands = [line.split() for line in (ROOT / "Makefile").read_text().splitlines() if "--readme" in line]
+    assert len(commands) >= 3
+    for words in commands:
+        command = words[words.index("runner.py") + 1]
+        roadmap = words[words.index("--roadmap") + 1] if "--roadmap" in words else "resnet50"
+        pages = [words[i + 1] for i, word in enumerate(words) if word == "--readme"]
+        for page in pages:
+            assert f"<!-- {writes[command].format(roadmap=roadmap)}" in (ROOT / page).read_text(), (words, page)
+
+
+# Markdown links and images, [text](target) or ![alt](target), outside code blocks and code spans.
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as '-'."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", text, flags=re.S), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(ROOT)) for page in PAGES])
+def test_every_relative_link_resolves(page):
+    """A link or image of README.md or docs/ to a file of the repository names one that is there, and a #part of a
+    page names one of its headings."""
+    prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", TEXTS[page], flags=re.S))
+    targets = [t for t in LINK.findall(prose) if not re.match(r"[a-z]+:", t)]   # http:, mailto: are not files
+    assert page.name != "README.md" or len(targets) >= 10, "the landing page links its docs"
+    for target in targets:
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        assert linked.exists(), f"{page.relative_to(ROOT)} links {target}, which is not there"
+        if anchor:
+            assert anchor in heading_anchors(linked.read_text()), \
+                f"{page.relative_to(ROOT)} links {target}: no such heading"
+
+
+def test_the_readme_is_a_landing_page():
+    """What it is, what it found (the study's figure near the top), how to set it up and see it work: short."""
+    lines = README.splitlines()
+    figure = next(n for n, line in enumerate(lines, 1) if line.startswith("![study](report/"))
+    assert len(lines) <= 150 and figure <= 40, (len(lines), figure)
+    assert "make test" in README and "make demo" in README
+    assert "<!-- sweep-gap:begin -->" in README and "<!-- sweep-gap:end -->" in README   # the sweep's answer goes there

@@ -376,3 +376,42 @@ def test_a_record_is_its_dataclass_checked_as_configs_are(tmp_path):
     assert "record.top1 must be float" in record_problem({**failed.to_json(), "top1": "50"}, path)  # JSON: no text numbers
     assert "record.status must be one of" in record_problem({**failed.to_json(), "status": "done"}, path)
     assert record_problem({**failed.to_json(), "a_later_key": 1}, path) is None   # a later runner's field is no damage
+
+
+def test_the_total_eta_corrects_plans_estimate_by_the_ratio_measured_and_counts_runs_in_progress():
+    from roadmap.eta import TotalEta
+    now = [0.0]
+    eta = TotalEta({3: 100.0, 4: 200.0, 5: 300.0}, jobs=2, clock=lambda: now[0])
+    assert eta.left() == [3, 4, 5] and eta.rest_s() == 400.0   # 3 then 5 in one process, 4 in the other
+    eta.start(3), eta.start(4)
+    now[0] = 150.0
+    eta.end(3, 150.0)   # took 1.5x its plan: so should the rest; run 4 has 1.5 x 200 - 150 s to go
+    assert eta.ratio == 1.5 and eta.rest_s() == 450.0
+    assert eta.line() == "2 run(s) left, about 7.5 min (plan's estimate x1.50, the ratio measured on 1 complete run(s))"
+    eta.start(5)
+    now[0] = 200.0
+    eta.end(4, None)   # failed: counts as ended, teaches nothing about speed
+    assert eta.ratio == 1.5 and eta.left() == [5] and eta.rest_s() == 1.5 * 300 - 50
+    assert eta.short() == "1 run(s) left, about 6.7 min"
+
+
+def eta_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if " run(s) left, about " in line]
+
+
+def test_several_runs_say_as_each_ends_how_many_are_left_and_the_time_the_rest_should_take(tmp_path, capsys):
+    assert run_cli(tmp_path, "--step", "resnet50", "gelu", "layernorm", "--data", "synthetic") == 0
+    lines = eta_lines(capsys.readouterr().err)
+    assert [line.split()[0] for line in lines] == ["2", "1"], lines
+    assert all("(plan's estimate x" in line and "measured on" in line for line in lines), lines
+    assert run_cli(tmp_path, "--step", "resnet50", "gelu", "layernorm", "kernel5", "--data", "synthetic") == 0
+    assert eta_lines(capsys.readouterr().err) == []   # one run to train, before three done: its own ETA says it
+
+
+def test_runs_in_jobs_say_it_too(tmp_path):
+    from conftest import runner_argv
+    proc = subprocess.run(runner_argv("run", "--results", tmp_path / "results", "--checkpoints", tmp_path / "ckpt",
+                                      *TINY, "--step", "resnet50", "gelu", "layernorm", "--jobs", "2"),
+                          env={**os.environ, "OMP_NUM_THREADS": "2"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line.split()[0] for line in eta_lines(proc.stderr)] == ["2", "1"], proc.stderr[-2000:]

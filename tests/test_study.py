@@ -109,3 +109,26 @@ def test_a_bad_set_is_one_line_and_nothing_is_written(results, tmp_path, capsys,
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and not out.exists()
     with pytest.raises(ConfigError):
         make_study(ROADMAP, sets, results, out)
+
+
+def test_each_page_gets_the_study_blocks_it_has_markers_for(results, tmp_path, capsys):
+    """`--readme` names each page: a landing page with the answer's markers gets the figure and the answer lines
+    (no table), a page with the whole study's markers the table too; a page with neither is refused first."""
+    (tmp_path / "docs").mkdir()
+    landing, page, bare = tmp_path / "README.md", tmp_path / "docs" / "results.md", tmp_path / "bare.md"
+    landing.write_text("# Intro\n<!-- study-resnet50-answer:begin -->\n<!-- study-resnet50-answer:end -->\nafter\n")
+    page.write_text("<!-- study-resnet50:begin -->\n<!-- study-resnet50:end -->\n")
+    bare.write_text("# nothing to fill\n")
+    sets, out = ["cpu/fashion-mnist", "cpu64/fashion-mnist"], tmp_path / "report"
+    assert cli.main(["study", *sets, "--results", str(results), "--out", str(out), "--readme", str(landing),
+                     "--readme", str(bare)]) == 2
+    assert "study-resnet50-answer:begin" in capsys.readouterr().err and not out.exists()
+    assert cli.main(["study", *sets, "--results", str(results), "--out", str(out), "--readme", str(landing),
+                     "--readme", str(page)]) == 0
+    answer = landing.read_text().split("<!-- study-resnet50-answer:begin -->\n")[1].split("<!--")[0]
+    figure = "study-resnet50-cpu-fashion-mnist-vs-cpu64-fashion-mnist.png"
+    assert answer.startswith(f"![study](report/{figure})\n\n- Reproduces in 32 px fashion-mnist")
+    assert "| step |" not in answer and "Δ:" not in answer and landing.read_text().endswith("end -->\nafter\n")
+    whole = page.read_text()
+    assert f"![study](../report/{figure})" in whole and "| patchify_stem |" in whole
+    assert "- Δ: a step's mean top-1" in whole and answer.split("\n\n", 1)[1] in whole   # the answer, under the table
