@@ -32,6 +32,7 @@ from .config import ConfigError, RecipeConfig, ScaleConfig, Step, TrainConfig, l
     scaled_model
 from .model import count_gflops, count_params
 from .plan import check_image_size
+from .data.checks import refuse_beyond_memory
 from .benchreport import environment, progress_line, write_report
 from .results import check_writable
 from .steps import build_model
@@ -88,6 +89,9 @@ def check_numbers(batch: int, image_size: int, repeat: int, warmup: int, iters: 
     if image_size < 1:   # refused as zero, not taken for the default nor called a bad multiple of the stride
         raise ConfigError(f"--image-size must be at least 1 pixel, not {image_size}")
     check_image_size(image_size, stem_stride)
+    # The input batch alone, float32 (--batch 10**12 would otherwise fail in every step's row, exit 0).
+    refuse_beyond_memory(batch * 3 * image_size ** 2 * 4, f"a batch of {batch}", image_size,
+                         "lower --batch or --image-size")
     if repeat < 1:
         raise ConfigError(f"--repeat must be at least 1 timed window, not {repeat}")
     if iters < 1:

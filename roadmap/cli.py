@@ -171,9 +171,12 @@ def cmd_evaluate(args) -> None:
     from .perclass import per_class_text, plot_confusion, write_csv
     from .predict import evaluate
     from .runtime import Dist, pick_device
-    from .weights import load_kept
+    from .weights import check_not_named, load_kept
 
     record, _, weights = kept_run(args, args.trained_on)
+    for path, option in ((args.csv, "--csv"), (args.plot, "--plot")):
+        if path:
+            check_not_named(Path(path), Path(args.results), weights, option)
     root = args.root or (record["config"]["data"].get("root") if args.data == record["data"] else None)
     result = evaluate(load_kept(record, weights), record, args.data, root, pick_device(args.device, Dist()),
                       eval_subset=args.eval_subset)
@@ -414,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metadata, rebuilt by roadmap.weights.load_native; timm / torchvision: a "
                                    "state_dict under their key names (safetensors when PATH ends in .safetensors, "
                                    "else torch.save), for a step whose file says it equals their model (timm: "
-                                   "ConvNeXt at any width; torchvision: ResNet at full width, stem stride 4); "
+                                   "ConvNeXt at any width, stem stride 1, 3 or 4; torchvision: ResNet at full "
+                                   "width, stem stride 4); "
                                    "huggingface: a folder that transformers' ConvNextForImageClassification and "
                                    "AutoImageProcessor load, for a ConvNeXt at any width.")
     add_run_choice(p)
@@ -452,6 +456,8 @@ def stop_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(sys.stdout, "reconfigure"):   # a file name that is not UTF-8 is printed as its own bytes, as `ls` does
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         return run_cli(argv)
     except KeyboardInterrupt:   # at any point: while torch imports, while parsing, while training

@@ -191,10 +191,11 @@ def plan_costs(plans: list[RunPlan], device: str, devices: int, dtype: str, util
 def handed_out_wall(seconds: list[float], jobs: int, busy: list[float] = ()) -> float:
     """When the last run ends if each goes, in order, to whichever of `jobs` processes is free first; `busy`: how
     long the runs some of them train now should still take."""
-    free_at = sorted([*busy, *[0.0] * (jobs - len(busy))])   # a sorted list is a heap
+    idle = min(jobs, len(busy) + len(seconds)) - len(busy)   # as run --jobs, a process a run at most (--jobs 10**12)
+    free_at = sorted([*busy, *[0.0] * idle])   # a sorted list is a heap
     for run_s in seconds:
         heapq.heappush(free_at, heapq.heappop(free_at) + run_s)
-    return max(free_at)
+    return max(free_at, default=0.0)
 
 
 def render(costs: dict) -> str:

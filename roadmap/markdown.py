@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import atomic_write_text
+from .results import atomic_write_text, printable
 from .table import CONFIDENCE, SIGNIFICANCE_TEST, missing
 
 
@@ -45,8 +45,8 @@ def context_line(context: dict) -> str:
              f"{context['runs']} runs, total wall time {_duration(context['wall_s'])}"]
     if context.get("git_commits"):
         parts.append("git " + ", ".join(c[:10] for c in context["git_commits"]))
-    return (f"Roadmap `{context['roadmap']}`, scale `{context['scale']}`, data `{context['data']}`"
-            f"{f' ({size})' if size else ''}: " + "; ".join(parts) + ".")
+    return printable(f"Roadmap `{context['roadmap']}`, scale `{context['scale']}`, data `{context['data']}`"
+                     f"{f' ({size})' if size else ''}: " + "; ".join(parts) + ".")
 
 
 # ---------------------------------------------------------------------------- cells

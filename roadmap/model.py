@@ -279,6 +279,11 @@ class RoadmapNet(nn.Module):
         return self.fc(self.head_norm(x))          # (N, num_classes)
 
 
+# ConvNeXt-XL has 36 blocks of at most 2048 channels, ResNet-152 50: far beyond is a typo, which would take for ever
+# to build, or overflow a tensor's size (plan.check_model_memory then counts what is within).
+MAX_BLOCKS, MAX_WIDTH = 1000, 1 << 16
+
+
 def check_model(config: ModelConfig) -> None:
     """Reject impossible architectures with one readable ConfigError: the fields, then how they combine."""
     check_fields(config, "model")
@@ -290,6 +295,9 @@ def check_model(config: ModelConfig) -> None:
         raise ConfigError(f"model.depths and model.widths need {one_per_stage}")
     if min(depths) < 1 or min(widths) < 1:
         raise ConfigError("model.depths and model.widths must be positive")
+    if sum(depths) > MAX_BLOCKS or max(widths) > MAX_WIDTH:
+        raise ConfigError(f"model.depths {tuple(depths)} and model.widths {tuple(widths)} (after the scale's "
+                          f"multipliers) must stay within {MAX_BLOCKS} blocks and {MAX_WIDTH} channels")
     if config.kernel_size % 2 == 0:
         raise ConfigError(f"model.kernel_size must be odd, not {config.kernel_size}")
     if any(w % groups for w in widths):

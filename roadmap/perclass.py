@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .results import write_output
+from .results import printable, text_bytes, write_output
 
 RECORD_MAX_CLASSES = 100   # a record keeps the matrix up to this many classes (100 x 100: 100 lines of JSON)
 PRINTED_MAX_CLASSES = 20   # `evaluate` prints the matrix up to this many classes (more: --csv, --plot)
@@ -83,7 +83,7 @@ def per_class_csv(confusion: list[list[int]], classes: list[str]) -> str:
 
 
 def write_csv(path: Path, confusion: list[list[int]], classes: list[str]) -> Path:
-    return write_output(path, per_class_csv(confusion, classes).encode(), "--csv")
+    return write_output(path, text_bytes(per_class_csv(confusion, classes)), "--csv")
 
 
 def plot_confusion(path: Path, confusion: list[list[int]], classes: list[str], title: str) -> Path:
@@ -100,9 +100,9 @@ def plot_confusion(path: Path, confusion: list[list[int]], classes: list[str], t
     fig, ax = plt.subplots(figsize=(side + 1.5, side), layout="constrained")
     image = ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, label="share of the true class's images")
-    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted class", ylabel="true class", title=title)
-    ax.set_xticklabels(classes, rotation=90, fontsize=8)
-    ax.set_yticklabels(classes, fontsize=8)
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted class", ylabel="true class", title=printable(title))
+    ax.set_xticklabels(map(printable, classes), rotation=90, fontsize=8)
+    ax.set_yticklabels(map(printable, classes), fontsize=8)
     if n <= ANNOTATED_MAX_CLASSES:
         for (i, j), count in zip(((i, j) for i in range(n) for j in range(n)), counts.flatten().tolist()):
             ax.text(j, i, f"{count:.0f}", ha="center", va="center", fontsize=7,

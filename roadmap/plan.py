@@ -17,9 +17,11 @@ import torch
 
 from . import recipe as recipes
 from . import tblog
-from .config import ConfigError, RunConfig, Step, check_config, find_step, load_roadmap, resolve_run_config, to_dict
+from .config import ConfigError, ModelConfig, RunConfig, Step, check_config, find_step, load_roadmap, resolve_run_config, to_dict
 from .data import Source, check_fits
-from .model import TENSOR_LAYOUT, check_model, total_stride
+from .data.checks import physical_memory
+from .model import TENSOR_LAYOUT, check_model, count_params, total_stride
+from .steps import build_model
 from .results import RunKey, data_slug
 from .runtime import Dist, amp_dtype, pick_device
 
@@ -157,13 +159,18 @@ def plan_run(step: Step, scale: str, data: str | None, seed: int, overrides: dic
     return RunPlan(cfg, step, RunKey(step.roadmap, cfg.scale.name, cfg.data.spec, step.id, seed), recipe, micro, accum)
 
 
+MAX_SEEDS = 1000   # per command: a study takes a few; more is a typo (--seeds 10**12 would not fit in memory)
+
+
 def seed_list(count: int, chosen: list[int] | None) -> list[int]:
-    """The seeds `--seeds N` (0..N-1) or `--seed K ...` name: at least one."""
-    if chosen is not None:
-        return list(chosen)
-    if count < 1:
+    """The seeds `--seeds N` (0..N-1) or `--seed K ...` name: at least one, each once (a seed given twice is one
+    run, which with --jobs would race itself), at most MAX_SEEDS; each seed's range is train.seed's."""
+    if chosen is None and count < 1:
         raise ConfigError(f"--seeds must be 1 or more, not {count}")
-    return list(range(count))
+    asked = count if chosen is None else len(set(chosen))
+    if asked > MAX_SEEDS:
+        raise ConfigError(f"{asked} seeds in one command; at most {MAX_SEEDS}")
+    return list(range(count)) if chosen is None else list(dict.fromkeys(chosen))
 
 
 def plan_runs(roadmap: str, step_ids: list[str] | None, scale: str, data: str | None, seeds: list[int],
@@ -177,3 +184,21 @@ def plan_runs(roadmap: str, step_ids: list[str] | None, scale: str, data: str | 
         wanted = {find_step(steps, roadmap, s).id for s in step_ids}  # unknown ids fail here, with a suggestion
         steps = [s for s in steps if s.id in wanted]
     return [plan_run(step, scale, data, seed, overrides, world_size) for seed in seeds for step in steps]
+
+
+# Host bytes a parameter takes in training: on the CPU fp32 weights, their gradients and AdamW's two moments; on a
+# GPU the network is built on the host first.
+HOST_BYTES_PER_PARAM = {"cpu": 16, "cuda": 4}
+
+
+def check_models_fit(planned: list[RunPlan]) -> None:
+    """A network whose training state would not fit in this machine's memory is refused before it is built, as
+    data that would not fit is (data.checks): counted on the meta device (shapes only), once a step."""
+    for run in {run.step.id: run for run in planned}.values():   # one network a step: its seeds share it
+        with torch.device("meta"):
+            params = count_params(build_model(run.cfg.model))
+        have, need = physical_memory(), HOST_BYTES_PER_PARAM[run.device.type] * params
+        if have is not None and need > have:
+            raise ConfigError(f"step {run.step.id} has {params / 1e6:,.0f}M parameters, {need / 2**30:,.0f} GiB to "
+                              f"train here, more than this machine's {have / 2**30:,.0f} GiB; lower "
+                              f"scale.width_mult or model.widths")

@@ -93,7 +93,7 @@ def evaluate(model: torch.nn.Module, record: dict, spec: str, root: str | None, 
     batches = ((images, to_weights[targets]) for images, targets in data.eval_batches())
     totals, confusion = eval_totals(model.to(device), batches, device, len(record["classes"]))
     stats = eval_stats(totals)
-    return {"step": record["step"], "seed": record["seed"], "data": spec, "images": data.eval_size,
+    return {"step": record["step"], "seed": record["seed"], "data": spec, "images": int(totals[3]),   # the readable
             "top1": stats["eval_top1"], "top5": stats["eval_top5"], "loss": stats["eval_loss"],
             "classes": record["classes"], "confusion": confusion.cpu().tolist(),
             "per_class": per_class(confusion.cpu().tolist(), record["classes"])}

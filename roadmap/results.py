@@ -20,6 +20,7 @@ file goes to a temporary name, is fsynced, then renamed over the target.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -88,6 +89,9 @@ class RunKey:
     def config_path(self, root: Path) -> Path:
         return self.folder(root) / f"seed{self.seed}.yaml"
 
+    def lock_path(self, root: Path) -> Path:
+        return self.folder(root) / f"seed{self.seed}.lock"
+
     def checkpoint_path(self, checkpoint_root: Path) -> Path:
         return self.folder(checkpoint_root) / f"seed{self.seed}.pt"
 
@@ -98,6 +102,11 @@ class RunKey:
     def weights_path(self, weights_root: Path = Path()) -> Path:
         """Without a root: the path relative to any weights folder, as the record names it."""
         return self.folder(weights_root) / f"seed{self.seed}.safetensors"
+
+    def files(self, results: Path, checkpoints: Path, weights: Path) -> list[Path]:
+        """Every file the run writes (TensorBoard's aside: a folder of its own)."""
+        return [self.lock_path(results), self.config_path(results), self.log_path(results), self.record_path(results),
+                self.checkpoint_path(checkpoints), self.weights_path(weights)]
 
 
 def data_slug(spec: str) -> str:
@@ -133,10 +142,18 @@ def check_apart(checkpoints: Path, weights: Path) -> None:
 
 # ---------------------------------------------------------------------------- atomic files
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync it, rename it over `path`.
+    """Write to a temporary file in the same folder, fsync it, rename it over `path`. A file that cannot be written
+    (a full disk, a read-only, immutable or vanished folder) is a ResultsError naming it and the cause, and nothing
+    is left half-written: a run stops in one line, and the same command resumes it once the cause is gone.
 
     The file is readable by the team (0644 under the usual umask; mkstemp alone would give 0600)."""
-    path = Path(path)
+    try:
+        write_and_rename(Path(path), data)
+    except OSError as err:
+        raise ResultsError(f"cannot write {path} ({err.strerror or type(err).__name__})") from None
+
+
+def write_and_rename(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -157,16 +174,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text_bytes(text))
+
+
+def text_bytes(text: str) -> bytes:
+    return printable(text).encode()
+
+
+def printable(text: str) -> str:
+    """`text` with a file or folder name that is not UTF-8 (Python holds its bytes as surrogates, which no file
+    encoding or font takes) spelt as '\\udcXX' escapes."""
+    return text.encode(errors="backslashreplace").decode()
 
 
 def write_output(path: Path, data: bytes, option: str) -> Path:
     """atomic_write_bytes to a path the user named with `option`: one that cannot be written is one line."""
     try:
         atomic_write_bytes(path, data)
-    except OSError as err:
-        why = err.strerror or type(err).__name__
-        raise ResultsError(f"cannot write {path} ({why}); pick another {option}") from None
+    except ResultsError as err:
+        raise ResultsError(f"{err}; pick another {option}") from None
     return Path(path)
 
 
@@ -369,6 +395,41 @@ def check_writable(root: Path, option: str = "--results") -> None:
                            f"pass another {option}") from None
 
 
+def check_can_write(paths: list[Path]) -> None:
+    """Every one of `paths` can be written as atomic_write_bytes writes it (a new file in its folder, renamed over
+    it), checked before anything is trained: the first that cannot is a ResultsError that names it and why (a
+    read-only or immutable folder or file, a folder where the file goes)."""
+    folders = {}
+    for path in map(Path, paths):
+        problem = replace_problem(path)
+        if problem:
+            raise ResultsError(f"cannot write {path} ({problem}); make it writable or write elsewhere")
+        folder = next(p for p in path.parents if p.is_dir())   # the nearest that exists: it takes the new folders
+        folders.setdefault(folder, path)
+    for folder, path in folders.items():
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+                pass
+        except OSError as err:
+            raise ResultsError(f"cannot write {path}: its folder {folder} takes no file "
+                               f"({err.strerror or type(err).__name__}); make it writable or write elsewhere") from None
+
+
+def replace_problem(path: Path) -> str | None:
+    """Why no file can be renamed over `path`, or None (nothing there, a link, a plain file that may be replaced).
+    Opened for writing without writing: refused for an immutable or append-only file and on a read-only filesystem,
+    which a rename over it would be too (permission bits alone would not stop a rename)."""
+    if path.is_symlink() or not path.exists():
+        return None
+    if path.is_dir():
+        return "a folder stands there"
+    try:
+        with open(path, "r+b"):
+            return None
+    except OSError as err:
+        return err.strerror if err.errno in (errno.EPERM, errno.EROFS) else None
+
+
 def leads_out(folder: Path, root: Path) -> bool:
     """Whether `folder` is not inside `root`, links followed: a link planted inside a shared
     results folder would otherwise carry a run's files anywhere."""
@@ -404,7 +465,7 @@ class RunLock:
     node leaves behind: the refusal names the file, to delete once no process trains the run."""
 
     def __init__(self, root: Path, key: RunKey):
-        self.path = key.folder(root) / f"seed{key.seed}.lock"
+        self.path = key.lock_path(root)
         self.key = key
         self._lock = FileLock(self.path, timeout=0)   # one attempt: a second runner stops at once, never waits
 
@@ -417,13 +478,23 @@ class RunLock:
                                f"itself, as plain empty files)")
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.check()
-        try:
-            self._lock.acquire()
-        except Timeout:
+        if not self.try_acquire():
             raise ResultsError(f"run {self.key.step} seed {self.key.seed} is being trained by another process "
-                               f"(it locks {self.path}); wait for it or pick other steps") from None
+                               f"(it locks {self.path}); wait for it or pick other steps")
+
+    def try_acquire(self, wait: bool = False) -> bool:
+        """Take the lock; False where another process holds it, unless `wait`: then once that process lets it go
+        (it finishes the run, or ends). A lock file that cannot be made (a full disk, a read-only folder) is one
+        line that names it."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.check()
+            self._lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            return False
+        except OSError as err:
+            raise ResultsError(f"cannot lock {self.path} ({err.strerror or type(err).__name__})") from None
+        return True
 
     def release(self) -> None:
         self._lock.release()   # nothing to do where this process never took it (ranks other than 0)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import deque
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch.distributed as dist
 import yaml
@@ -19,24 +21,25 @@ from tqdm import tqdm
 from .config import SECTIONS, ConfigError
 from .data import Source, open_source
 from .eta import TotalEta, total_eta
-from .plan import RunPlan, identity_changes, plain_config, plan_runs, ready, run_identity
+from .plan import RunPlan, check_models_fit, identity_changes, plain_config, plan_runs, ready, run_identity
 from .results import COMPLETE, DIVERGED, FAILED, Record, ResultsError, RunLock, blocking_file, check_apart, check_writable, \
-    default_tensorboard, finished_status, leads_out, lock_is_held, read_record, warn_damaged
+    check_can_write, default_tensorboard, finished_status, leads_out, lock_is_held, read_record, warn_damaged
 from .steps import build_model
 from .runtime import Dist, git_commit, init_distributed
 from .train import bars_shown, train_run
 from .weights import drop_checkpoint, fit_state, missing_weights
-from .workers import end_with_parent, hand_out, serve, worker_threads
+from .workers import HELD, end_with_parent, hand_out, serve, worker_threads
 
 
-def check_data(planned: list[RunPlan], info: Dist) -> list[RunPlan]:
+def check_data(planned: list[RunPlan], info: Dist, listed: bool = False) -> list[RunPlan]:
     """Open the dataset before anything is written: missing or malformed data fails here. Every run is then
     made ready to train on it (plan.ready: device, batch against the data, updates, fingerprint).
 
     Opened as the runs serve it (decoded in memory for small sets), so that strict mode meets every
-    unreadable file now rather than in the middle of a roadmap. Opened once: every run trains on it."""
+    unreadable file now rather than in the middle of a roadmap. Opened once: every run trains on it. A dry
+    run's is `listed`: nothing decoded or made."""
     first = planned[0]
-    source = open_source(first.cfg.data, first.cfg.scale, rank=info.rank)
+    source = open_source(first.cfg.data, first.cfg.scale, rank=info.rank, listed=listed)
     return [ready(run, source, info) for run in planned]
 
 
@@ -102,7 +105,8 @@ def saved_config(path: Path) -> dict | None:
 def check_run_paths(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path) -> None:
     """Every run can write where it writes, checked before anything is trained: its folders (its TensorBoard
     folder included) stay inside the folder each belongs to (no link inside it leads out) and no file stands
-    where one of them goes; no link or folder stands where its lock file goes."""
+    where one of them goes; no link or folder stands where its lock file goes; and every file a run still to train
+    writes can be written (a read-only or immutable folder, a record that cannot be replaced)."""
     roots = {"--results": results, "--checkpoints": checkpoints, "--weights": weights}
     for run in planned:
         folders = {option: (root, run.key.folder(root)) for option, root in roots.items()}
@@ -117,6 +121,8 @@ def check_run_paths(planned: list[RunPlan], results: Path, checkpoints: Path, we
                 raise ResultsError(f"{blocker} is a file where {run.step.id} seed {run.key.seed} needs the folder "
                                    f"{folder}; move it away or pass another {option}")
         RunLock(results, run.key).check()
+    check_can_write([path for run in planned if not finished_status(results, run.key)
+                     for path in run.key.files(results, checkpoints, weights)])
 
 
 OUTCOMES = (COMPLETE, "skipped", FAILED, DIVERGED)   # what `run` counts
@@ -124,30 +130,47 @@ OUTCOMES = (COMPLETE, "skipped", FAILED, DIVERGED)   # what `run` counts
 
 def execute(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
             progress: bool = True) -> dict:
-    """Train every planned run not yet finished; returns counts by outcome."""
+    """Train every planned run not yet finished; returns counts by outcome. A run another process holds comes
+    last, waited for (run_one)."""
     counts = dict.fromkeys(OUTCOMES, 0)
     unfinished = [i for i, run in enumerate(planned) if not finished_status(results, run.key)]
     eta = total_eta(planned, unfinished, 1, info)
     bar = tqdm(total=len(planned), desc="runs", position=0, disable=len(planned) < 2 or not bars_shown(progress, info),
                bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}{postfix}")   # the ETA is eta.py's, not by count
-    for i, run in enumerate(planned):
-        label = run_label(planned, i)
+
+    def train(i: int, wait: bool) -> str:
+        run, label = planned[i], run_label(planned, i)
         if skip_finished(run, label, results, checkpoints, weights, info):
-            counts["skipped"] += 1
-            eta.end(i, None)   # finished by another process since the count, if it was one of the runs left
-            bar.update()
-            continue
+            return "skipped"
         eta.start(i)
-        outcome = run_one(run, results, checkpoints, weights, info, progress, label)
+        return run_one(run, results, checkpoints, weights, info, progress, label, wait)
+
+    for i, outcome in train_in_turn(range(len(planned)), train):
         counts[outcome] += 1
-        run_ended(eta, i, run, results, info)
-        bar.set_postfix_str(eta.short() if eta.left() else "", refresh=False)
+        if outcome == "skipped":
+            eta.end(i, None)   # finished by another process since the count, if it was one of the runs left
+        else:
+            run_ended(eta, i, planned[i], results, info)
+            bar.set_postfix_str(eta.short() if eta.left() else "", refresh=False)
         bar.update()
         if outcome == FAILED and info.world_size > 1:
             say(info, "the processes cannot train together after a failure; stopping (run the command again)")
             break
     bar.close()
     return counts
+
+
+def train_in_turn(todo, train: Callable[[int, bool], str]) -> Iterator[tuple[int, str]]:
+    """(index, outcome) of each run of `todo` as `train(index, wait)` trains it, in turn; a run another process
+    holds (HELD) comes again after the others, to wait for then (run_one)."""
+    queue = deque((i, False) for i in todo)
+    while queue:
+        i, wait = queue.popleft()
+        outcome = train(i, wait)
+        if outcome == HELD:
+            queue.append((i, True))
+        else:
+            yield i, outcome
 
 
 def execute_in_workers(planned: list[RunPlan], results: Path, checkpoints: Path, weights: Path, info: Dist,
@@ -205,10 +228,12 @@ def skip_finished(run: RunPlan, label: str, results: Path, checkpoints: Path, we
 
 
 def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info: Dist, progress: bool,
-            label: str) -> str:
+            label: str, wait: bool = False) -> str:
+    """Train one run under its lock; its outcome, or HELD where another process holds the run (take_lock)."""
     lock = RunLock(results, run.key)
     if info.is_main:
-        lock.acquire()  # a second process on the same run stops here with a clear message
+        if not take_lock(lock, info, label, wait):
+            return HELD
         if finished_status(results, run.key):  # finished by another process meanwhile
             lock.release()
             say(info, f"{label}: finished by another process, skipped")
@@ -226,6 +251,22 @@ def run_one(run: RunPlan, results: Path, checkpoints: Path, weights: Path, info:
     elif info.world_size > 1:
         dist.barrier()
     return record.status
+
+
+def take_lock(lock: RunLock, info: Dist, label: str, wait: bool) -> bool:
+    """Take a run's lock; False where another process holds it, so that this one trains the other runs first and
+    comes back to it (`wait`: it waits for it then). Two identical commands started together train each run
+    once. Under torchrun the ranks cannot move on apart: the run is refused."""
+    if info.world_size > 1:
+        lock.acquire()
+        return True
+    if lock.try_acquire():
+        return True
+    if not wait:
+        say(info, f"{label}: being trained by another process (it locks {lock.path}); coming back to it at the end")
+        return False
+    say(info, f"{label}: waiting for the other process that trains it (it locks {lock.path})")
+    return lock.try_acquire(wait=True)
 
 
 def say_outcome(info: Dist, label: str, record: Record) -> None:
@@ -285,13 +326,15 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     if worker:
         end_with_parent()   # first: a worker whose parent is killed, even while it starts up, ends too
     info = Dist.from_env()
-    planned = check_data(plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size), info)
+    planned = check_data(plan_runs(roadmap, step_ids, scale, data, seeds, overrides, info.world_size), info,
+                         listed=bool(dry_run))
     source = planned[0].source
-    check_same_data(planned, results, source)
+    check_models_fit(planned)
     check_init_from(planned, source.num_classes)
     if dry_run:
         print_plan(planned, info, dry_run == "json")
         return {"planned": len(planned)}
+    check_same_data(planned, results, source)   # by what the data holds: decoded, not listed as a dry run has it
     if jobs > 1:
         check_jobs(planned[0], info)
     git_commit()  # the code this roadmap runs, recorded as it is now
@@ -303,7 +346,8 @@ def run_command(roadmap: str, step_ids: list[str] | None, scale: str, data: str 
     check_run_paths(planned, results, checkpoints, weights)
     info = init_distributed(planned[0].device.type)
     if worker:
-        serve(lambda i: run_one(planned[i], results, checkpoints, weights, info, False, run_label(planned, i)))
+        serve(lambda i, wait: run_one(planned[i], results, checkpoints, weights, info, False, run_label(planned, i),
+                                      wait))
         return {}
     say(info, describe_plan(planned, results))
     start = time.perf_counter()

@@ -28,7 +28,7 @@ from .plan import RunPlan, plain_config, plan_run, ready, run_identity
 from .results import COMPLETE, check_apart, check_writable, default_checkpoints, default_weights, data_slug, \
     finished_status, path_part
 from .runs import OUTCOMES, check_init_from, check_jobs, check_run_paths, check_same_config, check_same_data, \
-    run_one, say, skip_finished
+    run_one, say, skip_finished, train_in_turn
 from .runtime import Dist, git_commit, init_distributed
 from .workers import end_with_parent, hand_out, serve
 
@@ -312,7 +312,7 @@ def train_sweep(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int
     sources = Sources(info)
     runs = plan_sweep(sweep, results, chosen)
     if worker:   # the parent has checked everything; data is opened as the runs handed out need it
-        serve(lambda i: train_one(sources.ready(runs[i]), info, False, label(runs, i)))
+        serve(lambda i, wait: train_one(sources.ready(runs[i]), info, False, label(runs, i), wait))
         return {}
     runs = [sources.ready(run) for run in runs]
     if jobs > 1:
@@ -337,14 +337,14 @@ def train_sweep(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int
             say(info, f"stopped: a worker process ended with {stopped} (its message, if any, is above)")
             raise SystemExit(stopped if stopped > 0 else 1)
     else:
-        for i in todo:
-            counts[train_one(runs[i], info, progress, label(runs, i))] += 1
+        for _, outcome in train_in_turn(todo, lambda i, wait: train_one(runs[i], info, progress, label(runs, i), wait)):
+            counts[outcome] += 1
     say(info, f"done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return counts
 
 
-def train_one(run: SweepRun, info: Dist, progress: bool, text: str) -> str:
-    return run_one(run.plan, run.results, run.checkpoints, run.weights, info, progress, text)
+def train_one(run: SweepRun, info: Dist, progress: bool, text: str, wait: bool = False) -> str:
+    return run_one(run.plan, run.results, run.checkpoints, run.weights, info, progress, text, wait)
 
 
 # ---------------------------------------------------------------------------- --dry-run

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -32,10 +33,14 @@ from .huggingface import HF_CARD, HF_CONFIG, HF_FILES, HF_PREPROCESSOR, HF_STEM,
     huggingface_folder, model_card
 from .model import RoadmapNet
 from .names import HUGGINGFACE_CONVNEXT, TIMM_CONVNEXT, TORCHVISION_RESNET, upgrade
-from .results import COMPLETE, Record, ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, write_output
+from .results import COMPLETE, Record, ResultsError, RunKey, atomic_write_bytes, data_slug, load_records, \
+    text_bytes, write_output
 from .steps import build_model
 
 FORMATS = ("native", "timm", "torchvision", "huggingface")
+# timm's ConvNeXt(patch_size=S) is ours at these stem strides: at 2 its stage 0 downsamples too (`stride = 2 if
+# curr_stride == 2 or i > 0`), above 4 the total stride passes its output_stride of 32 and its last stages dilate.
+TIMM_STEM_STRIDES = (1, 3, 4)
 SAFETENSORS = ".safetensors"
 NATIVE = {"roadmap": "native export"}   # in a native export's metadata, beside its config and classes
 HEAD = ("fc.weight", "fc.bias")   # the classifier: re-initialised when a file's class count differs
@@ -192,18 +197,35 @@ def load_kept(record: dict, root: Path) -> RoadmapNet:
     if sha256_of(path) != record["weights_sha256"]:
         raise ResultsError(f"{path} is not the file its record names (sha256 differs); it was overwritten")
     config = model_config(record)
-    model = build_model(config, len(record["classes"]))
-    model.load_state_dict(upgrade(read_state(path), config))
+    return load_exactly(build_model(config, len(record["classes"])), upgrade(read_state(path), config), path)
+
+
+def load_exactly(model: RoadmapNet, state: dict[str, torch.Tensor], path: Path) -> RoadmapNet:
+    """`model` in eval mode with the tensors of the file at `path`, each in its place and of its shape; else one
+    line naming the file and the first tensor that does not fit (torch's own error is dozens of lines)."""
+    problem = misfit(model.state_dict(), state)
+    if problem:
+        raise ConfigError(f"{path} does not fit the network its run trained: {problem}")
+    model.load_state_dict(state)
     return model.eval()
+
+
+def misfit(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> str | None:
+    """The first tensor of `theirs` that does not fit `ours` (by name, then shape), in words; None when all fit."""
+    for name, tensor in ours.items():
+        if name not in theirs:
+            return f"it has no tensor '{name}'"
+        if theirs[name].shape != tensor.shape:
+            return f"its tensor '{name}' has shape {tuple(theirs[name].shape)}, the network needs {tuple(tensor.shape)}"
+    extra = sorted(set(theirs) - set(ours))
+    return f"its tensor '{extra[0]}' has no place in the network" if extra else None
 
 
 def load_native(path: Path) -> tuple[RoadmapNet, dict, list[str]]:
     """A native export as (the exact network in eval mode, its run's config dict, its class names)."""
     state, config, classes = read_native(Path(path))
     model_cfg = set_fields(ModelConfig(), config["model"], "model", f"{path}: ")
-    model = build_model(model_cfg, len(classes))
-    model.load_state_dict(upgrade(state, model_cfg))
-    return model.eval(), config, classes
+    return load_exactly(build_model(model_cfg, len(classes)), upgrade(state, model_cfg), path), config, classes
 
 
 def read_native(path: Path) -> tuple[dict[str, torch.Tensor], dict, list[str]]:
@@ -216,14 +238,36 @@ def read_native(path: Path) -> tuple[dict[str, torch.Tensor], dict, list[str]]:
         metadata = safetensors_metadata(path)
         if not NATIVE.items() <= metadata.items():
             raise ConfigError(not_native)
-        return read_state(path), json.loads(metadata["config"]), json.loads(metadata["classes"])
+        return checked_native(read_state(path), *(metadata_json(metadata, key, path) for key in ("config", "classes")),
+                              path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
         raise ConfigError(f"{path} is not a weights file torch can read safely ({type(err).__name__})") from None
     if not isinstance(blob, dict) or not {"state_dict", "config", "classes"} <= set(blob):
         raise ConfigError(not_native)
-    return blob["state_dict"], blob["config"], list(blob["classes"])
+    return checked_native(blob["state_dict"], blob["config"], blob["classes"], path)
+
+
+def metadata_json(metadata: dict[str, str], key: str, path: Path):
+    """A native export's metadata entry, read as the JSON it was written as."""
+    try:
+        return json.loads(metadata[key])
+    except (KeyError, ValueError, RecursionError):   # absent, not JSON, nested too deeply to read
+        raise ConfigError(f"{path} is a damaged native export: no readable '{key}' in its metadata") from None
+
+
+def checked_native(state, config, classes, path: Path) -> tuple[dict[str, torch.Tensor], dict, list[str]]:
+    """A native export's parts, each of the kind it must be; damage is one line naming the file."""
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        problem = "its state_dict is not a mapping of names to tensors"
+    elif not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        problem = "its config has no model section"
+    elif not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
+        problem = "its classes are not a list of class names"
+    else:
+        return state, config, classes
+    raise ConfigError(f"{path} is a damaged native export: {problem}")
 
 
 def safetensors_metadata(path: Path) -> dict[str, str]:
@@ -247,9 +291,14 @@ def library_kind(equals: str | None) -> str | None:
 
 
 def library_model(kind: str, model: ModelConfig, num_classes: int) -> nn.Module:
-    """timm's ConvNeXt (any width) or torchvision's ResNet (its widths, stem stride 4) with this network's shapes."""
+    """timm's ConvNeXt (any width, stem stride TIMM_STEM_STRIDES) or torchvision's ResNet (its widths, stem stride
+    4) with this network's shapes."""
     if kind == "timm":
         from timm.models.convnext import ConvNeXt
+        if model.stem_stride not in TIMM_STEM_STRIDES:
+            raise ConfigError(f"timm's ConvNeXt computes this network at stem stride 1, 3 or 4 alone, not "
+                              f"{model.stem_stride} (at 2 its first stage downsamples as well, above 4 its last "
+                              f"stages dilate instead of downsampling); use --format huggingface or native")
         return ConvNeXt(depths=model.depths, dims=model.widths, num_classes=num_classes, patch_size=model.stem_stride,
                         kernel_sizes=model.kernel_size, ls_init_value=model.layer_scale or None)
     from torchvision.models.resnet import Bottleneck, ResNet
@@ -329,7 +378,7 @@ def export(record: dict, step: Step, root: Path, to: Path, fmt: str) -> Path:
     if fmt == "huggingface":
         tensors, config, preprocessor = huggingface_folder(record, model, state)
         for name, data in ((HF_WEIGHTS, safetensors_bytes(tensors)), (HF_CONFIG, json_bytes(config)),
-                           (HF_PREPROCESSOR, json_bytes(preprocessor)), (HF_CARD, model_card(record).encode())):
+                           (HF_PREPROCESSOR, json_bytes(preprocessor)), (HF_CARD, text_bytes(model_card(record)))):
             write_export(to / name, data)
         return to
     if fmt == "native":
@@ -436,4 +485,8 @@ def drop_checkpoint(path: Path, record: dict | None) -> None:
         return
     if record and isinstance(record.get("weights_sha256"), str) and sha256_of(path) == record["weights_sha256"]:
         return
-    path.unlink(missing_ok=True)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as err:   # a read-only folder: the run is recorded; the file only takes room
+        print(f"warning: cannot delete the finished run's checkpoint {path} ({err.strerror}); delete it yourself",
+              file=sys.stderr)

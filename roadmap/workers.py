@@ -29,6 +29,7 @@ from .runtime import COMMAND_ENV, command_line
 WORKER_FLAG = "--worker"   # hidden: the parent adds it to its own arguments
 PARENT_ENV = "ROADMAP_JOBS_PARENT"   # the parent's pid, which its workers watch (end_with_parent)
 PR_SET_PDEATHSIG = 1   # <linux/prctl.h>: the signal this process gets when its parent dies
+HELD, WAIT = "held", "wait"   # a run another process holds (runs.run_one); handed out again after the rest, to wait for
 
 
 def worker_threads(jobs: int) -> int:
@@ -85,7 +86,7 @@ def hand_out(todo: list[int], argv: list[str], jobs: int, started: Callable[[int
     A worker that stops early (a user mistake it met, a crash) gets no more runs and neither do the
     others: the command stops once their runs in progress end, as one process would have stopped.
     Ctrl-C or SIGTERM here reaches every worker; each unwinds (locks released, checkpoints kept)."""
-    queue, counts, failure = deque(todo), {}, 0
+    queue, counts, failure = deque((i, False) for i in todo), {}, 0   # (index, wait for another process's lock)
     workers = [start_worker(argv, worker_threads(jobs)) for _ in range(min(jobs, len(queue)))]
     selector = selectors.DefaultSelector()
     try:
@@ -97,8 +98,11 @@ def hand_out(todo: list[int], argv: list[str], jobs: int, started: Callable[[int
                 worker, answer = key.data, key.fileobj.readline()
                 if answer:
                     index, outcome = answer.split()[:2]
-                    counts[outcome] = counts.get(outcome, 0) + 1
-                    ended(int(index))
+                    if outcome == HELD:   # another process trains it: handed out again after the rest, to wait for
+                        queue.append((int(index), True))
+                    else:
+                        counts[outcome] = counts.get(outcome, 0) + 1
+                        ended(int(index))
                     give_next(worker, queue, started)
                     continue
                 selector.unregister(key.fileobj)   # it ended: done, or stopped without answering
@@ -122,8 +126,8 @@ def give_next(worker: subprocess.Popen, queue: deque, started: Callable[[int], N
     if worker.stdin.closed:
         return
     if queue:
-        index = queue.popleft()
-        worker.stdin.write(f"{index}\n")
+        index, wait = queue.popleft()
+        worker.stdin.write(f"{index} {WAIT}\n" if wait else f"{index}\n")
         worker.stdin.flush()
         started(index)
     else:
@@ -131,14 +135,15 @@ def give_next(worker: subprocess.Popen, queue: deque, started: Callable[[int], N
 
 
 def serve(train_one) -> None:
-    """Worker mode: train each run whose plan index arrives on stdin; answer '<index> <outcome>' on stdout.
+    """Worker mode: train each run whose plan index arrives on stdin ('<index> wait': once another process that
+    holds it lets it go); answer '<index> <outcome>' on stdout.
 
     Anything else the run prints goes to stderr, so stdout carries only the answers."""
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     for line in iter(sys.stdin.readline, ""):   # one line at a time, as each arrives
-        index = int(line)
-        outcome = train_one(index)
+        index, *wait = line.split()
+        outcome = train_one(int(index), wait == [WAIT])
         try:
             print(f"{index} {outcome}", file=answers, flush=True)
         except BrokenPipeError:   # the parent is gone (killed): the run is recorded; stop here

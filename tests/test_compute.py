@@ -88,6 +88,9 @@ def test_jobs_hand_runs_out_to_whichever_process_is_free_and_take_the_matching_b
     assert costs["total"]["seconds"] == pytest.approx(a + b + c + d)
     one = plan_costs(planned, "cpu", 1, "fp32", 0.4, bench_dir=tmp_path)
     assert one["total"]["wall_seconds"] == pytest.approx(one["total"]["seconds"])
+    # More processes than runs: a process a run, as run --jobs starts them (10**12 of them once ran out of memory).
+    every = plan_costs(planned, "cpu", 1, "fp32", 0.4, bench_dir=tmp_path, jobs=10**12)
+    assert every["total"]["wall_seconds"] == pytest.approx(max(a, b, c, d))
 
 
 def test_plan_jobs_is_for_a_cpu_and_at_least_one(capsys):
@@ -95,3 +98,18 @@ def test_plan_jobs_is_for_a_cpu_and_at_least_one(capsys):
     assert code == 2 and "--jobs plans runs in processes that share a CPU" in capsys.readouterr().err
     code = cli.main(["plan", "--scale", "demo", "--jobs", "0"])
     assert code == 2 and capsys.readouterr().err.strip() == "error: --jobs must be 1 or more, not 0"
+
+
+def test_plan_counts_a_network_of_any_size_without_building_it():
+    # 27G parameters: built in memory they would take 100 GiB (and the OOM killer's attention); counted, none.
+    from conftest import runner_argv
+    import resource
+    import subprocess
+
+    def little_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
+
+    proc = subprocess.run(runner_argv("plan", "--step", "gelu", "--set", "scale.width_mult=60", "--device", "H100",
+                                      "--json"), capture_output=True, text=True, timeout=300, preexec_fn=little_memory)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["runs"][0]["gmacs"] > 10   # at width_mult 1 (the demo scale): 0.002

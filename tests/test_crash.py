@@ -84,23 +84,45 @@ def hold_lock(results: Path, seconds: float) -> subprocess.Popen:
     return holder
 
 
-def test_a_second_runner_on_the_same_run_refuses(tmp_path):
-    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
-    holder = hold_lock(tmp_path / "results", 600)
+def test_a_runner_trains_the_other_runs_first_and_waits_for_one_another_process_holds(tmp_path):
+    holder = hold_lock(tmp_path / "results", 600)   # gelu seed 0, taken by someone else
+    proc = subprocess.Popen(runner(tmp_path, "--step", "gelu", "layernorm"), env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     try:
-        # Its timeout is far shorter than the holder's life: a runner that waited for the lock would fail here.
-        proc = subprocess.run(runner(tmp_path, "--step", "gelu"), env=env(), capture_output=True, text=True,
-                              timeout=120)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-        assert errors == [proc.stderr.strip().splitlines()[-1]]  # one error line, the last
-        assert "run gelu seed 0 is being trained by another process" in errors[0]
-        assert not key.record_path(tmp_path / "results").exists()
+        seen = []
+        for line in proc.stderr:   # layernorm first; then it waits for gelu
+            seen.append(line)
+            if "waiting for the other process that trains it" in line:
+                break
+        assert "[1/2] resnet50/gelu seed 0: being trained by another process" in "".join(seen), "".join(seen)
+        assert "[2/2] resnet50/layernorm seed 0: top-1" in "".join(seen), "".join(seen)
+        assert proc.poll() is None   # still waiting
     finally:
-        holder.kill()   # kill -9: no chance to release anything
+        holder.kill()   # kill -9: its lock goes with it, the run unfinished: the waiting runner trains it
         holder.wait()
-    proc = subprocess.run(runner(tmp_path, "--step", "gelu"), env=env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]   # the dead holder's lock went with it
+    err = "".join(seen) + proc.communicate(timeout=120)[1]
+    assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
+    assert "[1/2] resnet50/gelu seed 0: top-1" in err and "2 complete, 0 skipped" in err
+    assert set(records(tmp_path)) == {"gelu", "layernorm"}
+
+
+def test_a_seed_given_twice_is_one_run_even_in_two_processes(tmp_path):
+    proc = subprocess.run(runner(tmp_path, "--step", "gelu", "--seed", "0", "0", "--jobs", "2"), env=env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "1 complete, 0 skipped" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_two_identical_commands_started_together_train_every_run_once(tmp_path):
+    args = runner(tmp_path, "--step", "resnet50", "gelu", "layernorm", "--jobs", "2")
+    procs = [subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errs = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], errs
+    trained = [line for err in errs for line in err.splitlines() if ": top-1 " in line]
+    assert sorted(line.split("]")[1].split(":")[0] for line in trained) == \
+        [" resnet50/gelu seed 0", " resnet50/layernorm seed 0", " resnet50/resnet50 seed 0"], errs
+    found = records(tmp_path)
+    assert set(found) == {"resnet50", "gelu", "layernorm"} and all(r["status"] == "complete" for r in found.values())
 
 
 def test_a_rank_waits_until_rank_0_lets_the_run_go_but_not_for_ever(tmp_path):
@@ -175,16 +197,17 @@ def test_jobs_train_what_one_process_trains(tmp_path):
     assert again.returncode == 0 and "0 complete, 3 skipped" in again.stderr, again.stderr[-2000:]
 
 
-def test_jobs_stop_when_a_worker_meets_a_mistake(tmp_path):
-    holder = hold_lock(tmp_path / "results", 600)   # gelu seed 0, taken by someone else
-    try:
-        proc = subprocess.run(runner(tmp_path, "--step", "gelu", "layernorm", "--jobs", "2", "--data", "synthetic"),
-                              env=env(), capture_output=True, text=True, timeout=300)
-    finally:
-        holder.kill()
-        holder.wait()
+def test_jobs_stop_when_a_worker_meets_a_mistake(tmp_path, photos):
+    folder = photos(tmp_path / "folder", train=4)
+    for name in ("cat", "dog", "fox"):   # met only when read: streaming, strict, in the first epoch of either run
+        (folder / "train" / name / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    proc = subprocess.run(runner(tmp_path, "--step", "gelu", "layernorm", "--jobs", "2", "--data",
+                                 f"imagefolder:{folder}", "--set", "data.strict=true", "--set", "data.in_memory=false",
+                                 "--set", "data.workers=0", "--set", "scale.batch_size=4",
+                                 "--set", "scale.micro_batch=4"),
+                          env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "error: run gelu seed 0 is being trained by another process" in proc.stderr
+    assert "error: unreadable file" in proc.stderr and "broken.jpg" in proc.stderr
     assert "stopped: a worker process ended with exit code 2" in proc.stderr
 
 

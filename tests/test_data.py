@@ -232,8 +232,33 @@ def test_streaming_image_folder_has_the_same_contract(tmp_path, capsys):
     assert sum(len(t) for _, t in data.eval_batches()) == 6
     list(data.train_batches(1))   # every file read at least once: the truncated one is now counted
     assert data.skipped == 2
-    warnings = warnings_in(capsys)
-    assert len(warnings) == 2 and "notes.txt" in warnings[0] and "truncated.jpg" in warnings[1]
+    warnings = warnings_in(capsys)   # one for the split, as in memory, once a pass has met every file
+    assert len(warnings) == 1 and "skipped 2 unreadable files" in warnings[0] and "notes.txt" in warnings[0]
+
+
+class ByColour(torch.nn.Module):
+    """Class i is colour channel i (make_folder's cat, dog, fox are red, green, blue): the same prediction from
+    either serving path's preprocessing."""
+
+    def forward(self, images):
+        return images.mean((2, 3))
+
+
+def test_unreadable_eval_images_are_left_out_alike_in_memory_and_streaming(tmp_path, capsys):
+    from roadmap.train import eval_totals
+    folder = make_folder(tmp_path / "data", bad_files=False)
+    for name in ("cat", "dog", "fox"):   # 6 readable images, 4 not: none may be counted, or stood in for
+        (folder / "val" / name / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (folder / "val" / "fox" / "cut.jpg").write_bytes((folder / "val" / "fox" / "1.jpg").read_bytes()[:200])
+    seen = {}
+    for in_memory in (True, False):
+        copy = shutil.copytree(folder, tmp_path / str(in_memory))   # a warning of its own (one per message)
+        data = build(f"imagefolder:{copy}", in_memory=in_memory, batch_size=4)
+        totals, confusion = eval_totals(ByColour(), data.eval_batches(), CPU, 3)
+        seen[in_memory] = totals[1:].tolist(), confusion.tolist()   # top-1 hits, top-5 hits, images; the matrix
+        warnings = warnings_in(capsys)
+        assert len(warnings) == 1 and f"skipped 4 unreadable files in {copy / 'val'}" in warnings[0], warnings
+    assert seen[True] == seen[False] and seen[True][0] == [6, 6, 6], seen
 
 
 @pytest.mark.skipif(not FASHION_MNIST.exists(), reason="Debian's dataset-fashion-mnist is not installed")

@@ -127,6 +127,37 @@ def test_an_image_size_no_memory_holds_is_refused_before_anything_is_allocated(t
     assert_refused(code, err, "more than this machine's", results)
 
 
+def test_synthetic_data_that_would_not_fit_is_refused_before_it_is_made(tmp_path, capsys, monkeypatch):
+    # 640 images at 224 px: 96 MB made, held twice (as made, as the run's tensors); floats drawn a chunk at a time.
+    monkeypatch.setattr("roadmap.data.checks.physical_memory", lambda: 150 * 2**20)
+    results = tmp_path / "results"
+    for dry_run in (["--dry-run"], []):
+        code, err = main(capsys, "run", "--step", "gelu", "--scale", "paper", "--data", "synthetic", "--set",
+                         "data.synthetic_size=512", "--no-progress", "--results", str(results), *dry_run)
+        assert_refused(code, err, "224 px images need 0 GiB for 640 images held in memory, more than this machine's",
+                       results)
+
+
+def test_synthetic_data_is_made_in_chunks_without_changing_a_pixel(monkeypatch):
+    import tracemalloc
+    from roadmap.data import sources
+    whole = sources.make_synthetic(48, 10, 16)
+    monkeypatch.setattr(sources, "SYNTHETIC_CHUNK", 1000)   # 1 image a chunk
+    chunked = sources.make_synthetic(48, 10, 16)
+    for split in ("train", "eval"):
+        assert (getattr(whole, split).pixels == getattr(chunked, split).pixels).all()
+        assert (getattr(whole, split).targets == getattr(chunked, split).targets).all()
+    monkeypatch.undo()
+    tracemalloc.start()
+    try:
+        made = sources.make_synthetic(640, 10, 224)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    held = made.train.pixels.nbytes + made.eval.pixels.nbytes   # 96 MB; drawn at once, 16 times as much
+    assert peak < held + 128 * 2**20, (peak, held)
+
+
 @pytest.mark.parametrize("in_memory", [None, True, False])
 def test_the_memory_estimate_covers_both_serving_paths(tmp_path, in_memory):
     root = fashion_files(tmp_path / "fm")
@@ -527,3 +558,164 @@ def test_one_failing_rank_ends_every_rank_and_the_run_is_recorded_failed_once(tm
     records = [json.loads(p.read_text()) for p in results.rglob("seed*.json")]
     assert [(r["step"], r["status"]) for r in records] == [("gelu", "failed")], proc.stderr[-3000:]
     assert proc.stderr.count(": FAILED (") == 1 and "stopping" in proc.stderr   # rank 0 alone reports
+
+
+# ---------------------------------------------------------------------------- 10. a filesystem that fails under a run
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 16 MiB tmpfs (root only): a disk that can fill up, be made read-only, or hold immutable files."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mount -t tmpfs failed here (a container without the capability)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(mount)], capture_output=True)
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fs_command(mount: Path, *args: str) -> list[str]:
+    return ["run", *TINY, "--results", str(mount / "results"), *args]
+
+
+def assert_stopped_in_one_line(code, err, *expect):
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and "Traceback" not in err and errors == [err.strip().splitlines()[-1]], err
+    assert all(part in errors[0] for part in expect), errors[0]
+
+
+def fill(mount: Path) -> Path:
+    filler = mount / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_under_a_run_is_one_line_and_the_same_command_then_succeeds(small_fs, capsys):
+    assert main(capsys, *fs_command(small_fs, "--step", "gelu"))[0] == 0   # an earlier record
+    earlier = RunKey("resnet50", "demo", "synthetic", "gelu", 0).record_path(small_fs / "results")
+    before = earlier.read_bytes()
+    filler = fill(small_fs)
+    code, err = main(capsys, *fs_command(small_fs, "--step", "layernorm"))
+    assert_stopped_in_one_line(code, err, "cannot write", str(small_fs / "results"), "No space left on device")
+    assert earlier.read_bytes() == before and not list(small_fs.rglob("*.tmp"))
+    filler.unlink()
+    code, err = main(capsys, *fs_command(small_fs, "--step", "layernorm"))
+    assert code == 0, err
+    assert finished_status(small_fs / "results", RunKey("resnet50", "demo", "synthetic", "layernorm", 0))
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".pt", ".safetensors", ".json"])
+def test_a_file_of_a_run_that_cannot_be_written_stops_it_in_one_line(tmp_path, capsys, monkeypatch, suffix):
+    """ENOSPC at each file a run writes: its config, its checkpoint, its kept weights, its record."""
+    from roadmap import results as results_module
+    write = results_module.write_and_rename
+
+    def full_disk(path, data):
+        if path.suffix == suffix:
+            raise OSError(28, "No space left on device")
+        write(path, data)
+
+    results = tmp_path / "results"
+    assert main(capsys, *fs_command(tmp_path, "--step", "gelu"))[0] == 0
+    earlier = RunKey("resnet50", "demo", "synthetic", "gelu", 0).record_path(results)
+    before = earlier.read_bytes()
+    monkeypatch.setattr(results_module, "write_and_rename", full_disk)
+    code, err = main(capsys, *fs_command(tmp_path, "--step", "layernorm"))
+    assert_stopped_in_one_line(code, err, "cannot write", f"seed0{suffix} (No space left on device)")
+    assert earlier.read_bytes() == before
+    assert finished_status(results, RunKey("resnet50", "demo", "synthetic", "layernorm", 0)) is None
+    monkeypatch.undo()
+    code, err = main(capsys, *fs_command(tmp_path, "--step", "layernorm"))
+    assert code == 0, err
+    assert read_record(RunKey("resnet50", "demo", "synthetic", "layernorm", 0).record_path(results))["top1"] >= 0
+
+
+@pytest.mark.parametrize("what,expect", [("run folder", "Operation not permitted"),
+                                         ("failed record", "Operation not permitted"),
+                                         ("filesystem", "Read-only file system")])
+def test_an_immutable_folder_or_record_or_a_read_only_disk_is_refused_before_training(small_fs, capsys, monkeypatch,
+                                                                                      what, expect):
+    key = RunKey("resnet50", "demo", "synthetic", "gelu", 0)
+    results = small_fs / "results"
+    write_record(results, key, {**good_record("gelu"), "status": "failed", "top1": None, "reason": "OSError: x"})
+    target = key.folder(results) if what == "run folder" else key.record_path(results)
+    lock, unlock = (["mount", "-o", "remount,ro", str(small_fs)], ["mount", "-o", "remount,rw", str(small_fs)]) \
+        if what == "filesystem" else (["chattr", "+i", str(target)], ["chattr", "-i", str(target)])
+    subprocess.run(lock, check=True)
+    monkeypatch.setattr(runs, "train_run", lambda *a, **k: pytest.fail("training was reached"))
+    code, err = main(capsys, *fs_command(small_fs, "--step", "gelu"))
+    assert_stopped_in_one_line(code, err, "cannot be written" if what == "filesystem" else "cannot write",
+                               str(results), expect)
+    monkeypatch.undo()
+    subprocess.run(unlock, check=True)
+    assert main(capsys, *fs_command(small_fs, "--step", "gelu"))[0] == 0
+    assert finished_status(results, key) == "complete"
+
+
+@pytest.mark.parametrize("how", ["immutable", "deleted"])
+def test_a_results_folder_that_goes_away_under_a_run(small_fs, capsys, monkeypatch, how):
+    """The run's folder made immutable, or the results folder deleted, once the first epoch is trained: one line,
+    or a run that puts its folders back; never a traceback or a half-written file, and the same command then
+    succeeds. (A remount read-only waits for the files open for writing, the lock among them.)"""
+    import shutil
+    run_class = runs.train_run.__globals__["Run"]
+    original = run_class.train_epoch
+    folder = RunKey("resnet50", "demo", "synthetic", "gelu", 0).folder(small_fs / "results")
+
+    def then_the_folder_goes(self, epoch):
+        stats = original(self, epoch)
+        if how == "immutable":
+            subprocess.run(["chattr", "+i", str(folder)], check=True)
+        else:
+            shutil.rmtree(small_fs / "results")
+        return stats
+
+    monkeypatch.setattr(run_class, "train_epoch", then_the_folder_goes)
+    code, err = main(capsys, *fs_command(small_fs, "--step", "gelu"))
+    monkeypatch.undo()
+    if how == "immutable":
+        assert_stopped_in_one_line(code, err, f"cannot write {folder}", "Operation not permitted")
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+        code, err = main(capsys, *fs_command(small_fs, "--step", "gelu"))
+    assert code == 0 and "Traceback" not in err, err
+    assert finished_status(small_fs / "results", RunKey("resnet50", "demo", "synthetic", "gelu", 0)) == "complete"
+    assert not list(small_fs.rglob("*.tmp"))
+
+
+# ---------------------------------------------------------------------------- 11. own image folders
+def test_names_that_are_not_utf8_train_and_report_as_any_other(tmp_path, photos):
+    """Latin-1 names from an old archive (a folder, a class, a file): trained on in memory and streaming, predicted,
+    evaluated, tabled and plotted, on a terminal whose encoding refuses what is not UTF-8."""
+    from conftest import runner_argv
+    latin1 = os.fsdecode(b"caf\xe9")
+    folder = photos(tmp_path / os.fsdecode(b"ph\xf6tos"), classes=("cat", latin1, "fox"))
+    os.rename(folder / "train" / "cat" / "0.png", folder / "train" / "cat" / f"{latin1}.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}   # utf-8, strict
+
+    def run(*args) -> str:
+        proc = subprocess.run(runner_argv(*args), capture_output=True, env=env, timeout=300)
+        out, err = (proc.stdout.decode(errors="surrogateescape"), proc.stderr.decode(errors="surrogateescape"))
+        assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
+        return out
+
+    results = tmp_path / "results"
+    for in_memory in ("true", "false"):
+        run("run", "--step", "gelu", "--data", f"imagefolder:{folder}", "--no-progress", "--set", "scale.epochs=1",
+            "--set", "scale.batch_size=8", "--set", "scale.micro_batch=8", "--set", "data.workers=0",
+            "--set", f"data.in_memory={in_memory}", "--results", results / in_memory)
+    done = results / "true"
+    assert f"{latin1}.png: " in run("predict", "--step", "gelu", "--results", done, folder / "train" / "cat")
+    assert latin1 in run("evaluate", "--step", "gelu", "--results", done, "--data", f"imagefolder:{folder}",
+                         "--csv", tmp_path / "perclass.csv", "--plot", tmp_path / "perclass.png")
+    assert (tmp_path / "perclass.csv").read_text().splitlines()[1].startswith("caf\\udce9,")
+    run("table", "--results", done, "--out", tmp_path / "report")
+    run("plot", "--results", done, "--out", tmp_path / "report")

@@ -38,7 +38,8 @@ def comparable(rec):
 
 def test_two_steps_end_to_end_on_synthetic_data(tmp_path, monkeypatch):
     opened = []
-    monkeypatch.setattr(data, "load_source", lambda *args, load=data.load_source: opened.append(args) or load(*args))
+    load = data.load_source
+    monkeypatch.setattr(data, "load_source", lambda *args, **kw: opened.append(args) or load(*args, **kw))
     assert run_cli(tmp_path, "--step", "resnet50", "separate_downsampling", "--data", "synthetic") == 0
     assert len(opened) == 1, "the dataset is opened once per invocation, not once more per run"
     for step in ("resnet50", "separate_downsampling"):
@@ -274,6 +275,25 @@ def test_dry_run_prints_every_run_and_writes_nothing(tmp_path, capsys):
     assert gelu["batching"]["updates_per_epoch"] == 128 // 32 and gelu["batching"]["warmup_updates"] >= 0
     assert gelu["model"]["act"] == "gelu" and gelu["recipe"]["lr"] > 0 and gelu["scale"]["image_size"] == 16
     assert not (tmp_path / "results").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_a_dry_run_makes_and_decodes_no_data(tmp_path, capsys, monkeypatch, photos):
+    import tracemalloc
+    # Made, 1280 images at 224 px would be 190 MB (and their float noise far more): a dry run only counts them.
+    tracemalloc.start()
+    try:
+        assert cli.main(["run", "--all", "--scale", "paper", "--data", "synthetic", "--set", "data.synthetic_size=1024",
+                         "--set", "scale.batch_size=64", "--set", "scale.classic_batch_size=64", "--results", str(tmp_path / "results"), "--dry-run", "--json"]) == 0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    plans = json.loads(capsys.readouterr().out)
+    assert plans[0]["batching"]["train_images"] == 1024 and peak < 64 * 2**20, peak
+    monkeypatch.setattr(data.serving, "decode_files", lambda *a: pytest.fail("a dry run decoded images"))
+    folder = photos(tmp_path / "photos")
+    assert run_cli(tmp_path, "--step", "gelu", "--data", f"imagefolder:{folder}", "--set", "data.in_memory=true",
+                   "--set", "scale.batch_size=8", "--set", "scale.micro_batch=8", "--dry-run") == 0
+    assert not (tmp_path / "results").exists()
 
 
 def test_a_size_the_total_stride_does_not_divide_is_refused(tmp_path, capsys):

@@ -136,6 +136,42 @@ def test_a_native_export_written_before_by_torch_save_still_loads(run, tmp_path)
         torch.testing.assert_close(model(x), kept(x), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("metadata,expect", [
+    ({"config": "{not json", "classes": "[\"a\"]"}, "no readable 'config' in its metadata"),
+    ({"config": "{\"model\": {}}"}, "no readable 'classes' in its metadata"),
+    ({"config": "[1, 2]", "classes": "[\"a\"]"}, "its config has no model section"),
+    ({"config": "{\"model\": {}}", "classes": "{\"a\": 1}"}, "its classes are not a list of class names"),
+])
+def test_a_native_export_with_damaged_metadata_is_one_error_naming_it(run, tmp_path, metadata, expect):
+    from roadmap.config import ConfigError
+    from roadmap.weights import NATIVE, safetensors_bytes
+    root, record = run
+    path = tmp_path / "damaged.safetensors"
+    path.write_bytes(safetensors_bytes(load_kept(record, root / "results" / "weights").state_dict(),
+                                       {**NATIVE, **metadata}))
+    with pytest.raises(ConfigError, match="damaged native export") as err:
+        load_native(path)
+    assert str(path) in str(err.value) and expect in str(err.value)
+
+
+def test_another_steps_weights_under_a_records_name_are_one_line_naming_the_first_tensor(run, tmp_path, capsys):
+    import shutil
+    from roadmap.weights import safetensors_bytes
+    root, record = run
+    shutil.copytree(root / "results", tmp_path / "results")
+    path = tmp_path / "results" / "weights" / record["weights"]
+    cfg = set_fields(ModelConfig(), record["config"]["model"], "model")
+    other = build_model(dataclasses.replace(cfg, widths=tuple(2 * w for w in cfg.widths)), len(record["classes"]))
+    path.write_bytes(safetensors_bytes(other.state_dict()))   # planted, its sha256 written into the record
+    write_record(tmp_path / "results", RunKey("resnet50", "demo", "synthetic", STEP, 0),
+                 {**record, "weights_sha256": sha256_of(path)})
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(image)
+    capsys.readouterr()
+    assert use(tmp_path, "predict", str(image)) == 2
+    one_error_line(capsys, f"{path} does not fit the network its run trained: its tensor 'stem.0.weight' has shape")
+
+
 def test_a_native_export_is_a_safetensors_file_or_nothing(run, tmp_path, capsys):
     root, _ = run
     capsys.readouterr()
@@ -153,6 +189,26 @@ def test_timm_export_at_the_runs_width_loads_into_timms_convnext(run, tmp_path):
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(theirs(x), load_kept(record, root / "results" / "weights")(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 4, 8])
+def test_timm_export_loads_into_timms_convnext_at_every_stem_stride_timm_can_express(tmp_path, capsys, fake_run,
+                                                                                       stride):
+    ours = fake_run(tmp_path, "resnet50", STEP, width_mult=0.125, depth_mult=0.34, stem_stride=stride)
+    to = tmp_path / "t.safetensors"
+    capsys.readouterr()
+    code = use(tmp_path, "export", "--scale", "paper", "--to", str(to), "--format", "timm")
+    if stride in (2, 8):   # timm's stage 0 then downsamples as well; its last stages dilate (README)
+        assert code == 2 and not to.exists()
+        one_error_line(capsys, f"timm's ConvNeXt computes this network at stem stride 1, 3 or 4 alone, not {stride}")
+        return
+    assert code == 0
+    theirs = timm.models.convnext.ConvNeXt(depths=[1, 1, 3, 1], dims=[12, 24, 48, 96], num_classes=10,
+                                           patch_size=stride).eval()
+    theirs.load_state_dict(load_file(to))
+    x = torch.randn(2, 3, 16 * stride, 16 * stride)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), ours(x), atol=1e-5, rtol=1e-5)
 
 
 def test_full_width_convnext_t_exports_to_timm_create_model(tmp_path, fake_run):
@@ -206,6 +262,17 @@ def test_export_never_overwrites_a_file_a_record_names(run, capsys, target):
     one_error_line(capsys, f"--to {to} is the kept weights of {STEP} seed 0" if target == "weights" else str(to))
     assert to.read_bytes() == before
     assert sha256_of(root / "results" / "weights" / record["weights"]) == record["weights_sha256"]
+
+
+@pytest.mark.parametrize("option", ["--csv", "--plot"])
+def test_evaluate_never_writes_its_report_over_a_file_a_record_names(run, capsys, option):
+    root, record = run
+    to = root / "results" / "weights" / record["weights"]
+    before = to.read_bytes()
+    capsys.readouterr()
+    assert use(root, "evaluate", "--data", "synthetic", option, str(to)) == 2
+    one_error_line(capsys, f"{option} {to} is the kept weights of {STEP} seed 0")
+    assert to.read_bytes() == before
 
 
 def test_checkpoints_and_weights_in_one_folder_are_refused_before_anything_is_written(tmp_path, capsys):

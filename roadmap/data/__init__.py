@@ -26,8 +26,9 @@ from .sources import Source, load_cifar, load_fashion_mnist, make_synthetic
 SPECS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic")
 
 
-def load_source(data: DataConfig, image_size: int) -> Source:
-    """The dataset `data.spec` names, whole, as found (synthetic data is made at `image_size`)."""
+def load_source(data: DataConfig, image_size: int, made: bool = True) -> Source:
+    """The dataset `data.spec` names, whole, as found (synthetic data is made at `image_size`; not `made`: its
+    sizes alone)."""
     spec = data.spec
     if spec == "fashion-mnist":
         return load_fashion_mnist(data.root)
@@ -36,18 +37,21 @@ def load_source(data: DataConfig, image_size: int) -> Source:
     if spec.startswith("imagefolder:"):
         return scan_image_folder(spec.partition(":")[2])
     if spec == "synthetic":
-        return make_synthetic(data.synthetic_size, data.synthetic_classes, image_size)
+        return make_synthetic(data.synthetic_size, data.synthetic_classes, image_size, made)
     raise DataError(f"unknown dataset '{spec}'; choose one of {', '.join(SPECS)}")
 
 
-def open_source(data: DataConfig, scale: ScaleConfig, *, rank: int = 0, eval_only: bool = False) -> Source:
+def open_source(data: DataConfig, scale: ScaleConfig, *, rank: int = 0, eval_only: bool = False,
+                listed: bool = False) -> Source:
     """The dataset ready to serve every run of an invocation: found, cut to the scale's subsets and, in
     memory, decoded; every mistake in it is a DataError by now.
 
-    `eval_only` (evaluating kept weights) leaves the training split empty: nothing of it is decoded."""
+    `eval_only` (evaluating kept weights) leaves the training split empty: nothing of it is decoded. `listed` (a dry
+    run) decodes and makes nothing: the sizes a plan needs, and the memory check, cost a listing."""
     check_scale(scale)
-    source = load_source(data, scale.image_size).subsets(0 if eval_only else scale.train_subset, scale.eval_subset)
-    return ready_to_serve(source, stored_size(scale.crop, scale.image_size), data, rank)
+    source = load_source(data, scale.image_size, made=not listed)
+    source = source.subsets(0 if eval_only else scale.train_subset, scale.eval_subset)
+    return ready_to_serve(source, stored_size(scale.crop, scale.image_size), data, rank, decode=not listed)
 
 
 def check_fits(source: Source, scale: ScaleConfig, batch_size: int, rank: int, world_size: int,

@@ -49,8 +49,9 @@ def check_batch_fits(batch_size: int, world_size: int, train_size: int) -> None:
 # Data no run could hold is refused before any of it is allocated. Compared with the machine's physical
 # memory, not with what is free now (that moves with the page cache).
 def check_held_in_memory(images: int, size: int) -> None:
-    """In memory, the decoded set is images x 3 x size^2 bytes."""
-    refuse_beyond_memory(images * 3 * size * size, f"{images} images held in memory", size)
+    """In memory, the decoded set is images x 3 x size^2 bytes, held twice: as decoded (or made), and as the
+    run's tensors."""
+    refuse_beyond_memory(2 * images * 3 * size * size, f"{images} images held in memory", size)
 
 
 def check_streamed_batch(batch_size: int, size: int) -> None:
@@ -58,19 +59,31 @@ def check_streamed_batch(batch_size: int, size: int) -> None:
     refuse_beyond_memory(batch_size * 3 * size * size * 4, f"a streamed batch of {batch_size}", size)
 
 
-def refuse_beyond_memory(need: int, what: str, size: int) -> None:
+def refuse_beyond_memory(need: int, what: str, size: int, remedy: str = "lower scale.image_size") -> None:
     have = physical_memory()
     if have is not None and need > have:
         raise DataError(f"{size} px images need {need / 2**30:,.0f} GiB for {what}, more than this machine's "
-                        f"{have / 2**30:,.0f} GiB; lower scale.image_size")
+                        f"{have / 2**30:,.0f} GiB; {remedy}")
+
+
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")   # v2, v1
 
 
 def physical_memory() -> int | None:
-    """Bytes of RAM, or None where the system does not say."""
+    """Bytes of RAM this process may use: the machine's, or its container's (cgroup) limit where lower; None
+    where the system does not say."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
+    for path in CGROUP_LIMITS:
+        try:
+            limit = open(path).read().strip()
+        except OSError:
+            continue
+        if limit.isdigit():   # 'max': no limit
+            have = min(have, int(limit))
+    return have
 
 
 def report_unreadable(split: Split, strict: bool, rank: int) -> None:

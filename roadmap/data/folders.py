@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -73,7 +74,8 @@ def list_images(split_dir: Path, class_index: dict[str, int], fingerprint) -> Sp
         if not images:
             raise DataError(f"class folder {split_dir / name} has no images; add some or remove the folder")
         for p, size in images:
-            fingerprint.update(f"{p.relative_to(split_dir).as_posix()}\0{size}\n".encode())
+            # The name's own bytes (os.fsencode): a name that is not UTF-8 (Latin-1 from an old archive) is listed too.
+            fingerprint.update(os.fsencode(f"{p.relative_to(split_dir).as_posix()}\0{size}\n"))
         paths += [str(p) for p, _ in images]
         targets += [label] * len(images)
     return Split(np.asarray(targets, np.int64), paths=paths, where=str(split_dir), skipped=skipped)

@@ -24,30 +24,35 @@ from torchvision import transforms as T
 from ..config import DataConfig
 from .augment import EVAL_CROP_PCT, DeviceTrainAugment, crop_padding, Normalize, center_crop, derive_seed, \
     seeded_global_rngs, stored_size
-from .checks import DataError, check_held_in_memory, check_no_class_lost, report_unreadable, warn
+from .checks import DataError, check_held_in_memory, check_no_class_lost, report_unreadable
 from .folders import decode_file, decode_files, open_rgb
 from .sources import Source, Split
 
 IN_MEMORY_LIMIT_BYTES = 2 * 1024 ** 3   # decoded train + eval sets below this stay in memory
 MAX_REPLACEMENTS = 16                   # unreadable files in a row tolerated while streaming
+UNREADABLE = -1                         # the label of a streamed evaluation image that could not be read
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 # ---------------------------------------------------------------------------- what is served
-def ready_to_serve(source: Source, size: int, data: DataConfig, rank: int) -> Source:
+def ready_to_serve(source: Source, size: int, data: DataConfig, rank: int, decode: bool = True) -> Source:
     """The source as every run of an invocation is served it: in memory (data.in_memory, else when it is
     small), its files decoded at the stored size `size` (arrays stay as they are: each run makes its tensors
     of them); streaming, as listed. Either way unreadable files are refused when strict, else skipped with
-    one warning."""
+    one warning (streaming: once a pass has met them all, StreamingData.to_device). Without `decode` (a dry run) it is checked against memory, and served as listed."""
     in_memory = data.in_memory if data.in_memory is not None else fits_in_memory(source, size)
     if in_memory:
         check_held_in_memory(len(source.train) + len(source.eval), size)
+    if not decode:
+        return dataclasses.replace(source, in_memory=in_memory)
+    if in_memory:
         train, evals = (decoded_for_memory(split, size, data.workers, data.strict, rank)
                         for split in (source.train, source.eval))
     else:
         train, evals = source.train, source.eval
         for split in (train, evals):
-            report_unreadable(split, data.strict, rank)
+            if data.strict:
+                report_unreadable(split, True, rank)
     return dataclasses.replace(source, train=train, eval=evals, in_memory=in_memory)
 
 
@@ -214,11 +219,13 @@ def streaming_transforms(crop: str, image_size: int, rand_augment: str, erasing:
 
 class StreamingDataset(torch.utils.data.Dataset):
     """Items keyed by (index, epoch); the augmentation is seeded from (seed, epoch, index), so a sample
-    looks the same whatever the worker count. An unreadable file is replaced by the next readable one
-    (strict: by a blank image) and reported with the item, since workers cannot raise cleanly."""
+    looks the same whatever the worker count. An unreadable file is reported with the item, since workers cannot
+    raise cleanly; in training (`replace`) the next readable one takes its place, so a batch keeps its size (strict:
+    a blank image); in evaluation a blank image labelled UNREADABLE, which StreamingData leaves out: top-1 counts
+    the readable images alone, as in memory."""
 
-    def __init__(self, split: Split, transform: Callable, seed: int, strict: bool):
-        self.split, self.transform, self.seed, self.strict = split, transform, seed, strict
+    def __init__(self, split: Split, transform: Callable, seed: int, strict: bool, replace: bool = True):
+        self.split, self.transform, self.seed, self.strict, self.replace = split, transform, seed, strict, replace
 
     def __len__(self) -> int:
         return len(self.split)
@@ -233,14 +240,15 @@ class StreamingDataset(torch.utils.data.Dataset):
         index, epoch = key
         failures = []
         with seeded_global_rngs(derive_seed(self.seed, epoch, index)):
-            for attempt in range(1 if self.strict else MAX_REPLACEMENTS):
+            for attempt in range(MAX_REPLACEMENTS if self.replace and not self.strict else 1):
                 i = (index + attempt) % len(self)
                 try:
                     return self.transform(self.load(i)), int(self.split.targets[i]), "\n".join(failures)
                 except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
                     failures.append(f"{self.split.paths[i]} ({err})")
-            # Strict, or MAX_REPLACEMENTS bad files in a row: a blank stand-in; the failures travel with it.
-            return self.transform(Image.new("RGB", (8, 8))), int(self.split.targets[index]), "\n".join(failures)
+            # Strict, evaluation, or MAX_REPLACEMENTS bad files in a row: a blank stand-in; the failures travel with it.
+            target = int(self.split.targets[index]) if self.replace else UNREADABLE
+            return self.transform(Image.new("RGB", (8, 8))), target, "\n".join(failures)
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -271,7 +279,7 @@ class StreamingData(Data):
         self.train_sampler = ShardSampler(self.train_order)
         self.train_loader = self.loader(StreamingDataset(source.train, train_transform, self.seed, strict),
                                         self.train_sampler, workers, self.drop_last)
-        self.eval_loader = self.loader(StreamingDataset(source.eval, eval_transform, self.seed, strict),
+        self.eval_loader = self.loader(StreamingDataset(source.eval, eval_transform, self.seed, strict, replace=False),
                                        ShardSampler(lambda _: self.eval_order()), workers, False)
 
     def loader(self, dataset, sampler, workers: int, drop_last: bool) -> torch.utils.data.DataLoader:
@@ -288,19 +296,30 @@ class StreamingData(Data):
         return self.to_device(self.eval_loader)
 
     def to_device(self, loader) -> Iterator[Batch]:
-        for images, targets, failures in loader:
-            self.note_unreadable([line for text in failures if text for line in text.split("\n")])
-            yield images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        """The loader's batches on the device, less the evaluation images that could not be read; once the pass
+        ends (or stops), its unreadable files in one warning for the split, as in memory (checks.report_unreadable)."""
+        met = []
+        try:
+            for images, targets, failures in loader:
+                met += self.note_unreadable([line for text in failures if text for line in text.split("\n")])
+                readable = targets != UNREADABLE
+                if not readable.all():
+                    images, targets = images[readable], targets[readable]
+                if len(targets):
+                    yield images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        finally:
+            split = loader.dataset.split
+            if not self.strict:   # strict: refused at the first one
+                report_unreadable(dataclasses.replace(split, skipped=split.skipped + list(dict.fromkeys(met))), False,
+                                  self.rank)
 
-    def note_unreadable(self, failures: list[str]) -> None:
-        if not failures:
-            return
-        if self.strict:
+    def note_unreadable(self, failures: list[str]) -> list[str]:
+        """`failures` ('path (reason)'), each counted once in data.skipped; strict: refused."""
+        if failures and self.strict:
             raise DataError(f"unreadable file {failures[0]}; remove it or set data.strict=false to skip such files")
-        if not self.unreadable and self.rank == 0:
-            warn(f"skipped unreadable file {failures[0]}; data.skipped counts any others")
         new = set(failures) - self.unreadable
         self.unreadable |= new
         self.skipped += len(new)
+        return failures
 
 

@@ -26,6 +26,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Ankle boot")        # label order of the idx files (Xiao et al., 2017)
 SUBSET_SEED = 0                         # subsets are the same for every run seed and rank
 SYNTHETIC_SEED = 1234                   # the synthetic images are the same for every run seed
+SYNTHETIC_CHUNK = 1 << 22               # noise values drawn at a time: float64 temporaries of 32 MiB each
 
 
 @dataclass
@@ -188,19 +189,26 @@ def load_cifar(spec: str, root: str | None) -> Source:
 
 
 # ---------------------------------------------------------------------------- synthetic
-def make_synthetic(size: int, classes: int, image_size: int) -> Source:
-    """Noisy images whose mean color depends on the class: a tiny model learns it in a few steps."""
-    if size < 1 or classes < 2:
-        raise DataError(f"synthetic data needs data.synthetic_size >= 1 and data.synthetic_classes >= 2, "
-                        f"got {size} and {classes}")
+def make_synthetic(size: int, classes: int, image_size: int, made: bool = True) -> Source:
+    """Noisy images whose mean color depends on the class: a tiny model learns it in a few steps. Not `made` (a
+    dry run): the splits' sizes alone, labelled -1, nothing drawn."""
+    if size < 1 or not 2 <= classes <= size:
+        raise DataError(f"synthetic data needs data.synthetic_size >= 1 and data.synthetic_classes from 2 to "
+                        f"data.synthetic_size, got {size} and {classes}")
     check_held_in_memory(size + max(1, size // 4), image_size)   # made at the run's size: check first
     rng = np.random.default_rng(SYNTHETIC_SEED)
     colors = rng.integers(40, 216, (classes, 3))
 
     def split(n: int) -> Split:
+        if not made:
+            return Split(np.full(n, -1, np.int64), where="synthetic")
         targets = rng.integers(0, classes, n)
-        noise = rng.normal(0, 40, (n, image_size, image_size, 3))
-        pixels = np.clip(colors[targets][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+        pixels = np.empty((n, image_size, image_size, 3), np.uint8)
+        per_chunk = max(1, SYNTHETIC_CHUNK // pixels[0].size)   # the same draws as one call, a chunk at a time
+        for start in range(0, n, per_chunk):
+            part = targets[start:start + per_chunk]
+            noise = rng.normal(0, 40, (len(part), image_size, image_size, 3))
+            pixels[start:start + len(part)] = np.clip(colors[part][:, None, None, :] + noise, 0, 255)
         return Split(targets.astype(np.int64), pixels, where="synthetic")
 
     return Source("synthetic", [f"class{i}" for i in range(classes)], split(size), split(max(1, size // 4)))
