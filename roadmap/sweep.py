@@ -22,13 +22,14 @@ from pathlib import Path
 from .compute import handed_out_wall, hours, plan_costs
 from .config import ConfigError, load_roadmap, read_yaml, steps_root
 from .data import open_source
+from .eta import total_eta
 from .fields import closest
 from .markdown import markdown_table
-from .plan import RunPlan, plain_config, plan_run, ready, run_identity
+from .plan import RunPlan, check_models_fit, plain_config, plan_run, ready, run_identity
 from .results import COMPLETE, check_apart, check_writable, default_checkpoints, default_weights, data_slug, \
     finished_status, path_part
 from .runs import OUTCOMES, check_init_from, check_jobs, check_run_paths, check_same_config, check_same_data, \
-    run_one, say, skip_finished, train_in_turn
+    run_ended, run_one, say, skip_finished, train_in_turn
 from .runtime import Dist, git_commit, init_distributed
 from .workers import end_with_parent, hand_out, serve
 
@@ -280,6 +281,8 @@ class Sources:
 
 def check_runs(runs: list[SweepRun]) -> None:
     """runs.py's checks, per results folder and data: nothing is written before every cell passes them."""
+    for index in dict.fromkeys(run.cell.index for run in runs):   # a cell's networks are its own widths and depths
+        check_models_fit([run.plan for run in runs if run.cell.index == index])
     groups: dict[tuple, list[SweepRun]] = {}
     for run in runs:
         groups.setdefault((run.results, id(run.plan.source)), []).append(run)
@@ -329,16 +332,26 @@ def train_sweep(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int
             counts["skipped"] += 1
         else:
             todo.append(i)
+    eta = total_eta([run.plan for run in runs], todo, jobs, info)   # runs left and their time, as each ends
+
+    def ended(i: int) -> None:
+        run_ended(eta, i, runs[i].plan, runs[i].results, info)
+
     if jobs > 1:
-        outcomes, stopped = hand_out(todo, argv, jobs)
+        outcomes, stopped = hand_out(todo, argv, jobs, started=eta.start, ended=ended)
         for outcome, n in outcomes.items():
             counts[outcome] += n
         if stopped:
             say(info, f"stopped: a worker process ended with {stopped} (its message, if any, is above)")
             raise SystemExit(stopped if stopped > 0 else 1)
     else:
-        for _, outcome in train_in_turn(todo, lambda i, wait: train_one(runs[i], info, progress, label(runs, i), wait)):
+        def train(i: int, wait: bool) -> str:
+            eta.start(i)
+            return train_one(runs[i], info, progress, label(runs, i), wait)
+
+        for i, outcome in train_in_turn(todo, train):
             counts[outcome] += 1
+            ended(i)
     say(info, f"done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return counts
 

@@ -230,15 +230,16 @@ def test_the_readmes_steps_tables_are_what_list_writes(roadmap, tmp_path, capsys
 
 def test_the_makefile_refreshes_each_block_where_it_lives():
     """Each `--readme PAGE` of the Makefile names a page that holds the markers of what that command writes."""
-    writes = {"table": "results-{roadmap}", "study": "study-{roadmap}"}
+    writes = {"table": "results-{roadmap}", "study": "study-{roadmap}", "sweep-report": "sweep-{name}"}
     commands = [line.split() for line in (ROOT / "Makefile").read_text().splitlines() if "--readme" in line]
-    assert len(commands) >= 3
+    assert len(commands) >= 4
     for words in commands:
         command = words[words.index("runner.py") + 1]
         roadmap = words[words.index("--roadmap") + 1] if "--roadmap" in words else "resnet50"
+        name = words[words.index(command) + 1]   # sweep-report's sweep
         pages = [words[i + 1] for i, word in enumerate(words) if word == "--readme"]
         for page in pages:
-            assert f"<!-- {writes[command].format(roadmap=roadmap)}" in (ROOT / page).read_text(), (words, page)
+            assert f"<!-- {writes[command].format(roadmap=roadmap, name=name)}" in (ROOT / page).read_text(), (words, page)
 
 
 # Markdown links and images, [text](target) or ![alt](target), outside code blocks and code spans.
@@ -273,4 +274,4 @@ def test_the_readme_is_a_landing_page():
     figure = next(n for n, line in enumerate(lines, 1) if line.startswith("![study](report/"))
     assert len(lines) <= 150 and figure <= 40, (len(lines), figure)
     assert "make test" in README and "make demo" in README
-    assert "<!-- sweep-gap:begin -->" in README and "<!-- sweep-gap:end -->" in README   # the sweep's answer goes there
+    assert "<!-- sweep-gap-answer:begin -->" in README and "<!-- sweep-gap-answer:end -->" in README   # the sweep's answer

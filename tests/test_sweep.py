@@ -179,8 +179,18 @@ def test_the_report_gives_each_cells_gap_and_what_moves_it(steps_dir, tmp_path):
 
 
 def test_the_committed_sweep_report_regenerates_byte_for_byte(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)   # as `make sweep` runs it: the cells' folders named relative to the repository
+    """report/sweep-gap.*, README's answer and docs/sweeps.md's block are what the committed records give, written
+    as `make sweep` writes them (from the repository root: the cells' folders named relative to it)."""
+    monkeypatch.chdir(ROOT)
+    pages = {page: tmp_path / page for page in ("README.md", "docs/sweeps.md")}   # the figure linked as from home
+    for page, copy in pages.items():
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / page, copy)
     out = tmp_path / "report"
-    for path in make_sweep_report("gap", Path("results"), out, with_plot=True):
-        committed = ROOT / "report" / path.name
-        assert committed.read_bytes() == path.read_bytes(), f"{committed} is not what sweep-report writes now"
+    written = make_sweep_report("gap", Path("results"), out, list(pages.values()))
+    for path in written:
+        if path.parent == out:
+            committed = ROOT / "report" / path.name
+            assert committed.read_bytes() == path.read_bytes(), f"{committed} is not what sweep-report writes now"
+    for page, copy in pages.items():
+        assert copy.read_text() == (ROOT / page).read_text(), f"{page}'s sweep block is not what the records give"
