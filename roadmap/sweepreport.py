@@ -168,7 +168,9 @@ def _noise(flag) -> str:
 def cell_status(row: dict) -> str:
     if row["untrained"]:
         return f"untrained: {row['untrained']}"
-    return "not trained yet" if not row["gap_n"] else f"{row['gap_n']} seed(s)"
+    if row["gap_n"]:
+        return f"{row['gap_n']} seed(s)"
+    return "training: no seed with both endpoints yet" if row["run_hours"] else "not trained yet"
 
 
 def cells_markdown(sweep: Sweep, rows: list[dict], ends: Endpoints) -> str:
