@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import os
 import statistics
 import textwrap
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from scipy import stats
 from .config import ConfigError, Step, load_roadmap
 from .figures import save_figure
 from .markdown import bullets, markdown_table, signed
-from .readme import held_markers, replace_between_markers, study_markers
+from .readme import held_markers, study_markers, write_report_blocks
 from .results import COMPLETE, atomic_write_text, check_writable, data_slug
 from .table import CONFIDENCE, build_table, missing, paired_delta, reference_steps, select_records
 
@@ -311,19 +310,10 @@ def plot_study(df: pd.DataFrame, sets: list[ResultSet], out_dir: Path, stem: str
 
 
 # ---------------------------------------------------------------------------- entry point
-def readme_blocks(roadmap: str, title: str, body: str, answer: list[str], figure: Path | None,
-                  readme: Path) -> dict[tuple[str, str], str]:
-    """{markers: block} of a file --readme names: the whole study, and its answer alone (the figure and the
-    lines that say what it found, for a landing page); the figure linked from that file's folder."""
-    link = "" if figure is None else f"![study]({Path(os.path.relpath(figure, Path(readme).parent)).as_posix()})\n"
-    return {study_markers(roadmap): title + "\n\n" + body + (f"\n{link}" if link else ""),
-            study_markers(roadmap, "answer"): (f"{link}\n" if link else "") + bullets(answer)}
-
-
 def make_study(roadmap: str, set_texts: list[str], results_dir: Path, out_dir: Path, readmes: list[Path] = (),
                with_plot: bool = True) -> list[Path]:
     """<out_dir>/study-<roadmap>-<sets>.md/.csv (and .png/.svg); in each of `readmes`, every study block it has
-    markers for (readme_blocks)."""
+    markers for (readme.write_report_blocks)."""
     if len(set_texts) < 2:
         raise ConfigError("a study needs two or more result sets (SCALE/DATA[@RESULTS] each)")
     steps = load_roadmap(roadmap)
@@ -341,9 +331,6 @@ def make_study(roadmap: str, set_texts: list[str], results_dir: Path, out_dir: P
     if with_plot:
         written += plot_study(df, sets, out_dir, stem, title)
     figure = Path(out_dir) / f"{stem}.png" if with_plot else None
-    for readme, markers in held.items():
-        blocks = readme_blocks(roadmap, title, body, answer, figure, readme)
-        changed = [replace_between_markers(readme, *pair, blocks[pair]) for pair in markers]
-        if any(changed):
-            written.append(Path(readme))
+    written += write_report_blocks(held, lambda part="": study_markers(roadmap, part), "study", title, body, answer,
+                                   figure)
     return written

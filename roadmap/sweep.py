@@ -363,7 +363,7 @@ def train_one(run: SweepRun, info: Dist, progress: bool, text: str, wait: bool =
 # ---------------------------------------------------------------------------- --dry-run
 def dry_run(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int) -> str:
     """Every cell (trained or not), its runs, what is done, and plan's wall-time estimate; reads, writes nothing."""
-    runs = plan_sweep(sweep, results, None if chosen is None else chosen)
+    runs = plan_sweep(sweep, results, chosen)
     shown = {run.cell.index for run in runs}
     seconds: dict[int, list[float]] = {}
     for index in shown:

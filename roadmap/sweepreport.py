@@ -10,7 +10,6 @@ where, if anywhere, ConvNeXt-T ends above the modern ResNet; a figure puts the g
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +19,10 @@ import pandas as pd
 from .config import ConfigError, Step, load_roadmap, load_scale
 from .figures import save_figure
 from .markdown import bullets, markdown_table, signed
-from .readme import held_markers, replace_between_markers, sweep_markers
+from .readme import held_markers, sweep_markers, write_report_blocks
 from .results import COMPLETE, atomic_write_text, check_writable, data_slug, load_records
 from .study import welch_difference
-from .sweep import Cell, Sweep, is_base_cell, load_sweep, plan_sweep
+from .sweep import Cell, Sweep, load_sweep, plan_sweep
 from .table import CONFIDENCE, _mean, _std, missing, paired_delta
 
 UNTESTED = "no test (fewer than 2 seeds with both endpoints)"
@@ -67,8 +66,7 @@ def coordinates(sweep: Sweep) -> dict[int, dict]:
 
 def cell_folder(sweep: Sweep, cell: Cell, results: Path) -> Path:
     """Where a cell's records are: its own folder, or the results folder itself for a cell equal to the base."""
-    plans = [run.plan for run in plan_sweep(sweep, results, [cell.index])]
-    return Path(results) if is_base_cell(sweep, cell, plans) else sweep.folder(cell, results)
+    return plan_sweep(sweep, results, [cell.index])[0].results
 
 
 def cell_records(sweep: Sweep, cell: Cell, folder: Path) -> list[dict]:
@@ -120,14 +118,7 @@ def factor_comparisons(sweep: Sweep, rows: list[dict]) -> list[dict]:
     out = []
     for factor in sweep.factors:
         others = [f for f in sweep.factors if f != factor]
-        lines: dict[tuple, list[dict]] = {}
-        for row in rows:
-            if row["gap_n"]:
-                lines.setdefault(tuple(str(row[f]) for f in others), []).append(row)
-        for key, line in lines.items():
-            line = sorted(line, key=lambda r: level_order(r[factor]))
-            if len(line) < 2:
-                continue
+        for key, line in factor_lines(sweep, rows, factor).items():
             reference = next((r for r in line if r[factor] == base[factor]), line[0])
             for row in line:
                 if row is reference:
@@ -138,6 +129,17 @@ def factor_comparisons(sweep: Sweep, rows: list[dict]) -> list[dict]:
                             "to_cell": row["cell"], "gap_from": reference["gap"], "gap_to": row["gap"],
                             "n_from": reference["gap_n"], "n_to": row["gap_n"], **test})
     return out
+
+
+def factor_lines(sweep: Sweep, rows: list[dict], factor: str) -> dict[tuple, list[dict]]:
+    """The cells with a gap that differ in `factor` alone, two or more a line, keyed by the other factors' levels
+    (as text) and ordered by `factor`'s level."""
+    others = [f for f in sweep.factors if f != factor]
+    lines: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["gap_n"]:
+            lines.setdefault(tuple(str(row[f]) for f in others), []).append(row)
+    return {key: sorted(line, key=lambda r: level_order(r[factor])) for key, line in lines.items() if len(line) > 1}
 
 
 def level_order(level) -> tuple:
@@ -281,17 +283,11 @@ def plot_sweep(sweep: Sweep, rows: list[dict], comparisons: list[dict], ends: En
 
 def plot_factor(ax, sweep: Sweep, rows: list[dict], factor: str) -> None:
     others = [f for f in sweep.factors if f != factor]
-    lines: dict[tuple, list[dict]] = {}
-    for row in rows:
-        if row["gap_n"]:
-            lines.setdefault(tuple(str(row[f]) for f in others), []).append(row)
-    levels = sorted({r[factor] for line in lines.values() if len(line) > 1 for r in line}, key=level_order)
+    lines = factor_lines(sweep, rows, factor)
+    levels = sorted({r[factor] for line in lines.values() for r in line}, key=level_order)
     numeric = all(level_order(v)[0] == 0 for v in levels)
     position = (lambda v: float(v)) if numeric else (lambda v: float(levels.index(v)))
     for key, line in lines.items():
-        if len(line) < 2:
-            continue
-        line = sorted(line, key=lambda r: level_order(r[factor]))
         x = [position(r[factor]) for r in line]
         y = [r["gap"] for r in line]
         err = [[0.0 if missing(r["gap_low"]) else r["gap"] - r["gap_low"] for r in line],
@@ -306,19 +302,10 @@ def plot_factor(ax, sweep: Sweep, rows: list[dict], factor: str) -> None:
 
 
 # ---------------------------------------------------------------------------- entry point
-def readme_blocks(name: str, title: str, body: str, answer: list[str], figure: Path | None,
-                  readme: Path) -> dict[tuple[str, str], str]:
-    """{markers: block} of a file --readme names: the whole report, and its answer alone (the figure and the lines
-    that say what the sweep found, for a landing page); the figure linked from that file's folder."""
-    link = "" if figure is None else f"![sweep {name}]({Path(os.path.relpath(figure, Path(readme).parent)).as_posix()})\n"
-    return {sweep_markers(name): title + "\n\n" + body + (f"\n{link}" if link else ""),
-            sweep_markers(name, "answer"): (f"{link}\n" if link else "") + bullets(answer)}
-
-
 def make_sweep_report(name: str, results: Path, out_dir: Path, readmes: list[Path] = (),
                       with_plot: bool = True) -> list[Path]:
     """<out>/sweep-NAME.md, .csv (a row per cell), -factors.csv (a row per comparison), .png/.svg; in each of
-    `readmes`, every sweep block it has markers for (readme_blocks)."""
+    `readmes`, every sweep block it has markers for (readme.write_report_blocks)."""
     sweep = load_sweep(name)
     ends = find_endpoints(sweep)
     held = {readme: held_markers(readme, [sweep_markers(name), sweep_markers(name, "answer")])
@@ -338,10 +325,8 @@ def make_sweep_report(name: str, results: Path, out_dir: Path, readmes: list[Pat
     if with_plot:
         written += plot_sweep(sweep, rows, comparisons, ends, out, stem)
     figure = out / f"{stem}.png" if with_plot else None
-    for readme, markers in held.items():
-        blocks = readme_blocks(name, title, body, answer, figure, readme)
-        if any([replace_between_markers(readme, *pair, blocks[pair]) for pair in markers]):
-            written.append(Path(readme))
+    written += write_report_blocks(held, lambda part="": sweep_markers(name, part), f"sweep {name}", title, body,
+                                   answer, figure)
     return written
 
 
