@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,8 +273,8 @@ def plot_sweep(sweep: Sweep, rows: list[dict], comparisons: list[dict], ends: En
                    label=f"paper (ImageNet, 224 px): {signed(ends.paper_gap)}")
         ax.set_xlabel(short(factor) + (" (log scale)" if "epochs" in factor else ""))
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=7)
-    axes[0][0].set_ylabel(f"gap: {ends.end.id} - {ends.start.id} (top-1 points, ± {CONFIDENCE:.0%} CI)")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7, frameon=False)   # clear of the lines
+    axes[0][0].set_ylabel(f"gap: {ends.end.id}\n- {ends.start.id}\n(top-1 points, ± {CONFIDENCE:.0%} CI)")
     fig.suptitle(f"Sweep {sweep.name}: {sweep.title}", fontsize=10)
     fig.tight_layout()
     paths = save_figure(fig, out_dir, stem)
@@ -293,7 +294,7 @@ def plot_factor(ax, sweep: Sweep, rows: list[dict], factor: str) -> None:
         err = [[0.0 if missing(r["gap_low"]) else r["gap"] - r["gap_low"] for r in line],
                [0.0 if missing(r["gap_high"]) else r["gap_high"] - r["gap"] for r in line]]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linewidth=1.2,
-                    label=", ".join(f"{short(f)}={v}" for f, v in zip(others, key)))
+                    label=textwrap.fill(", ".join(f"{short(f)}={v}" for f, v in zip(others, key)), 48, break_on_hyphens=False))
     if numeric and "epochs" in factor:
         ax.set_xscale("log")
     if levels:
