@@ -211,14 +211,16 @@ def run_label(planned: list[RunPlan], i: int) -> str:
     return f"[{i + 1}/{len(planned)}] {run.key.roadmap}/{run.step.id} seed {run.key.seed}"
 
 
-def skip_finished(run: RunPlan, label: str, results: Path, checkpoints: Path, weights: Path, info: Dist) -> bool:
-    """A run complete or diverged already is skipped (said so); False when it is still to train."""
+def skip_finished(run: RunPlan, label: str, results: Path, checkpoints: Path, weights: Path, info: Dist,
+                  reused: bool = False) -> bool:
+    """A run complete or diverged already is skipped (said so); False when it is still to train. A `reused` record
+    (a sweep's cell that is the committed reference) is not expected to have its weights here."""
     status = finished_status(results, run.key)
     if not status:
         return False
-    say(info, f"{label}: already {status}, skipped")
+    say(info, f"{label}: already {status}" + (", the base scale's own record, reused" if reused else ", skipped"))
     record = read_record(run.key.record_path(results))
-    missing = missing_weights(record, weights) if status == COMPLETE and record else None
+    missing = missing_weights(record, weights) if status == COMPLETE and record and not reused else None
     if missing:  # not retrained: the record stands; only deleting it trains the run again
         say(info, f"warning: {run.step.id} seed {run.key.seed} is complete but {missing}; "
                   f"delete {run.key.record_path(results)} to train it again")

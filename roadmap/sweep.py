@@ -328,7 +328,7 @@ def train_sweep(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int
     start, counts = time.perf_counter(), dict.fromkeys(OUTCOMES, 0)
     todo = []
     for i, run in enumerate(runs):
-        if skip_finished(run.plan, label(runs, i), run.results, run.checkpoints, run.weights, info):
+        if skip_finished(run.plan, label(runs, i), run.results, run.checkpoints, run.weights, info, run.is_base):
             counts["skipped"] += 1
         else:
             todo.append(i)

@@ -66,8 +66,12 @@ def test_a_sweep_trains_every_cell_once_then_skips_it(steps_dir, tmp_path, capsy
             for seed in (0, 1):
                 record = read_record(RunKey("resnet50", "demo", "synthetic", step, seed).record_path(folder))
                 assert record["status"] == "complete" and len(record["epochs"]) == epochs
+    for weights in results.rglob("*.safetensors"):   # as in a clean clone: records committed, weights not
+        weights.unlink()
     code, err = main(capsys, "sweep", "tiny", "--results", results, "--no-progress")
     assert code == 0 and "0 complete, 8 skipped" in err
+    # the base cell's records are the base scale's own, reused: no advice to delete them to train them again
+    assert err.count("the base scale's own record, reused") == 4 and err.count("warning:") == 4, err
 
 
 def test_jobs_and_a_slurm_task_train_one_cell(steps_dir, tmp_path):
