@@ -99,15 +99,17 @@ def update_readme(readme: Path, roadmap: str, table_md: str, figure_rel_path: st
 
 
 def write_report_blocks(held: dict[Path, list[tuple[str, str]]], markers: Callable[..., tuple[str, str]], alt: str,
-                        title: str, body: str, answer: list[str], figure: Path | None) -> list[Path]:
+                        title: str, body: str, answer: list[str], figure: Path | None,
+                        answer_table: str = "") -> list[Path]:
     """Into each file of `held` (held_markers'), the blocks it has markers for: the whole report (`markers()`) and
-    its answer alone (`markers("answer")`: the figure and the lines that say what was found, for a landing page), the
-    figure linked from that file's folder. The files changed."""
+    its answer alone (`markers("answer")`: the figure, a short table if given, and the lines that say what was found,
+    for a landing page), the figure linked from that file's folder. The files changed."""
     changed = []
     for readme, pairs in held.items():
         link = "" if figure is None else f"![{alt}]({Path(os.path.relpath(figure, Path(readme).parent)).as_posix()})\n"
         blocks = {markers(): title + "\n\n" + body + (f"\n{link}" if link else ""),
-                  markers("answer"): (f"{link}\n" if link else "") + bullets(answer)}
+                  markers("answer"): (f"{link}\n" if link else "") + (f"{answer_table}\n" if answer_table else "")
+                  + bullets(answer)}
         if any([replace_between_markers(readme, *pair, blocks[pair]) for pair in pairs]):
             changed.append(Path(readme))
     return changed

@@ -185,6 +185,14 @@ def cells_markdown(sweep: Sweep, rows: list[dict], ends: Endpoints) -> str:
     return markdown_table(header, body, align="l" * (1 + len(sweep.factors)) + "r" * (len(sweep.steps) + 2) + "lrl")
 
 
+def gaps_markdown(rows: list[dict], ends: Endpoints) -> str:
+    """The answer's table: each cell with a gap, the gap alone."""
+    header = ["cell", f"gap: {ends.end.id} - {ends.start.id}", f"{CONFIDENCE:.0%} CI", "> noise", "seeds"]
+    body = [[r["cell"], signed(r["gap"]), _ci(r["gap_low"], r["gap_high"]), _noise(r["gap_significant"]),
+             str(r["gap_n"])] for r in rows if r["gap_n"]]
+    return markdown_table(header, body, align="lrrlr")
+
+
 def factors_markdown(comparisons: list[dict]) -> str:
     header = ["factor", "others fixed", "from -> to", "gap from (n)", "gap to (n)", "Δ gap", f"Δ gap {CONFIDENCE:.0%} CI",
               "> noise"]
@@ -327,7 +335,7 @@ def make_sweep_report(name: str, results: Path, out_dir: Path, readmes: list[Pat
         written += plot_sweep(sweep, rows, comparisons, ends, out, stem)
     figure = out / f"{stem}.png" if with_plot else None
     written += write_report_blocks(held, lambda part="": sweep_markers(name, part), f"sweep {name}", title, body,
-                                   answer, figure)
+                                   answer, figure, gaps_markdown(rows, ends))
     return written
 
 

@@ -174,8 +174,11 @@ def test_the_report_gives_each_cells_gap_and_what_moves_it(steps_dir, tmp_path):
     assert "- epochs: moves the gap beyond noise in 2 of 2 tested comparison(s)" in text
     assert "- Factors that move the gap beyond noise: epochs" in text
     assert "separate_downsampling ends above modern_recipe beyond noise in: epochs=4 (+1.13)" in text
-    assert readme.read_text().startswith("# x\n<!-- sweep-tiny-answer:begin -->\n![sweep tiny](report/sweep-tiny.png)\n\n"
-                                         "- Cells with records: 3 of 3")   # the answer alone, on the landing page
+    answer = readme.read_text()   # the answer alone, on the landing page: the figure, each cell's gap, the lines
+    assert answer.startswith("# x\n<!-- sweep-tiny-answer:begin -->\n![sweep tiny](report/sweep-tiny.png)\n\n"
+                             "| cell | gap: separate_downsampling - modern_recipe | 95% CI | > noise | seeds |\n")
+    assert f"| epochs=2 | {gap:+.2f} | [{gap - half:+.2f}, {gap + half:+.2f}] | yes | 3 |\n" in answer
+    assert "|\n\n- Cells with records: 3 of 3" in answer
     assert "<!-- sweep-tiny:begin -->\nSweep `tiny`" in page.read_text() and "(../report/sweep-tiny.png)" in page.read_text()
     first = {path: path.read_bytes() for path in written}
     make_sweep_report("tiny", results, out, [readme, page])
