@@ -17,6 +17,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from .compute import handed_out_wall, hours, plan_costs
@@ -27,7 +28,7 @@ from .fields import closest
 from .markdown import markdown_table
 from .plan import RunPlan, check_models_fit, plain_config, plan_run, ready, run_identity
 from .results import COMPLETE, check_apart, check_writable, default_checkpoints, default_weights, data_slug, \
-    finished_status, path_part
+    finished_status, path_part, read_record
 from .runs import OUTCOMES, check_init_from, check_jobs, check_run_paths, check_same_config, check_same_data, \
     run_ended, run_one, say, skip_finished, train_in_turn
 from .runtime import Dist, git_commit, init_distributed
@@ -365,24 +366,28 @@ def dry_run(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int) ->
     """Every cell (trained or not), its runs, what is done, and plan's wall-time estimate; reads, writes nothing."""
     runs = plan_sweep(sweep, results, chosen)
     shown = {run.cell.index for run in runs}
-    seconds: dict[int, list[float]] = {}
+    seconds: dict[int, list[float]] = {}   # plan's time of each run of the cell
+    left: dict[int, list[bool]] = {}       # whether each run is still to train
     for index in shown:
         cell_runs = [r for r in runs if r.cell.index == index]
         costs = plan_costs([r.plan for r in cell_runs], "cpu", 1, "fp32", 0.4, jobs=jobs)
-        seconds[index] = [c["seconds"] for r, c in zip(cell_runs, costs["runs"])
-                          if finished_status(r.results, r.plan.key) is None]
+        seconds[index] = [c["seconds"] for c in costs["runs"]]
+        left[index] = [finished_status(r.results, r.plan.key) is None for r in cell_runs]
         speed = costs["source"]
-    rows = [cell_row(sweep, cell, [r for r in runs if r.cell.index == cell.index], seconds.get(cell.index), jobs,
-                     results) for cell in sweep.cells]
-    header = ["index", "cell", *sweep.factors, "results", "runs", "done", "to train", f"plan, --jobs {jobs}"]
-    todo = [s for index in sorted(seconds) for s in seconds[index]]
+    rows = [cell_row(sweep, cell, [r for r in runs if r.cell.index == cell.index], seconds.get(cell.index),
+                     left.get(cell.index), jobs) for cell in sweep.cells]
+    header = ["index", "cell", *sweep.factors, "results", "runs", "done", "to train", f"plan left, --jobs {jobs}",
+              f"plan, --jobs {jobs}", "measured"]
+    todo = [s for index in sorted(seconds) for s, to_train in zip(seconds[index], left[index]) if to_train]
     lines = [f"sweep {sweep.name} ({sweep.path}): {sweep.title}",
              f"roadmap {sweep.roadmap}, scale {sweep.scale}, data {sweep.data or 'the scale’s'}; steps "
              f"{', '.join(sweep.steps)}; seeds {', '.join(map(str, sweep.seeds))}"
              + (f"; every run sets {fixed_text(sweep.fixed)}" if sweep.fixed else ""),
              "", markdown_table(header, rows).rstrip(), "",
              f"- {len(todo)} run(s) to train: {hours(handed_out_wall(todo, jobs))} of wall time at --jobs {jobs} "
-             f"by plan (cells one after another; the FLOP/s benched for each step at the base scale's networks)."]
+             f"by plan (cells one after another; the FLOP/s benched for each step at the base scale's networks).",
+             "- measured: the wall time during which a complete run of the cell was training (runs side by side "
+             "count once), from the start and end times in its records."]
     if shown:
         lines.append(f"- Speed: {speed}.")
     trained = [c.index for c in sweep.cells if not c.untrained]
@@ -391,16 +396,40 @@ def dry_run(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int) ->
     return "\n".join(lines) + "\n"
 
 
-def cell_row(sweep: Sweep, cell: Cell, runs: list[SweepRun], seconds: list[float] | None, jobs: int,
-             results: Path) -> list:
+def cell_row(sweep: Sweep, cell: Cell, runs: list[SweepRun], seconds: list[float] | None, left: list[bool] | None,
+             jobs: int) -> list:
     levels = [level_text(f, cell.levels[f]) if f in cell.levels else "·" for f in sweep.factors]
     if not runs:
         why = f"untrained: {cell.untrained}" if cell.untrained else "not chosen (--cell)"
-        return [cell.index, cell.name, *levels, "–", "–", "–", "–", why]
+        return [cell.index, cell.name, *levels, why, "–", "–", "–", "–", "–", "–"]
     done = sum(1 for r in runs if finished_status(r.results, r.plan.key) == COMPLETE)
     where = f"{runs[0].results} (the base scale's own)" if runs[0].is_base else str(runs[0].results)
-    plan = hours(handed_out_wall(seconds, jobs)) if seconds else "–"
-    return [cell.index, cell.name, *levels, where, len(runs), done, len(seconds or []), plan]
+    todo = [s for s, to_train in zip(seconds, left) if to_train]
+    plan_left = hours(handed_out_wall(todo, jobs)) if todo else "–"
+    spans = [span for r in runs if (span := run_span(r.results, r.plan.key))]
+    measured = f"{hours(union_seconds(spans))} ({len(spans)} runs)" if spans else "–"
+    return [cell.index, cell.name, *levels, where, len(runs), done, len(todo), plan_left,
+            hours(handed_out_wall(seconds, jobs)), measured]
+
+
+def run_span(results: Path, key) -> tuple[float, float] | None:
+    """When a complete run started and ended (its record's times, as seconds since the epoch); None otherwise."""
+    record = read_record(key.record_path(results)) if finished_status(results, key) == COMPLETE else None
+    try:
+        return (datetime.fromisoformat(record["started"]).timestamp(),
+                datetime.fromisoformat(record["finished"]).timestamp())
+    except (TypeError, KeyError, ValueError):   # no record, or one without times (older schema)
+        return None
+
+
+def union_seconds(spans: list[tuple[float, float]]) -> float:
+    """How long at least one of the spans was going on: runs side by side count once."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
 
 
 def fixed_text(fixed: dict) -> str:

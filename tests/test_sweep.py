@@ -72,6 +72,14 @@ def test_a_sweep_trains_every_cell_once_then_skips_it(steps_dir, tmp_path, capsy
     assert code == 0 and "0 complete, 8 skipped" in err
     # the base cell's records are the base scale's own, reused: no advice to delete them to train them again
     assert err.count("the base scale's own record, reused") == 4 and err.count("warning:") == 4, err
+    from roadmap.sweep import dry_run   # each cell's measured wall time, from its records' start and end times
+    assert dry_run(load_sweep("tiny"), results, None, 2).count(" (4 runs) |") == 2
+
+
+def test_measured_time_counts_runs_side_by_side_once():
+    from roadmap.sweep import union_seconds
+    assert union_seconds([(0.0, 10.0), (5.0, 15.0), (20.0, 25.0)]) == 20.0
+    assert union_seconds([(0.0, 10.0), (2.0, 3.0)]) == 10.0 and union_seconds([]) == 0.0
 
 
 def test_jobs_and_a_slurm_task_train_one_cell(steps_dir, tmp_path):
