@@ -365,20 +365,19 @@ def train_one(run: SweepRun, info: Dist, progress: bool, text: str, wait: bool =
 def dry_run(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int) -> str:
     """Every cell (trained or not), its runs, what is done, and plan's wall-time estimate; reads, writes nothing."""
     runs = plan_sweep(sweep, results, chosen)
-    shown = {run.cell.index for run in runs}
+    by_cell = {cell.index: [r for r in runs if r.cell.index == cell.index] for cell in sweep.cells}
+    status = {id(r): finished_status(r.results, r.plan.key) for r in runs}   # each record read once
     seconds: dict[int, list[float]] = {}   # plan's time of each run of the cell
-    left: dict[int, list[bool]] = {}       # whether each run is still to train
-    for index in shown:
-        cell_runs = [r for r in runs if r.cell.index == index]
-        costs = plan_costs([r.plan for r in cell_runs], "cpu", 1, "fp32", 0.4, jobs=jobs)
-        seconds[index] = [c["seconds"] for c in costs["runs"]]
-        left[index] = [finished_status(r.results, r.plan.key) is None for r in cell_runs]
-        speed = costs["source"]
-    rows = [cell_row(sweep, cell, [r for r in runs if r.cell.index == cell.index], seconds.get(cell.index),
-                     left.get(cell.index), jobs) for cell in sweep.cells]
+    for index, cell_runs in by_cell.items():
+        if cell_runs:
+            costs = plan_costs([r.plan for r in cell_runs], "cpu", 1, "fp32", 0.4, jobs=jobs)
+            seconds[index] = [c["seconds"] for c in costs["runs"]]
+            speed = costs["source"]
+    rows = [cell_row(sweep, cell, by_cell[cell.index], seconds.get(cell.index),
+                     [status[id(r)] for r in by_cell[cell.index]], jobs) for cell in sweep.cells]
     header = ["index", "cell", *sweep.factors, "results", "runs", "done", "to train", f"plan left, --jobs {jobs}",
               f"plan, --jobs {jobs}", "measured"]
-    todo = [s for index in sorted(seconds) for s, to_train in zip(seconds[index], left[index]) if to_train]
+    todo = [s for index in sorted(seconds) for s, r in zip(seconds[index], by_cell[index]) if status[id(r)] is None]
     lines = [f"sweep {sweep.name} ({sweep.path}): {sweep.title}",
              f"roadmap {sweep.roadmap}, scale {sweep.scale}, data {sweep.data or 'the scale’s'}; steps "
              f"{', '.join(sweep.steps)}; seeds {', '.join(map(str, sweep.seeds))}"
@@ -388,7 +387,7 @@ def dry_run(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int) ->
              f"by plan (cells one after another; the FLOP/s benched for each step at the base scale's networks).",
              "- measured: the wall time during which a complete run of the cell was training (runs side by side "
              "count once), from the start and end times in its records."]
-    if shown:
+    if seconds:
         lines.append(f"- Speed: {speed}.")
     trained = [c.index for c in sweep.cells if not c.untrained]
     lines.append(f"- Slurm: sbatch --array={array_spec(trained)} steps/sweeps/sweep.sbatch {sweep.name} "
@@ -396,25 +395,26 @@ def dry_run(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int) ->
     return "\n".join(lines) + "\n"
 
 
-def cell_row(sweep: Sweep, cell: Cell, runs: list[SweepRun], seconds: list[float] | None, left: list[bool] | None,
+def cell_row(sweep: Sweep, cell: Cell, runs: list[SweepRun], seconds: list[float] | None, status: list[str | None],
              jobs: int) -> list:
+    """The dry run's row of a cell; `status`: each run's finished status (None: still to train)."""
     levels = [level_text(f, cell.levels[f]) if f in cell.levels else "·" for f in sweep.factors]
     if not runs:
         why = f"untrained: {cell.untrained}" if cell.untrained else "not chosen (--cell)"
         return [cell.index, cell.name, *levels, why, "–", "–", "–", "–", "–", "–"]
-    done = sum(1 for r in runs if finished_status(r.results, r.plan.key) == COMPLETE)
+    done = status.count(COMPLETE)
     where = f"{runs[0].results} (the base scale's own)" if runs[0].is_base else str(runs[0].results)
-    todo = [s for s, to_train in zip(seconds, left) if to_train]
+    todo = [s for s, st in zip(seconds, status) if st is None]
     plan_left = hours(handed_out_wall(todo, jobs)) if todo else "–"
-    spans = [span for r in runs if (span := run_span(r.results, r.plan.key))]
+    spans = [span for r, st in zip(runs, status) if st == COMPLETE and (span := run_span(r.results, r.plan.key))]
     measured = f"{hours(union_seconds(spans))} ({len(spans)} runs)" if spans else "–"
     return [cell.index, cell.name, *levels, where, len(runs), done, len(todo), plan_left,
             hours(handed_out_wall(seconds, jobs)), measured]
 
 
 def run_span(results: Path, key) -> tuple[float, float] | None:
-    """When a complete run started and ended (its record's times, as seconds since the epoch); None otherwise."""
-    record = read_record(key.record_path(results)) if finished_status(results, key) == COMPLETE else None
+    """When a complete run started and ended (its record's times, as seconds since the epoch); None without them."""
+    record = read_record(key.record_path(results))
     try:
         return (datetime.fromisoformat(record["started"]).timestamp(),
                 datetime.fromisoformat(record["finished"]).timestamp())

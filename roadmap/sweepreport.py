@@ -65,11 +65,6 @@ def coordinates(sweep: Sweep) -> dict[int, dict]:
             for cell in sweep.cells}
 
 
-def cell_folder(sweep: Sweep, cell: Cell, results: Path) -> Path:
-    """Where a cell's records are: its own folder, or the results folder itself for a cell equal to the base."""
-    return plan_sweep(sweep, results, [cell.index])[0].results
-
-
 def cell_records(sweep: Sweep, cell: Cell, folder: Path) -> list[dict]:
     """The cell's complete runs of the sweep's steps (every seed there, the sweep's and any other)."""
     return [r for r in load_records(folder, sweep.roadmap, sweep.scale, sweep.data_of(cell) or load_scale(sweep.scale).data)
@@ -91,9 +86,11 @@ def per_seed_gaps(scores: dict, ends: Endpoints) -> list[float]:
 
 def cell_rows(sweep: Sweep, results: Path, ends: Endpoints) -> list[dict]:
     coords = coordinates(sweep)
+    # where each cell's records are (its own folder, or results/ itself for a cell equal to the base), planned once
+    folders = {run.cell.index: run.results for run in plan_sweep(sweep, results, [c.index for c in sweep.cells])}
     rows = []
     for cell in sweep.cells:
-        folder = cell_folder(sweep, cell, results)
+        folder = folders[cell.index]
         records = cell_records(sweep, cell, folder)
         scores = scores_of(records)
         data = data_slug(sweep.data_of(cell) or load_scale(sweep.scale).data)
@@ -302,7 +299,8 @@ def plot_factor(ax, sweep: Sweep, rows: list[dict], factor: str) -> None:
         err = [[0.0 if missing(r["gap_low"]) else r["gap"] - r["gap_low"] for r in line],
                [0.0 if missing(r["gap_high"]) else r["gap_high"] - r["gap"] for r in line]]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linewidth=1.2,
-                    label=textwrap.fill(", ".join(f"{short(f)}={v}" for f, v in zip(others, key)), 48, break_on_hyphens=False))
+                    label=textwrap.fill(", ".join(f"{short(f)}={v}" for f, v in zip(others, key)), 48,
+                                        break_on_hyphens=False))
     if numeric and "epochs" in factor:
         ax.set_xscale("log")
     if levels:
