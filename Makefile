@@ -17,7 +17,7 @@ CIFAR10 := data/cifar10-jpg
 STUDY_SETS ?= cpu/fashion-mnist cpu/imagefolder-cifar10-jpg cpu64/fashion-mnist
 DEMO_DIR ?= demo
 
-.PHONY: test demo reference reverse study sweep data clean gpu-check gpu-check-dry
+.PHONY: test demo reference reverse study sweep sweep-roadmap data clean gpu-check gpu-check-dry
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,15 @@ study: $(VENV)/.installed data $(CIFAR10)/train
 sweep: $(VENV)/.installed data $(CIFAR10)/train
 	$(PY) runner.py sweep gap --jobs 2 --no-progress
 	$(PY) runner.py sweep-report gap --readme README.md --readme docs/sweeps.md
+
+# The whole resnet50 roadmap, seeds 0-1, in the gap sweep's cell where ConvNeXt-T and the modern ResNet-50 end
+# level within noise (40 epochs, regularisation 0.25): which steps reproduce there? Trained into the cell's own
+# folder, so its endpoint records are reused; the same command resumes.
+LEVEL_CELL_SET := scale.epochs=40 scale.regularization=0.25
+LEVEL_CELL_RESULTS := results/sweeps/gap/epochs=40,regularization=0.25
+sweep-roadmap: $(VENV)/.installed data
+	$(PY) runner.py run --all --scale cpu --data fashion-mnist $(addprefix --set ,$(LEVEL_CELL_SET)) --seed 0 1 \
+		--results '$(LEVEL_CELL_RESULTS)' --jobs 2 --no-progress
 
 # Everything that needs a GPU, in one command of a few minutes (roadmap/gpucheck.py): bench eager and
 # compiled against timm, a short run of every step on CIFAR-10, 2 processes on one GPU (one failing).
