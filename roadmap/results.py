@@ -362,7 +362,11 @@ def warn_damaged(path: Path, problem: str, consequence: str) -> None:
 def finished_status(root: Path, key: RunKey) -> str | None:
     """'complete' or 'diverged' when the run needs no more training (a diverged run would diverge
     again); None when it has no usable record or failed (a crash may be transient: retry it)."""
-    record = read_record(key.record_path(root))
+    return record_status(read_record(key.record_path(root)))
+
+
+def record_status(record: dict | None) -> str | None:
+    """A read record's finished status, as finished_status gives it."""
     status = record["status"] if record else None
     return status if status in FINISHED else None
 

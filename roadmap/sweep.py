@@ -28,7 +28,7 @@ from .fields import closest
 from .markdown import markdown_table
 from .plan import RunPlan, check_models_fit, plain_config, plan_run, ready, run_identity
 from .results import COMPLETE, check_apart, check_writable, default_checkpoints, default_weights, data_slug, \
-    finished_status, path_part, read_record
+    path_part, read_record, record_status
 from .runs import OUTCOMES, check_init_from, check_jobs, check_run_paths, check_same_config, check_same_data, \
     run_ended, run_one, say, skip_finished, train_in_turn
 from .runtime import Dist, git_commit, init_distributed
@@ -366,7 +366,8 @@ def dry_run(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int) ->
     """Every cell (trained or not), its runs, what is done, and plan's wall-time estimate; reads, writes nothing."""
     runs = plan_sweep(sweep, results, chosen)
     by_cell = {cell.index: [r for r in runs if r.cell.index == cell.index] for cell in sweep.cells}
-    status = {id(r): finished_status(r.results, r.plan.key) for r in runs}   # each record read once
+    records = {id(r): read_record(r.plan.key.record_path(r.results)) for r in runs}   # each record read once
+    status = {key: record_status(record) for key, record in records.items()}
     seconds: dict[int, list[float]] = {}   # plan's time of each run of the cell
     for index, cell_runs in by_cell.items():
         if cell_runs:
@@ -374,7 +375,7 @@ def dry_run(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int) ->
             seconds[index] = [c["seconds"] for c in costs["runs"]]
             speed = costs["source"]
     rows = [cell_row(sweep, cell, by_cell[cell.index], seconds.get(cell.index),
-                     [status[id(r)] for r in by_cell[cell.index]], jobs) for cell in sweep.cells]
+                     [(status[id(r)], records[id(r)]) for r in by_cell[cell.index]], jobs) for cell in sweep.cells]
     header = ["index", "cell", *sweep.factors, "results", "runs", "done", "to train", f"plan left, --jobs {jobs}",
               f"plan, --jobs {jobs}", "measured"]
     todo = [s for index in sorted(seconds) for s, r in zip(seconds[index], by_cell[index]) if status[id(r)] is None]
@@ -395,26 +396,26 @@ def dry_run(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int) ->
     return "\n".join(lines) + "\n"
 
 
-def cell_row(sweep: Sweep, cell: Cell, runs: list[SweepRun], seconds: list[float] | None, status: list[str | None],
-             jobs: int) -> list:
-    """The dry run's row of a cell; `status`: each run's finished status (None: still to train)."""
+def cell_row(sweep: Sweep, cell: Cell, runs: list[SweepRun], seconds: list[float] | None,
+             read: list[tuple[str | None, dict | None]], jobs: int) -> list:
+    """The dry run's row of a cell; `read`: each run's finished status (None: still to train) and its record."""
     levels = [level_text(f, cell.levels[f]) if f in cell.levels else "·" for f in sweep.factors]
     if not runs:
         why = f"untrained: {cell.untrained}" if cell.untrained else "not chosen (--cell)"
         return [cell.index, cell.name, *levels, why, "–", "–", "–", "–", "–", "–"]
+    status = [st for st, _ in read]
     done = status.count(COMPLETE)
     where = f"{runs[0].results} (the base scale's own)" if runs[0].is_base else str(runs[0].results)
     todo = [s for s, st in zip(seconds, status) if st is None]
     plan_left = hours(handed_out_wall(todo, jobs)) if todo else "–"
-    spans = [span for r, st in zip(runs, status) if st == COMPLETE and (span := run_span(r.results, r.plan.key))]
+    spans = [span for st, record in read if st == COMPLETE and (span := run_span(record))]
     measured = f"{hours(union_seconds(spans))} ({len(spans)} runs)" if spans else "–"
     return [cell.index, cell.name, *levels, where, len(runs), done, len(todo), plan_left,
             hours(handed_out_wall(seconds, jobs)), measured]
 
 
-def run_span(results: Path, key) -> tuple[float, float] | None:
-    """When a complete run started and ended (its record's times, as seconds since the epoch); None without them."""
-    record = read_record(key.record_path(results))
+def run_span(record: dict | None) -> tuple[float, float] | None:
+    """When a run started and ended (its record's times, as seconds since the epoch); None without them."""
     try:
         return (datetime.fromisoformat(record["started"]).timestamp(),
                 datetime.fromisoformat(record["finished"]).timestamp())
