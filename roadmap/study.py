@@ -5,7 +5,7 @@ own data)? For every step, each set's delta against its reference step (paired o
 the roadmap table takes it), and the difference between two sets' deltas. Seeds of different sets are
 independent runs, so that difference is tested with Welch's t on the two sets' per-seed differences
 (unequal variances, Welch-Satterthwaite degrees of freedom). Sets are compared where they differ in one
-thing (image size, or data, or the scale's other settings), else each with the first.
+thing (image size, or data, or the scale or its settings: a sweep's cells), else each with the first.
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ class ResultSet:
     label: str
     image_size: int
     records: tuple
+    settings: tuple = ()   # (key, value): the scale settings every run of the set shares (shared_settings)
+    tag: str = ""          # the settings that tell it from a set of the same label ('epochs=40,regularization=0.25')
 
     @property
     def by_step_seed(self) -> dict[str, dict[int, float]]:
@@ -61,19 +63,47 @@ def parse_set(text: str, roadmap: str, default_results: Path) -> ResultSet:
     sizes = sorted({r["image_size"] for r in records if r.get("image_size")})
     if len(sizes) != 1:
         raise ConfigError(f"the records of {text} were trained at {len(sizes)} image sizes ({sizes}); a set needs one")
-    return ResultSet(scale, data_slug(spec), results_dir, f"{sizes[0]} px {data_slug(spec)}", sizes[0], tuple(records))
+    return ResultSet(scale, data_slug(spec), results_dir, f"{sizes[0]} px {data_slug(spec)}", sizes[0], tuple(records),
+                     shared_settings(records))
+
+
+# Scale keys a set's label already says (image size, data) or that only name the scale.
+LABELLED_SCALE_KEYS = frozenset({"name", "data", "image_size"})
+
+
+def shared_settings(records: list[dict]) -> tuple:
+    """The scale settings (config.scale) every run of a set was trained with, less LABELLED_SCALE_KEYS. A key its
+    runs differ in is left out: the classic ResNet-50 of a sweep cell may train its own number of epochs."""
+    scales = [(r.get("config") or {}).get("scale") or {} for r in records]
+    if not scales:
+        return ()
+    keys = set.intersection(*(set(scale) for scale in scales)) - LABELLED_SCALE_KEYS
+    return tuple(sorted((key, scales[0][key]) for key in keys if all(s[key] == scales[0][key] for s in scales)))
+
+
+def settings_changed(a: ResultSet, b: ResultSet) -> list[str]:
+    """The scale settings both sets share and hold at different values (['epochs', 'regularization'])."""
+    mine, theirs = dict(a.settings), dict(b.settings)
+    return [key for key in sorted(mine.keys() & theirs.keys()) if mine[key] != theirs[key]]
 
 
 def distinct_labels(sets: list[ResultSet]) -> list[ResultSet]:
-    """'32 px fashion-mnist', with the scale and then the results folder added where labels would repeat."""
+    """'32 px fashion-mnist'; where labels would repeat, the settings that tell those sets apart
+    ('epochs=40,regularization=0.25'), then the scale, then the results folder."""
+    tagged = []
+    for s in sets:
+        twins = [o for o in sets if o.label == s.label and o is not s]
+        changed = sorted({key for o in twins for key in settings_changed(s, o)})
+        tagged.append(dataclasses.replace(s, tag=",".join(f"{key}={dict(s.settings)[key]}" for key in changed)))
+
     def labels(parts):
-        return [" ".join(str(p) for p in part(s) if p) for s in sets for part in [parts]]
-    for parts in (lambda s: (s.label,), lambda s: (s.label, s.scale),
-                  lambda s: (s.label, s.scale, f"@{s.results}")):
+        return [" ".join(str(p) for p in parts(s) if p) for s in tagged]
+    for parts in (lambda s: (s.label,), lambda s: (s.label, s.tag), lambda s: (s.label, s.scale, s.tag),
+                  lambda s: (s.label, s.scale, s.tag, f"@{s.results}")):
         candidate = labels(parts)
         if len(set(candidate)) == len(sets):
             break
-    return [dataclasses.replace(s, label=label) for s, label in zip(sets, candidate)]
+    return [dataclasses.replace(s, label=label) for s, label in zip(tagged, candidate)]
 
 
 def welch_difference(a: list[float], b: list[float], confidence: float = CONFIDENCE) -> dict:
@@ -104,15 +134,19 @@ def per_seed_differences(result_set: ResultSet, step: str, reference: str | None
 
 
 def what_differs(a: ResultSet, b: ResultSet) -> list[str]:
-    """The factors two sets differ in: 'resolution', 'dataset', 'scale' (its other settings), 'results'."""
+    """The factors two sets differ in: 'resolution', 'dataset', 'scale' (its other settings), the settings of one
+    scale that differ ('epochs and regularization': a sweep's cells), or else 'results' (where they were trained)."""
     factors = []
     if a.image_size != b.image_size:
         factors.append("resolution")
     if a.data != b.data:
         factors.append("dataset")
+    changed = settings_changed(a, b) if a.scale == b.scale else []
     if a.scale != b.scale and a.image_size == b.image_size:
         factors.append("scale")
-    if a.results != b.results:
+    if changed:
+        factors.append(" and ".join(changed))
+    elif a.results != b.results:
         factors.append("results")
     return factors
 
@@ -262,7 +296,7 @@ def context_line(roadmap: str, sets: list[ResultSet]) -> str:
 
 
 def study_stem(roadmap: str, sets: list[ResultSet]) -> str:
-    return f"study-{roadmap}-" + "-vs-".join(f"{s.scale}-{s.data}" for s in sets)
+    return f"study-{roadmap}-" + "-vs-".join("-".join(filter(None, (s.scale, s.data, s.tag))) for s in sets)
 
 
 # ---------------------------------------------------------------------------- the figure

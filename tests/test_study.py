@@ -18,22 +18,23 @@ GAINS = {32: {"modern_recipe": 5.0, "stage_ratio": 1.0, "patchify_stem": -1.0},
 NOISE = {0: 0.1, 1: -0.2, 2: 0.1, 5: 0.1, 6: -0.1}   # per seed, on every other step: each delta's mean is exact
 
 
-def record(scale, data, step, seed, top1, image_size):
+def record(scale, data, step, seed, top1, image_size, settings=None):
     return {"schema": 1, "status": "complete", "reason": None, "divergence": None, "roadmap": ROADMAP, "step": step,
             "order": 0, "title": step, "adopted": True, "base": None, "scale": scale, "data": data, "seed": seed,
             "top1": top1, "top5": 99.0, "epochs": [], "params": 1, "gflops": 0.01, "image_size": image_size,
             "num_classes": 10, "images_per_s": 1000.0, "wall_s": 10.0, "device": "cpu", "world_size": 1,
-            "git_commit": "abc", "paper": {}, "config": {}}
+            "git_commit": "abc", "paper": {}, "config": {"scale": settings} if settings else {}}
 
 
-def write_set(root, scale, data, image_size, seeds=(0, 1, 2)):
+def write_set(root, scale, data, image_size, seeds=(0, 1, 2), settings=None):
     for seed in seeds:
         top1 = 80.0 + seed * 0.5
         for n, step in enumerate(STEPS):
             top1 += GAINS[image_size].get(step, 0.0)
             noise = NOISE[seed] if n % 2 else 0.0
             write_record(root, RunKey(ROADMAP, scale, data, step, seed),
-                         record(scale, data, step, seed, top1 + noise, image_size))
+                         record(scale, data, step, seed, top1 + noise, image_size,
+                                settings(step) if callable(settings) else settings))
 
 
 @pytest.fixture()
@@ -95,6 +96,22 @@ def test_sets_from_two_results_folders_get_labels_that_tell_them_apart(results, 
                        with_plot=False)
     text = paths[0].read_text()
     assert f"@{other}" in text and "Depends on results" in text
+
+
+def test_a_sweep_cell_is_told_from_its_base_by_the_settings_it_changes(tmp_path):
+    base = {"name": "cpu", "data": "fashion-mnist", "image_size": 32, "epochs": 5, "regularization": 0.0,
+            "classic_epochs": 2, "width_mult": 0.25}
+    cell = {**base, "epochs": 40, "regularization": 0.25}
+    write_set(tmp_path / "results", "cpu", "fashion-mnist", 32, settings=base)
+    # the cell's classic ResNet-50 trains its own epochs: a setting its runs do not share, so not one that tells it
+    write_set(tmp_path / "cell", "cpu", "fashion-mnist", 32,
+              settings=lambda step: {**cell, "classic_epochs": 12} if step == "resnet50" else cell)
+    paths = make_study(ROADMAP, ["cpu/fashion-mnist", f"cpu/fashion-mnist@{tmp_path / 'cell'}"], tmp_path / "results",
+                       tmp_path / "r", with_plot=False)
+    assert paths[0].name == ("study-resnet50-cpu-fashion-mnist-epochs=5,regularization=0.0-vs-"
+                             "cpu-fashion-mnist-epochs=40,regularization=0.25.md")
+    assert ("Depends on epochs and regularization (32 px fashion-mnist epochs=5,regularization=0.0 -> 32 px "
+            "fashion-mnist epochs=40,regularization=0.25)") in paths[0].read_text()
 
 
 @pytest.mark.parametrize("sets, message", [
