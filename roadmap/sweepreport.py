@@ -242,15 +242,18 @@ def answer_lines(sweep: Sweep, rows: list[dict], comparisons: list[dict], ends: 
     elif tested:
         best = max(tested, key=lambda r: r["gap"])
         lines.append(f"{ends.end.id} ends above {ends.start.id} beyond noise in none of the {len(tested)} tested cells; "
-                     f"nearest: {best['cell']} ({signed(best['gap'])} [{signed(best['gap_low'])}, "
-                     f"{signed(best['gap_high'])}])")
+                     f"nearest: {cell_with_gap(best)}")
     level = [r for r in tested if not r["gap_significant"]]
     lines.append(f"Cells where {ends.end.id} and {ends.start.id} are level within noise (the gap's CI spans 0): "
-                 + (", ".join(f"{r['cell']} ({signed(r['gap'])} [{signed(r['gap_low'])}, {signed(r['gap_high'])}])"
-                              for r in level) if level else "none"))
+                 + (", ".join(map(cell_with_gap, level)) if level else "none"))
     lines.append(f"Cells where {ends.end.id} is at or above {ends.start.id} (the mean gap >= 0, noise or not): "
                  + (", ".join(r["cell"] for r in at_or_above) if at_or_above else "none"))
     return lines
+
+
+def cell_with_gap(row: dict) -> str:
+    """'epochs=40 (-0.90 [-1.67, -0.14])'"""
+    return f"{row['cell']} ({signed(row['gap'])} [{signed(row['gap_low'])}, {signed(row['gap_high'])}])"
 
 
 def context_line(sweep: Sweep, rows: list[dict]) -> str:
