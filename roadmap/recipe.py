@@ -58,6 +58,15 @@ class Recipe:
     ema: bool
 
 
+# The scale keys the classic recipe alone reads (resolve): a run of any other is the same run whatever they say.
+CLASSIC_SCALE_KEYS = ("classic_epochs", "classic_lr_mult", "classic_batch_size")
+
+
+def unread_scale_keys(recipe_name: str | None) -> tuple[str, ...]:
+    """The scale keys a run of this recipe never reads (plan.run_identity leaves them out)."""
+    return () if recipe_name == "classic" else CLASSIC_SCALE_KEYS
+
+
 def resolve(recipe: RecipeConfig, scale: ScaleConfig) -> Recipe:
     """Preset + explicit keys, rescaled to the scale's epochs and batch."""
     values = dict(PRESETS[recipe.name])   # name, optimizer and schedule are checked choices (RecipeConfig)

@@ -83,6 +83,20 @@ def test_a_run_under_another_config_is_neither_skipped_nor_resumed(tmp_path, cap
     assert run_cli(tmp_path, "--step", "resnet50", "--data", "synthetic", "--set", "data.workers=0") == 0  # harmless
 
 
+def test_a_key_only_another_recipe_reads_is_not_another_config(tmp_path, capsys):
+    """The classic recipe's epochs are no part of a modern-recipe run: one results folder holds a classic ResNet-50
+    trained longer beside the modern steps, and the whole roadmap resumes there with one command."""
+    assert run_cli(tmp_path, "--step", "modern_recipe", "--data", "synthetic") == 0
+    modern = record(tmp_path, "modern_recipe")
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--step", "resnet50", "modern_recipe", "--data", "synthetic",
+                   "--set", "scale.classic_epochs=2") == 0
+    assert "modern_recipe seed 0: already complete, skipped" in capsys.readouterr().err
+    assert record(tmp_path, "modern_recipe") == modern and len(record(tmp_path, "resnet50")["epochs"]) == 2
+    assert run_cli(tmp_path, "--step", "resnet50", "--data", "synthetic", "--set", "scale.classic_epochs=3") == 2
+    assert "was run with scale.classic_epochs=2, not 3" in capsys.readouterr().err   # the classic run reads it
+
+
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     assert run_cli(tmp_path / "clean", "--step", "gelu", "--data", "synthetic") == 0
     original = runs.train_run.__globals__["Run"].train_epoch
