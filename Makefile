@@ -13,8 +13,9 @@ STUDY_SEEDS ?= 0 1 2
 # CIFAR-10 as JPEG files in the ImageFolder layout (train/, test/), unpacked once into data/ (git-ignored).
 CIFAR10_TAR ?= ../shared/data/cifar10-jpg.tar.gz
 CIFAR10 := data/cifar10-jpg
-# The study's result sets (SCALE/DATA): add an arm here once its records are in results/.
-STUDY_SETS ?= cpu/fashion-mnist cpu/imagefolder-cifar10-jpg cpu64/fashion-mnist
+# The study's result sets (SCALE/DATA[@RESULTS]): add an arm here once its records are in results/. The last is the
+# gap sweep's level cell (make sweep-roadmap).
+STUDY_SETS ?= cpu/fashion-mnist cpu/imagefolder-cifar10-jpg cpu64/fashion-mnist cpu/fashion-mnist@results/sweeps/gap/epochs=40,regularization=0.25
 DEMO_DIR ?= demo
 
 .PHONY: test demo reference reverse study sweep sweep-roadmap data clean gpu-check gpu-check-dry
@@ -83,11 +84,16 @@ sweep: $(VENV)/.installed data $(CIFAR10)/train
 # level within noise (40 epochs, regularisation 0.25): which steps reproduce there? Trained into the cell's own
 # folder, so its endpoint records are reused; the same command resumes. The classic-recipe ResNet-50 trains 12
 # epochs, the paper's 90:300 against the modern recipe's 40 (the cpu scale's 2 go with its 5); no modern-recipe
-# run reads them, so they are no part of its identity and the endpoints' records count.
+# run reads them, so they are no part of its identity and the endpoints' records count. Then its table and figure
+# -> report/sweep-gap-roadmap/, and the study with it as an arm (STUDY_SETS).
+LEVEL_CELL := results/sweeps/gap/epochs=40,regularization=0.25
+LEVEL_CELL_REPORT := --scale cpu --data fashion-mnist --results '$(LEVEL_CELL)' --out report/sweep-gap-roadmap
 sweep-roadmap: $(VENV)/.installed data
 	$(PY) runner.py run --all --set scale.epochs=40 --set scale.regularization=0.25 --set scale.classic_epochs=12 \
-		--scale cpu --data fashion-mnist --seed 0 1 --jobs 2 --no-progress \
-		--results 'results/sweeps/gap/epochs=40,regularization=0.25'
+		--scale cpu --data fashion-mnist --seed 0 1 --jobs 2 --no-progress --results '$(LEVEL_CELL)'
+	$(PY) runner.py plot $(LEVEL_CELL_REPORT)
+	$(PY) runner.py table $(LEVEL_CELL_REPORT)
+	$(PY) runner.py study $(STUDY_SETS) --readme README.md --readme docs/results.md
 
 # Everything that needs a GPU, in one command of a few minutes (roadmap/gpucheck.py): bench eager and
 # compiled against timm, a short run of every step on CIFAR-10, 2 processes on one GPU (one failing).

@@ -137,12 +137,12 @@ def _umask() -> int:
 
 
 def uncommitted_records() -> list[str]:
-    """Records the tables read (results/<roadmap>/<scale>/<data>/<step>/seed<k>.json) that git does not hold as
-    committed, a run training now, say; [] without git."""
+    """Records the tables and the study read (.../<roadmap>/<scale>/<data>/<step>/seed<k>.json under results/, a
+    sweep cell's too) that git does not hold as committed, a run training now, say; [] without git."""
     proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "results"], cwd=ROOT,
                           capture_output=True, text=True)
     paths = [line.split()[-1] for line in proc.stdout.splitlines()] if proc.returncode == 0 else []
-    return [path for path in paths if path.endswith(".json") and path.count("/") == 5]
+    return [path for path in paths if re.search(r"/seed\d+\.json$", path)]
 
 
 @pytest.mark.parametrize("roadmap", ["resnet50", "reverse"])
@@ -165,6 +165,27 @@ def test_committed_tables_and_readme_regenerate_from_the_committed_records(roadm
         assert (out / f"{stem}{suffix}").read_text() == (ROOT / "report" / f"{stem}{suffix}").read_text(), \
             f"report/{stem}{suffix} is not what the records give: run make reference / make reverse"
     assert readme.read_text() == TEXTS[page], f"{page.name}'s results are not what the records give"
+
+
+def test_the_level_cells_roadmap_table_regenerates_from_the_committed_records(tmp_path):
+    """The whole roadmap in the gap sweep's level cell (make sweep-roadmap): its table and CSV under
+    report/sweep-gap-roadmap/ are what the records say, byte for byte, written by the Makefile's command."""
+    args = shlex.split(" ".join(make_variable("LEVEL_CELL_REPORT")).replace("$(LEVEL_CELL)",
+                                                                            *make_variable("LEVEL_CELL")))
+    committed = ROOT / args[args.index("--out") + 1]
+    if not committed.is_dir():
+        pytest.skip("no committed table of the level cell's roadmap")
+    if uncommitted_records():
+        pytest.skip("results/ holds records not committed yet: the committed table cannot be compared")
+    args[args.index("--out") + 1] = str(tmp_path)
+    args[args.index("--results") + 1] = str(ROOT / args[args.index("--results") + 1])
+    proc = runner("table", *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = [path for path in sorted(tmp_path.iterdir()) if path.suffix in (".md", ".csv")]
+    assert len(written) == 2
+    for path in written:
+        assert path.read_bytes() == (committed / path.name).read_bytes(), \
+            f"{committed.relative_to(ROOT)}/{path.name} is not what the records give: run make sweep-roadmap"
 
 
 def test_the_committed_study_regenerates_from_the_committed_records(tmp_path):
@@ -211,9 +232,11 @@ def test_every_committed_records_command_runs_as_written(capsys):
 
 
 def make_variable(name: str) -> list[str]:
-    """A variable of the Makefile, as make would see it with no override (a `NAME ?= words` line)."""
-    line = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(f"{name} ?="))
-    return line.split("?=", 1)[1].split()
+    """A variable of the Makefile, as make would see it with no override (a `NAME ?= words` or `NAME := words`
+    line), its words unexpanded."""
+    line = next(line for line in (ROOT / "Makefile").read_text().splitlines()
+                if re.match(rf"{name} [?:]=", line))
+    return line.split("=", 1)[1].split()
 
 
 @pytest.mark.parametrize("roadmap", re.findall(r"<!-- steps-(\w+):begin -->", "".join(TEXTS.values())))
