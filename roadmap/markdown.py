@@ -38,10 +38,12 @@ def _duration(seconds: float) -> str:
 
 
 def context_line(context: dict) -> str:
-    """'Roadmap `resnet50`, scale `demo`, data `fashion-mnist` (28 px, 10 classes): seeds 0, 1; ...'."""
+    """'Roadmap `resnet50`, scale `demo`, data `fashion-mnist` (28 px, 10 classes): classic 1 epochs, modern 1 epochs,
+    regularization 1.0; seeds 0, 1; ...'."""
     size = ", ".join([f"{s} px" for s in context.get("image_sizes", [])] +
                      [f"{c} classes" for c in context.get("num_classes", [])])
-    parts = [f"seeds {', '.join(map(str, context['seeds']))}", "; ".join(context["devices"]),
+    parts = [", ".join(context["training"])] if context.get("training") else []
+    parts += [f"seeds {', '.join(map(str, context['seeds']))}", "; ".join(context["devices"]),
              f"{context['runs']} runs, total wall time {_duration(context['wall_s'])}"]
     if context.get("git_commits"):
         parts.append("git " + ", ".join(c[:10] for c in context["git_commits"]))

@@ -221,11 +221,21 @@ def build_context(records: list[dict], steps: list[Step]) -> dict:
         "devices": sorted({_device(r) for r in records}),
         "image_sizes": sorted({r["image_size"] for r in records if r.get("image_size")}),
         "num_classes": sorted({r["num_classes"] for r in records if r.get("num_classes")}),
+        "training": training_budget(records),
         "runs": len(records),
         "wall_s": sum(float(r.get("wall_s") or 0.0) for r in records),
         "git_commits": sorted({str(r["git_commit"]) for r in records if r.get("git_commit")}),
         "unknown_steps": sorted({r["step"] for r in records if r["step"] not in known}),
     }
+
+
+def training_budget(records: list[dict]) -> list[str]:
+    """How long and how regularised the runs trained, from their records: ['classic 2 epochs', 'modern 5 epochs',
+    'regularization 0.0'] (a sweep cell's table says its own)."""
+    recipes = {(r["recipe"]["name"], r["recipe"]["epochs"]) for r in records if (r.get("recipe") or {}).get("epochs")}
+    strengths = {((r.get("config") or {}).get("scale") or {}).get("regularization") for r in records}
+    return ([f"{name} {epochs} epochs" for name, epochs in sorted(recipes)]
+            + [f"regularization {strength}" for strength in sorted(strengths - {None})])
 
 
 def _device(record: dict) -> str:

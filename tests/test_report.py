@@ -310,3 +310,17 @@ def test_the_header_names_an_image_folder_inside_the_repo_relative_to_it():
     assert tables.shown_data(inside) == "imagefolder:data/cifar10-jpg"
     for spec in ("imagefolder:/datasets/imagenet", "imagefolder:data/mine", "fashion-mnist"):
         assert tables.shown_data(spec) == spec
+
+
+def test_the_header_says_how_long_and_how_regularised_the_runs_trained():
+    """A sweep cell's table must not read like the base scale's: its recipes' epochs and regularisation, from the
+    records."""
+    def run(recipe, epochs):
+        return {"recipe": {"name": recipe, "epochs": epochs}, "config": {"scale": {"regularization": 0.25}}}
+    records = [run("modern", 40), run("classic", 12), run("modern", 40)]
+    assert tables.training_budget(records) == ["classic 12 epochs", "modern 40 epochs", "regularization 0.25"]
+    context = {"roadmap": "resnet50", "scale": "cpu", "data": "fashion-mnist", "seeds": [0], "devices": ["cpu"],
+               "runs": 3, "wall_s": 60.0, "training": tables.training_budget(records)}
+    assert markdown.context_line(context) == ("Roadmap `resnet50`, scale `cpu`, data `fashion-mnist`: classic 12 epochs, "
+                                     "modern 40 epochs, regularization 0.25; seeds 0; cpu; 3 runs, total wall time "
+                                     "1.0 min.")
