@@ -38,8 +38,9 @@ def run_identity(config: dict, data_identity: dict | None) -> dict:
     """What makes a run this run: its resolved config (`config`, as saved: plain values) less RESUMABLE_CHANGES and
     the scale keys its recipe never reads, its data known by name and by what it holds (`data_identity`:
     Source.identity: class and image counts, an image folder's fingerprint), not by its path, and the network's
-    tensor layout. A moved folder is the same data; other images under the same path are not. A checkpoint resumes only a run of the same identity
-    (config_fingerprint); a saved run is held against it with identity_changes."""
+    tensor layout. A moved folder is the same data; other images under the same path are not. A checkpoint
+    resumes only a run of the same identity (config_fingerprint); a saved run is held against it with
+    identity_changes."""
     values = {part: dict(value) if isinstance(value, dict) else value for part, value in config.items()}
     for section, key in RESUMABLE_CHANGES:
         values[section].pop(key, None)
