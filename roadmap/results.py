@@ -359,6 +359,11 @@ def warn_damaged(path: Path, problem: str, consequence: str) -> None:
         print(f"warning: {path} is damaged ({problem}); {consequence}", file=sys.stderr)
 
 
+def record_scale(record: dict) -> dict:
+    """The scale config a record's run was trained with ({} where the record holds none)."""
+    return (record.get("config") or {}).get("scale") or {}
+
+
 def finished_status(root: Path, key: RunKey) -> str | None:
     """'complete' or 'diverged' when the run needs no more training (a diverged run would diverge
     again); None when it has no usable record or failed (a crash may be transient: retry it)."""

@@ -24,7 +24,7 @@ from .config import ConfigError, Step, load_roadmap
 from .figures import save_figure
 from .markdown import bullets, markdown_table, signed
 from .readme import held_markers, study_markers, write_report_blocks
-from .results import COMPLETE, atomic_write_text, check_writable, data_slug
+from .results import COMPLETE, atomic_write_text, check_writable, data_slug, record_scale
 from .table import CONFIDENCE, build_table, missing, paired_delta, reference_steps, select_records
 
 WELCH_TEST = (f"Welch's t-test on the two sets' per-seed differences (step minus its reference; seeds of different "
@@ -40,7 +40,7 @@ class ResultSet:
     label: str
     image_size: int
     records: tuple
-    settings: tuple = ()   # (key, value): the scale settings every run of the set shares (shared_settings)
+    settings: dict = dataclasses.field(default_factory=dict)   # the scale settings all its runs share (shared_settings)
     tag: str = ""          # the settings that tell it from a set of the same label ('epochs=40,regularization=0.25')
 
     @property
@@ -71,20 +71,19 @@ def parse_set(text: str, roadmap: str, default_results: Path) -> ResultSet:
 LABELLED_SCALE_KEYS = frozenset({"name", "data", "image_size"})
 
 
-def shared_settings(records: list[dict]) -> tuple:
+def shared_settings(records: list[dict]) -> dict:
     """The scale settings (config.scale) every run of a set was trained with, less LABELLED_SCALE_KEYS. A key its
     runs differ in is left out: the classic ResNet-50 of a sweep cell may train its own number of epochs."""
-    scales = [(r.get("config") or {}).get("scale") or {} for r in records]
+    scales = [record_scale(r) for r in records]
     if not scales:
-        return ()
+        return {}
     keys = set.intersection(*(set(scale) for scale in scales)) - LABELLED_SCALE_KEYS
-    return tuple(sorted((key, scales[0][key]) for key in keys if all(s[key] == scales[0][key] for s in scales)))
+    return {key: scales[0][key] for key in sorted(keys) if all(s[key] == scales[0][key] for s in scales)}
 
 
 def settings_changed(a: ResultSet, b: ResultSet) -> list[str]:
     """The scale settings both sets share and hold at different values (['epochs', 'regularization'])."""
-    mine, theirs = dict(a.settings), dict(b.settings)
-    return [key for key in sorted(mine.keys() & theirs.keys()) if mine[key] != theirs[key]]
+    return [key for key in sorted(a.settings.keys() & b.settings.keys()) if a.settings[key] != b.settings[key]]
 
 
 def distinct_labels(sets: list[ResultSet]) -> list[ResultSet]:
@@ -94,7 +93,7 @@ def distinct_labels(sets: list[ResultSet]) -> list[ResultSet]:
     for s in sets:
         twins = [o for o in sets if o.label == s.label and o is not s]
         changed = sorted({key for o in twins for key in settings_changed(s, o)})
-        tagged.append(dataclasses.replace(s, tag=",".join(f"{key}={dict(s.settings)[key]}" for key in changed)))
+        tagged.append(dataclasses.replace(s, tag=",".join(f"{key}={s.settings[key]}" for key in changed)))
 
     def labels(parts):
         return [" ".join(str(p) for p in parts(s) if p) for s in tagged]

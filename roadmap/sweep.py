@@ -375,7 +375,7 @@ def dry_run(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int) ->
             seconds[index] = [c["seconds"] for c in costs["runs"]]
             speed = costs["source"]
     rows = [cell_row(sweep, cell, by_cell[cell.index], seconds.get(cell.index),
-                     [(status[id(r)], records[id(r)]) for r in by_cell[cell.index]], jobs) for cell in sweep.cells]
+                     [records[id(r)] for r in by_cell[cell.index]], jobs) for cell in sweep.cells]
     header = ["index", "cell", *sweep.factors, "results", "runs", "done", "to train", f"plan left, --jobs {jobs}",
               f"plan, --jobs {jobs}", "measured"]
     todo = [s for index in sorted(seconds) for s, r in zip(seconds[index], by_cell[index]) if status[id(r)] is None]
@@ -397,18 +397,18 @@ def dry_run(sweep: Sweep, results: Path, chosen: list[int] | None, jobs: int) ->
 
 
 def cell_row(sweep: Sweep, cell: Cell, runs: list[SweepRun], seconds: list[float] | None,
-             read: list[tuple[str | None, dict | None]], jobs: int) -> list:
-    """The dry run's row of a cell; `read`: each run's finished status (None: still to train) and its record."""
+             records: list[dict | None], jobs: int) -> list:
+    """The dry run's row of a cell; `records`: each run's record as read (None: none yet)."""
     levels = [level_text(f, cell.levels[f]) if f in cell.levels else "·" for f in sweep.factors]
     if not runs:
         why = f"untrained: {cell.untrained}" if cell.untrained else "not chosen (--cell)"
         return [cell.index, cell.name, *levels, why, "–", "–", "–", "–", "–", "–"]
-    status = [st for st, _ in read]
+    status = [record_status(record) for record in records]   # None: still to train
     done = status.count(COMPLETE)
     where = f"{runs[0].results} (the base scale's own)" if runs[0].is_base else str(runs[0].results)
     todo = [s for s, st in zip(seconds, status) if st is None]
     plan_left = hours(handed_out_wall(todo, jobs)) if todo else "–"
-    spans = [span for st, record in read if st == COMPLETE and (span := run_span(record))]
+    spans = [span for st, record in zip(status, records) if st == COMPLETE and (span := run_span(record))]
     measured = f"{hours(union_seconds(spans))} ({len(spans)} runs)" if spans else "–"
     return [cell.index, cell.name, *levels, where, len(runs), done, len(todo), plan_left,
             hours(handed_out_wall(seconds, jobs)), measured]

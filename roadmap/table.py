@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from .config import ConfigError, Step, load_roadmap
-from .results import COMPLETE, DIVERGED, FAILED, REPO_ROOT, data_slug, load_records
+from .results import COMPLETE, DIVERGED, FAILED, REPO_ROOT, data_slug, load_records, record_scale
 
 CONFIDENCE = 0.95
 SIGNIFICANCE_TEST = (f"paired t-test over seeds (Student's t on the per-seed differences, two-sided): the delta's "
@@ -233,7 +233,7 @@ def training_budget(records: list[dict]) -> list[str]:
     """How long and how regularised the runs trained, from their records: ['classic 2 epochs', 'modern 5 epochs',
     'regularization 0.0'] (a sweep cell's table says its own)."""
     recipes = {(r["recipe"]["name"], r["recipe"]["epochs"]) for r in records if (r.get("recipe") or {}).get("epochs")}
-    strengths = {((r.get("config") or {}).get("scale") or {}).get("regularization") for r in records}
+    strengths = {record_scale(r).get("regularization") for r in records}
     return ([f"{name} {epochs} epochs" for name, epochs in sorted(recipes)]
             + [f"regularization {strength}" for strength in sorted(strengths - {None})])
 
